@@ -1,0 +1,441 @@
+"""Token-wise scalar quantisation: steps, dequantisation and the entropy payload.
+
+This module's docstring down to the first code line is the spec's section
+"Entropy payload" (copied into docs/bitstream.md by common/specdoc.py).
+
+## Steps and reconstruction
+
+A tensor is coded on a grid of C channels × H × W token positions: a C×H×W map
+as it is, an N×C matrix as C × 1 × N (token n at position (0, n)). Token t has
+the step exponent e_t = tsq_qp + o_t (o_t = 0 unless tsq_step_map_flag) and the
+step Δ_t = 2^((e_t − 48) / 8), computed exactly as
+ldexp(STEP_FRACTIONS[(e_t − 48) mod 8], floor((e_t − 48) / 8)), where
+STEP_FRACTIONS are the float64 constants in this module. Every e_t must lie in
+[QP_MIN, QP_MAX]. The decoded value is q · Δ_t in IEEE float64, rounded once to
+the tensor's dtype.
+
+## Range coder
+
+tdu_entropy_payload is the output of constriction 0.5.0's queue.RangeEncoder
+(32-bit words, 64-bit state) serialised as little-endian 32-bit words; its
+length is a multiple of 4 and the decoder must end with maybe_exhausted() true.
+Three model kinds are used, all with parameters the decoder derives from
+integers it has already decoded:
+
+* binary decision with adaptive context `ctx`: constriction Bernoulli
+  (perfect=False) with p1 = P1 / 2^24, P1 = clamp(((2·n1 + 1) · 2^24) div
+  (2·(n0 + n1) + 2), 1, 2^24 − 1), where (n0, n1) are the context's counts;
+* adaptive categorical: constriction Categorical(perfect=False) with the
+  context's integer symbol counts as probabilities;
+* bypass value of b bits (1 ≤ b ≤ 16): constriction Uniform(2^b).
+
+Counts start at (0, 0) for binary contexts and at 1 per symbol for categorical
+ones. They are updated only between *chunks* (below): a binary decision adds 1
+to n0 or n1, a categorical symbol adds 2 to its count. When a context's total
+exceeds RESCALE_LIMIT after an update, every count of that context is halved,
+rounding up, until it does not.
+
+## Step-offset map (only when tsq_step_map_flag = 1)
+
+Offsets o_t of the H × W tokens in raster order are predicted from the left
+token (first column: from the token above; first token: 0). The residual r is
+coded as the categorical symbol clip(r, −16, 16) + 16 of one adaptive context;
+symbols 0 and 32 are escapes followed by |r| − 16 as an Exp-Golomb-0 value
+(prefix n as bypass 5 bits, then n bypass bits). The residuals use the same
+chunk schedule as the symbols below, in raster order.
+
+## Symbols
+
+Positions are visited in waves: wave k holds the positions (h, w) with
+2h + w = k, in increasing h; a wave's elements are ordered position-major,
+channel-minor. Contexts only use positions of earlier waves: the left (h, w−1),
+upper (h−1, w), upper-left and upper-right neighbours in the same channel,
+and per-channel counts over earlier waves. A wave is split into chunks; chunk
+sizes start at 16 elements and double after every chunk up to
+CHUNK_LIMIT = 2^max(10, bit_length(C·H·W div 4096)); a chunk never crosses a
+wave boundary. Within a chunk, in this order:
+
+1. sig: q ≠ 0, for every element (binary, SIG contexts);
+2. gt1: |q| > 1, for elements with sig (binary, GT1 contexts);
+3. gt2: |q| > 2, for elements with gt1 (binary, GT2 contexts);
+4. remainder |q| − 3 for elements with gt2: Exp-Golomb of order k, prefix n
+   (adaptive categorical over 0..31, one context per k), then n + k suffix bits
+   as bypass values of at most 16 bits, most significant first;
+5. neg: q < 0, for elements with sig (binary, SIGN contexts).
+
+With a, b, c, d the magnitudes (capped at MAG_CAP) of the left, upper,
+upper-left and upper-right neighbours (0 outside the grid), N the number of
+positions in earlier waves and, per channel, Z the number of nonzero values,
+G the number of |q| > 1, P and M the numbers of positive and negative values
+in earlier waves:
+
+* SIG context = 8 · sig_channel_class + SIG_LOCAL_CLASS[2·min(a,2) + 2·min(b,2)
+  + min(c,2) + min(d,2)], where sig_channel_class is 0 if N = 0, else 1 plus
+  the number of T in SIG_RATE_THRESHOLDS with 64·(2Z + 1) ≥ T·(2N + 2);
+* GT1 and GT2 context = 7 · level_channel_class + LEVEL_LOCAL_CLASS[2·min(a,3)
+  + 2·min(b,3) + min(c,3) + min(d,3)], where level_channel_class is 0 if Z = 0,
+  else 1 plus the number of T in LEVEL_RATE_THRESHOLDS with
+  8·(2G + 1) ≥ T·(2Z + 2);
+* Exp-Golomb order k = min(15, max(0, bit_length((2a + 2b + c + d) div 6) − 1));
+* SIGN context = 4 · (sign(left) + sign(upper) + 2) + (2·[M > 0] + [P > 0]).
+"""
+
+import numpy as np
+
+from common.errors import BitstreamError
+
+STEP_EXPONENTS_PER_OCTAVE = 8
+UNIT_STEP_EXPONENT = 48
+# 2^(i/8), i = 0..7, exactly as float64 (written out so no libm pow is involved).
+STEP_FRACTIONS = np.array([float.fromhex(h) for h in (
+    "0x1.0000000000000p+0", "0x1.172b83c7d517bp+0", "0x1.306fe0a31b715p+0", "0x1.4bfdad5362a27p+0",
+    "0x1.6a09e667f3bcdp+0", "0x1.8ace5422aa0dbp+0", "0x1.ae89f995ad3adp+0", "0x1.d5818dcfba487p+0")])
+
+MAX_ABS_LEVEL = (1 << 31) - 1     # largest |q| the syntax can carry
+MAG_CAP = 1 << 12                 # neighbour magnitudes are capped for context derivation
+RESCALE_LIMIT = 1 << 12
+PROB_BITS = 24
+FIRST_CHUNK = 16
+EG_PREFIX_SYMBOLS = 32
+EG_MAX_ORDER = 15
+BYPASS_CHUNK_BITS = 16
+OFFSET_CLIP = 16
+
+SIG_LOCAL_CLASS = np.array([0, 1, 2, 3, 4, 5, 5, 6, 6, 7, 7, 7, 7])
+SIG_RATE_THRESHOLDS = (1, 2, 4, 8, 16, 32, 48)          # ×1/64
+LEVEL_LOCAL_CLASS = np.array([0, 1, 1, 2, 2, 3, 3, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 6])
+LEVEL_RATE_THRESHOLDS = (1, 2, 4, 6)                     # ×1/8
+NUM_SIG_CONTEXTS = 8 * (2 + len(SIG_RATE_THRESHOLDS))   # class 0: no history
+NUM_LEVEL_CONTEXTS = 7 * (2 + len(LEVEL_RATE_THRESHOLDS))
+NUM_SIGN_CONTEXTS = 20
+
+
+def step_sizes(exponents):
+    """Δ = 2^((e − 48)/8) for an integer array of step exponents, exactly."""
+    rel = np.asarray(exponents, dtype=np.int64) - UNIT_STEP_EXPONENT
+    return np.ldexp(STEP_FRACTIONS[rel & 7], (rel >> 3).astype(np.int32))
+
+
+def dequantise(levels, token_steps):
+    """q · Δ_t in float64: levels (C, H, W), token_steps (H, W)."""
+    return levels.astype(np.float64) * token_steps[None, :, :]
+
+
+def wave_positions(height, width):
+    """Positions (h, w) of each wave k (2h + w = k), h increasing."""
+    waves = []
+    for k in range(2 * (height - 1) + width):
+        h = np.arange(max(0, (k - width + 2) // 2), min(height - 1, k // 2) + 1)
+        waves.append((h, k - 2 * h))
+    return waves
+
+
+def chunk_limit(num_elements):
+    return 1 << max(10, (num_elements // 4096).bit_length())
+
+
+class _BinaryContexts:
+    """Adaptive binary contexts: integer counts, probability from the KT rule."""
+
+    def __init__(self, num_contexts):
+        self.counts = np.zeros((num_contexts, 2), dtype=np.int64)
+
+    def p_one(self, contexts):
+        n = self.counts[contexts]
+        num = (2 * n[:, 1] + 1) << PROB_BITS
+        fixed = np.clip(num // (2 * (n[:, 0] + n[:, 1]) + 2), 1, (1 << PROB_BITS) - 1)
+        return fixed / float(1 << PROB_BITS)
+
+    def update(self, contexts, bits):
+        np.add.at(self.counts, (contexts, bits.astype(np.int64)), 1)
+        _rescale(self.counts)
+
+
+class _CategoricalContexts:
+    def __init__(self, num_contexts, num_symbols):
+        self.counts = np.ones((num_contexts, num_symbols), dtype=np.int64)
+
+    def update(self, contexts, symbols):
+        np.add.at(self.counts, (contexts, symbols), 2)
+        _rescale(self.counts)
+
+
+def _rescale(counts):
+    over = counts.sum(axis=1) > RESCALE_LIMIT
+    while over.any():
+        counts[over] = (counts[over] + 1) >> 1
+        over = counts.sum(axis=1) > RESCALE_LIMIT
+
+
+def _bit_length(values):
+    """bit_length of each non-negative int64 (exact for values < 2^53)."""
+    out = np.zeros(values.shape, dtype=np.int64)
+    v = values.astype(np.int64).copy()
+    for shift in (32, 16, 8, 4, 2, 1):
+        big = v >= (1 << shift)
+        out[big] += shift
+        v[big] >>= shift
+    return out + (v > 0)
+
+
+class TokenwiseEntropyCoder:
+    """The entropy payload procedure, walked once for encoding and once for decoding.
+
+    Every `_code_*` primitive takes the true values when encoding (and returns
+    them) and `None` when decoding (and returns what it decoded), so the order
+    of coded symbols and the context updates are written exactly once.
+    """
+
+    def __init__(self, payload=None):
+        import constriction  # imported here so that importing this module stays cheap
+        self._models = constriction.stream.model
+        self.encoding = payload is None
+        if self.encoding:
+            self._coder = constriction.stream.queue.RangeEncoder()
+        else:
+            if len(payload) % 4:
+                raise BitstreamError("entropy payload length is not a multiple of 4 bytes")
+            words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
+            self._coder = constriction.stream.queue.RangeDecoder(words)
+        self.ideal_bits = 0.0   # −log2 P of everything coded, under the models used
+
+    # -- primitives -------------------------------------------------------------
+    def _code_binary(self, bits, p_one):
+        if len(p_one) == 0:
+            return np.zeros(0, dtype=bool)
+        model = self._models.Bernoulli(perfect=False)
+        if self.encoding:
+            bits = np.asarray(bits, dtype=np.int32)
+            self._coder.encode(bits, model, p_one)
+            self.ideal_bits -= float(np.log2(np.where(bits == 1, p_one, 1.0 - p_one)).sum())
+            return bits.astype(bool)
+        return self._decode(model, p_one).astype(bool)
+
+    def _code_categorical(self, symbols, counts):
+        if len(counts) == 0:
+            return np.zeros(0, dtype=np.int64)
+        probabilities = counts.astype(np.float64)
+        model = self._models.Categorical(perfect=False)
+        if self.encoding:
+            symbols = np.asarray(symbols, dtype=np.int32)
+            self._coder.encode(symbols, model, probabilities)
+            chosen = probabilities[np.arange(len(symbols)), symbols]
+            self.ideal_bits -= float(np.log2(chosen / probabilities.sum(axis=1)).sum())
+            return symbols.astype(np.int64)
+        return self._decode(model, probabilities).astype(np.int64)
+
+    def _code_bypass(self, values, num_bits):
+        """Values of num_bits[i] bits each (any width up to 62), MSB-first 16-bit pieces."""
+        num_bits = np.asarray(num_bits, dtype=np.int64)
+        total = np.zeros(len(num_bits), dtype=np.int64)
+        remaining = num_bits.copy()
+        if self.encoding:
+            values = np.asarray(values, dtype=np.int64)
+        while (remaining > 0).any():
+            active = np.flatnonzero(remaining > 0)
+            piece = (remaining[active] - 1) % BYPASS_CHUNK_BITS + 1   # first piece takes the odd bits
+            remaining[active] -= piece
+            sizes = (np.int64(1) << piece).astype(np.int32)
+            model = self._models.Uniform()
+            if self.encoding:
+                pieces = ((values[active] >> remaining[active]) & ((1 << piece) - 1)).astype(np.int32)
+                self._coder.encode(pieces, model, sizes)
+                self.ideal_bits += float(piece.sum())
+            else:
+                pieces = self._decode(model, sizes).astype(np.int64)
+            total[active] = (total[active] << piece) | pieces
+        return values if self.encoding else total
+
+    def _decode(self, model, params):
+        try:
+            return np.asarray(self._coder.decode(model, params))
+        except Exception as exc:  # constriction reports running out of data as a generic error
+            raise BitstreamError(f"entropy payload is corrupt or truncated ({exc})") from None
+
+    def _code_exp_golomb(self, values, orders):
+        """Exp-Golomb values of per-element order k; the prefix is adaptive per k."""
+        one = np.int64(1)
+        prefix = None
+        if self.encoding:
+            values = np.asarray(values, dtype=np.int64)
+            prefix = _bit_length((values >> orders) + 1) - 1
+        prefix = self._code_categorical(prefix, self._eg_prefix.counts[orders])
+        self._eg_prefix.update(orders, prefix)
+        suffix = None
+        if self.encoding:
+            suffix = (((values >> orders) + 1 - (one << prefix)) << orders) | (values & ((one << orders) - 1))
+        suffix = self._code_bypass(suffix, prefix + orders)
+        high = (suffix >> orders) + (one << prefix) - 1
+        return (high << orders) | (suffix & ((one << orders) - 1))
+
+    def _code_exp_golomb_bypass(self, values, count):
+        """Exp-Golomb-0 values with a 5-bit bypass prefix (rare escapes)."""
+        one = np.int64(1)
+        prefix = None if values is None else _bit_length(values + 1) - 1
+        prefix = self._code_bypass(prefix, np.full(count, 5))
+        suffix = None if values is None else values + 1 - (one << prefix)
+        suffix = self._code_bypass(suffix, prefix)
+        return (one << prefix) - 1 + suffix
+
+    # -- payload ----------------------------------------------------------------
+    def code_tensor(self, levels, offsets, grid, step_map_flag):
+        """Code one tensor's payload: levels (C, H, W) and offsets (H, W), int64,
+        when encoding; None when decoding. Returns (levels, offsets)."""
+        channels, height, width = grid
+        self._limit = chunk_limit(channels * height * width)
+        self._chunk = FIRST_CHUNK
+        if step_map_flag:
+            offsets = self._code_offsets(offsets, height, width)
+        else:
+            offsets = np.zeros((height, width), dtype=np.int64)
+        levels = self._code_levels(levels, channels, height, width)
+        return levels, offsets
+
+    def _chunks(self, length):
+        start = 0
+        while start < length:
+            end = min(length, start + self._chunk)
+            yield start, end
+            start = end
+            self._chunk = min(self._limit, 2 * self._chunk)
+
+    def _code_offsets(self, offsets, height, width):
+        residuals = None
+        if self.encoding:
+            predicted = np.zeros_like(offsets)
+            predicted[:, 1:] = offsets[:, :-1]
+            predicted[1:, 0] = offsets[:-1, 0]
+            residuals = (offsets - predicted).ravel()
+        decoded = np.zeros(height * width, dtype=np.int64)
+        model = _CategoricalContexts(1, 2 * OFFSET_CLIP + 1)
+        for start, end in self._chunks(height * width):
+            contexts = np.zeros(end - start, dtype=np.int64)
+            known = None if residuals is None else residuals[start:end]
+            symbols = None if known is None else np.clip(known, -OFFSET_CLIP, OFFSET_CLIP) + OFFSET_CLIP
+            symbols = self._code_categorical(symbols, model.counts[contexts])
+            model.update(contexts, symbols)
+            values = symbols - OFFSET_CLIP
+            escaped = np.flatnonzero((symbols == 0) | (symbols == 2 * OFFSET_CLIP))
+            extra = None if known is None else np.abs(known[escaped]) - OFFSET_CLIP
+            extra = self._code_exp_golomb_bypass(extra, len(escaped))
+            values[escaped] += np.sign(values[escaped]) * extra
+            decoded[start:end] = values
+        residuals = decoded.reshape(height, width)
+        residuals[:, 0] = np.cumsum(residuals[:, 0])
+        return np.cumsum(residuals, axis=1)
+
+    def _code_levels(self, levels, channels, height, width):
+        self._sig = _BinaryContexts(NUM_SIG_CONTEXTS)
+        self._gt1 = _BinaryContexts(NUM_LEVEL_CONTEXTS)
+        self._gt2 = _BinaryContexts(NUM_LEVEL_CONTEXTS)
+        self._sign = _BinaryContexts(NUM_SIGN_CONTEXTS)
+        self._eg_prefix = _CategoricalContexts(EG_MAX_ORDER + 1, EG_PREFIX_SYMBOLS)
+        # Decoded magnitudes (capped) and signs, padded by one row on top and
+        # one column on each side so that every neighbour exists.
+        neighbour_mag = np.zeros((channels, height + 1, width + 2), dtype=np.int64)
+        neighbour_sign = np.zeros((channels, height + 1, width + 2), dtype=np.int64)
+        decoded = np.zeros((channels, height, width), dtype=np.int64)
+        stats = _ChannelStats(channels)
+        for hs, ws in wave_positions(height, width):
+            def neighbours(array, dh, dw):   # (positions × channels), position-major
+                return array[:, hs + dh, ws + dw].T.ravel()
+            a, b = neighbours(neighbour_mag, 1, 0), neighbours(neighbour_mag, 0, 1)
+            c, d = neighbours(neighbour_mag, 0, 0), neighbours(neighbour_mag, 0, 2)
+            num_positions = len(hs)
+            ctx = _WaveContexts(
+                sig=np.tile(stats.sig_class(), num_positions) * 8 + SIG_LOCAL_CLASS[
+                    2 * np.minimum(a, 2) + 2 * np.minimum(b, 2) + np.minimum(c, 2) + np.minimum(d, 2)],
+                level=np.tile(stats.level_class(), num_positions) * 7 + LEVEL_LOCAL_CLASS[
+                    2 * np.minimum(a, 3) + 2 * np.minimum(b, 3) + np.minimum(c, 3) + np.minimum(d, 3)],
+                eg_order=np.clip(_bit_length((2 * a + 2 * b + c + d) // 6) - 1, 0, EG_MAX_ORDER),
+                sign=4 * (neighbours(neighbour_sign, 1, 0) + neighbours(neighbour_sign, 0, 1) + 2)
+                + np.tile(stats.sign_class(), num_positions))
+            true_levels = None if levels is None else levels[:, hs, ws].T.ravel()
+            wave_levels = np.zeros(num_positions * channels, dtype=np.int64)
+            for start, end in self._chunks(len(wave_levels)):
+                known = None if true_levels is None else true_levels[start:end]
+                wave_levels[start:end] = self._code_chunk(known, ctx.slice(start, end))
+            wave_levels = wave_levels.reshape(num_positions, channels).T
+            decoded[:, hs, ws] = wave_levels
+            neighbour_mag[:, hs + 1, ws + 1] = np.minimum(np.abs(wave_levels), MAG_CAP)
+            neighbour_sign[:, hs + 1, ws + 1] = np.sign(wave_levels)
+            stats.update(wave_levels)
+        return decoded
+
+    def _code_chunk(self, known, ctx):
+        """sig, gt1, gt2, remainder and sign passes of one chunk; returns its levels."""
+        known_mag = None if known is None else np.abs(known)
+
+        def given(select):   # the true decision when encoding, None when decoding
+            return None if known is None else select()
+
+        sig = self._code_binary(given(lambda: known_mag > 0), self._sig.p_one(ctx.sig))
+        self._sig.update(ctx.sig, sig)
+        mag = sig.astype(np.int64)
+        i1 = np.flatnonzero(sig)
+        gt1 = self._code_binary(given(lambda: known_mag[i1] > 1), self._gt1.p_one(ctx.level[i1]))
+        self._gt1.update(ctx.level[i1], gt1)
+        i2 = i1[gt1]
+        mag[i2] = 2
+        gt2 = self._code_binary(given(lambda: known_mag[i2] > 2), self._gt2.p_one(ctx.level[i2]))
+        self._gt2.update(ctx.level[i2], gt2)
+        i3 = i2[gt2]
+        mag[i3] = 3 + self._code_exp_golomb(given(lambda: known_mag[i3] - 3), ctx.eg_order[i3])
+        if (mag > MAX_ABS_LEVEL).any():
+            raise BitstreamError(f"decoded level exceeds {MAX_ABS_LEVEL}: the entropy payload is corrupt")
+        neg = self._code_binary(given(lambda: known[i1] < 0), self._sign.p_one(ctx.sign[i1]))
+        self._sign.update(ctx.sign[i1], neg)
+        mag[i1[neg]] *= -1
+        return mag
+
+    def finish(self):
+        """Encoder: the payload bytes. Decoder: check that the payload is used up."""
+        if self.encoding:
+            return np.asarray(self._coder.get_compressed(), dtype="<u4").tobytes()
+        if not self._coder.maybe_exhausted():
+            raise BitstreamError("entropy payload has data left over after the last symbol")
+        return None
+
+
+class _WaveContexts:
+    """Per-element context indices of one wave (position-major, channel-minor)."""
+
+    def __init__(self, sig, level, eg_order, sign):
+        self.sig, self.level, self.eg_order, self.sign = sig, level, eg_order, sign
+
+    def slice(self, start, end):
+        return _WaveContexts(self.sig[start:end], self.level[start:end],
+                             self.eg_order[start:end], self.sign[start:end])
+
+
+class _ChannelStats:
+    """Per-channel counts over the waves coded so far."""
+
+    def __init__(self, channels):
+        self.positions = 0
+        self.nonzero = np.zeros(channels, dtype=np.int64)
+        self.above_one = np.zeros(channels, dtype=np.int64)
+        self.positive = np.zeros(channels, dtype=np.int64)
+        self.negative = np.zeros(channels, dtype=np.int64)
+
+    def sig_class(self):
+        if self.positions == 0:
+            return np.zeros_like(self.nonzero)
+        rate = 64 * (2 * self.nonzero + 1)
+        return 1 + sum((rate >= t * (2 * self.positions + 2)).astype(np.int64) for t in SIG_RATE_THRESHOLDS)
+
+    def level_class(self):
+        rate = 8 * (2 * self.above_one + 1)
+        above = sum((rate >= t * (2 * self.nonzero + 2)).astype(np.int64) for t in LEVEL_RATE_THRESHOLDS)
+        return np.where(self.nonzero == 0, 0, 1 + above)
+
+    def sign_class(self):
+        return 2 * (self.negative > 0) + (self.positive > 0)
+
+    def update(self, wave_levels):
+        """wave_levels: (channels, positions of the wave)."""
+        self.positions += wave_levels.shape[1]
+        self.nonzero += (wave_levels != 0).sum(axis=1)
+        self.above_one += (np.abs(wave_levels) > 1).sum(axis=1)
+        self.positive += (wave_levels > 0).sum(axis=1)
+        self.negative += (wave_levels < 0).sum(axis=1)

@@ -1,0 +1,1 @@
+"""Common test conditions (CTC): task networks, datasets, runners and reports for FCRS."""

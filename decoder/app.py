@@ -1,0 +1,77 @@
+"""`decode -i out.bin -o rec.npy|rec.npz [--trace FILE] [--threads N]`"""
+
+import argparse
+import os
+import sys
+import time
+
+from common.errors import FcrsError
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="decode", description="FCRS decoder: bitstream -> feature tensors. Needs no configuration: "
+        "everything comes from the stream. Checks the decoded-feature hash when the stream carries one.")
+    parser.add_argument("-i", "--input", required=True, help="FCRS bitstream")
+    parser.add_argument("-o", "--output", help="decoded features: .npy (one tensor) or .npz")
+    parser.add_argument("--trace", metavar="FILE", help="write every syntax element as 'name  descriptor : value'")
+    parser.add_argument("--threads", type=int, default=1, help="tensors decoded in parallel (default 1)")
+    parser.add_argument("--no-hash-check", action="store_true", help="do not check the decoded-feature hash")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except FcrsError as exc:
+        print(f"decode: error: {exc}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("decode: error: out of memory", file=sys.stderr)
+        return 1
+
+
+def run(args):
+    # Heavy imports after argument parsing, so that `decode --help` starts fast.
+    from common.errors import InputError
+    from common.featio import save_features
+    from common.syntax import Trace
+    from decoder.decoder import decode_stream
+
+    if not os.path.isfile(args.input):
+        raise InputError(f"input file not found: {args.input}")
+    with open(args.input, "rb") as f:
+        data = f.read()
+    trace = Trace() if args.trace else None
+    start = time.perf_counter()
+    decoded = decode_stream(data, trace=trace, threads=max(1, args.threads))
+    seconds = time.perf_counter() - start
+    if trace is not None:
+        trace.write(args.trace)
+    for spec in decoded.specs:
+        shape = "x".join(str(n) for n in spec.array_shape)
+        print(f"tensor '{spec.name}' {shape} {spec.dtype.name.lower()}")
+    failed = False
+    if not args.no_hash_check:
+        if not decoded.hash_checks:
+            print("no decoded-feature hash in the stream: not checked")
+        for check in decoded.hash_checks:
+            if check.ok:
+                print(f"tensor '{check.name}' [MD5: {check.actual.hex()} OK]")
+            else:
+                failed = True
+                print(f"tensor '{check.name}' ***ERROR*** MD5 mismatch: expected {check.expected.hex()}, "
+                      f"decoded {check.actual.hex()}")
+    if failed:
+        print("decode: error: decoded features do not match the encoder's hash; no output written",
+              file=sys.stderr)
+        return 1
+    if args.output:
+        save_features(args.output, decoded.tensors)
+    print(f"decoded {len(data) * 8} bits in {seconds:.3f} s" + (f" -> {args.output}" if args.output else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""The FCRS decoder: stream bytes in, named feature tensors out.
+
+    read_units ─► feature_parameter_set ─► per tensor: entropy payload ─► levels,
+    step offsets ─► q·Δ_t ─► dtype ─► (hash check)
+
+Imports only `common/`; token-wise decoding needs numpy and constriction, not torch.
+"""
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from common.codepoints import Layout, UnitType
+from common.errors import BitstreamError
+from common.features import from_tensor_info
+from common.hashing import tensor_md5
+from common.syntax import SyntaxReader, SyntaxStructure
+from common.syntax_structures import decoded_feature_hash, feature_parameter_set, tensor_data_unit
+from common.stream import iter_units
+from common.syntax_structures import QP_MAX, QP_MIN
+from common.tokenwise_sq import TokenwiseEntropyCoder, dequantise, step_sizes
+
+
+@dataclass
+class HashCheck:
+    name: str
+    expected: bytes
+    actual: bytes
+
+    @property
+    def ok(self):
+        return self.expected == self.actual
+
+
+@dataclass
+class DecodedStream:
+    specs: list
+    tensors: dict                                      # name -> decoded array
+    hash_checks: list = field(default_factory=list)    # empty when the stream has no hash unit
+
+
+def decode_stream(data, trace=None, threads=1):
+    """Parse and decode a whole stream. Raises BitstreamError on any violation."""
+    units = iter_units(data, trace)
+    first = next(units, None)
+    if first is None or first[0] != UnitType.FEATURE_PARAMETER_SET:
+        raise BitstreamError("the first unit is not a feature_parameter_set")
+    fps = SyntaxStructure()
+    feature_parameter_set(SyntaxReader(first[1], trace, "feature parameter set"), fps)
+    specs = [from_tensor_info(t) for t in fps.fps_tensors]
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise BitstreamError("two tensors share a name")
+
+    payloads, hash_unit = [], None
+    for unit_type, payload in units:
+        if unit_type == UnitType.TENSOR_DATA:
+            tdu = SyntaxStructure()
+            tensor_data_unit(SyntaxReader(payload, trace, "tensor data unit"), tdu)
+            if tdu.tdu_tensor_idx != len(payloads):
+                raise BitstreamError(f"tensor data unit for tensor {tdu.tdu_tensor_idx} where "
+                                     f"tensor {len(payloads)} was expected")
+            payloads.append(tdu.tdu_entropy_payload)
+        elif unit_type == UnitType.DECODED_FEATURE_HASH:
+            hash_unit = SyntaxStructure()
+            decoded_feature_hash(SyntaxReader(payload, trace, "decoded feature hash"), hash_unit)
+        elif unit_type == UnitType.FEATURE_PARAMETER_SET:
+            raise BitstreamError("a second feature_parameter_set")
+    if len(payloads) != len(specs):
+        raise BitstreamError(f"the stream has data for {len(payloads)} of {len(specs)} tensors")
+
+    if threads > 1 and len(specs) > 1:
+        with ThreadPoolExecutor(threads) as pool:
+            arrays = list(pool.map(decode_tensor, specs, payloads))
+    else:
+        arrays = [decode_tensor(spec, payload) for spec, payload in zip(specs, payloads)]
+    result = DecodedStream(specs=specs, tensors=dict(zip(names, arrays)))
+    if hash_unit is not None:
+        if hash_unit.dfh_num_tensors_minus1 + 1 != len(specs):
+            raise BitstreamError("the decoded_feature_hash unit does not hold one hash per tensor")
+        for spec, array, entry in zip(specs, arrays, hash_unit.dfh_tensors):
+            result.hash_checks.append(HashCheck(spec.name, entry.dfh_md5, tensor_md5(array)))
+    return result
+
+
+def decode_tensor(spec, payload):
+    """Levels and step offsets from the payload, then reconstruction in the spec's dtype."""
+    coder = TokenwiseEntropyCoder(payload)
+    levels, offsets = coder.code_tensor(None, None, spec.grid, spec.step_map)
+    coder.finish()
+    return reconstruct(spec, levels, offsets)
+
+
+def reconstruct(spec, levels, offsets):
+    """q · Δ_t rounded to the tensor's dtype, in its decoded shape (the encoder reuses this)."""
+    exponents = spec.qp + offsets
+    if exponents.min() < QP_MIN or exponents.max() > QP_MAX:
+        raise BitstreamError(f"tensor '{spec.name}': a token's step exponent leaves [{QP_MIN}, {QP_MAX}]")
+    grid_values = dequantise(levels, step_sizes(exponents))
+    if spec.layout == Layout.TOKENS:
+        grid_values = grid_values[:, 0, :].T          # (C, 1, N) -> (N, C)
+    with np.errstate(over="ignore"):
+        return grid_values.astype(spec.numpy_dtype).reshape(spec.array_shape)

@@ -1,0 +1,43 @@
+"""Every encoder option, declared once: the cfg parser, `encode --help` and
+docs/encoder-options.md all read this table."""
+
+from dataclasses import dataclass
+
+from common.syntax_structures import QP_MAX, QP_MIN
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    type: type          # int, float, str or bool
+    default: object
+    help: str
+    choices: tuple = ()
+    lo: float = None
+    hi: float = None
+
+
+OPTIONS = (
+    Option("Tool", str, "tokenwise", "coding tool of every tensor", choices=("tokenwise",)),
+    Option("QP", int, 40, "base step exponent: step = 2^((QP - 48) / 8); +8 doubles the step",
+           lo=QP_MIN, hi=QP_MAX),
+    Option("RoundingOffset", float, 0.5, "quantiser rounding offset: q = sign(f) * floor(|f| / step + offset); "
+           "0.5 rounds to nearest (error <= step/2), smaller values widen the dead zone", lo=0.0, hi=0.5),
+    Option("DecodedFeatureHash", bool, True, "write the decoded-feature MD5 unit (the decoder checks it)"),
+)
+
+OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
+
+
+def default_options():
+    return {option.name: option.default for option in OPTIONS}
+
+
+def help_text():
+    lines = []
+    for o in OPTIONS:
+        allowed = f" {{{', '.join(o.choices)}}}" if o.choices else (
+            f" [{o.lo}, {o.hi}]" if o.lo is not None else "")
+        default = int(o.default) if o.type is bool else o.default
+        lines.append(f"  --{o.name}=<{o.type.__name__}>{allowed}  (default {default})\n      {o.help}")
+    return "\n".join(lines)
