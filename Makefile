@@ -1,0 +1,52 @@
+# FCRS — two commands on a fresh machine: `make demo` and `make test`.
+# Both create .venv on first use (and again when pyproject.toml changes).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# Debian tools the anchors use (x265 encoder, libde265 decoder binary libde265-dec265).
+APT_TOOLS := x265 libde265-examples
+
+.PHONY: demo test spec check-spec conformance bench clean-venv system-tools
+
+demo: $(STAMP)
+	$(PY) -m ctc.demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+$(STAMP): pyproject.toml
+	@$(MAKE) --no-print-directory system-tools
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[tasks,test]'
+	touch $(STAMP)
+
+# Installs the anchors' codecs with apt when they are missing (root or sudo);
+# without them only the anchor tests skip, so a failure here is a warning.
+system-tools:
+	@if command -v x265 >/dev/null && command -v libde265-dec265 >/dev/null; then :; \
+	else \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		( $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $(APT_TOOLS) >/dev/null ) \
+		|| echo "warning: could not install $(APT_TOOLS); anchor tests will be skipped"; \
+	fi
+
+# docs/bitstream.md is generated from the syntax declarations.
+spec: $(STAMP)
+	$(PY) -m common.specdoc --write docs/bitstream.md
+
+check-spec: $(STAMP)
+	$(PY) -m common.specdoc --check docs/bitstream.md
+
+# Golden files change only when asked: rewrites bitstreams/*.bin, *.md5, *.txt.
+conformance: $(STAMP)
+	$(PY) -m bitstreams.regenerate
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_tokenwise.py
+	$(PY) benchmarks/bench_effnet_rate.py
+
+clean-venv:
+	rm -rf $(VENV)

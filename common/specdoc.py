@@ -1,0 +1,208 @@
+"""Render docs/bitstream.md from the syntax declarations.
+
+    python -m common.specdoc --write docs/bitstream.md    # regenerate
+    python -m common.specdoc --check docs/bitstream.md    # exit 1 if out of date
+
+The syntax tables come from the source text of common/syntax_structures.py
+(element calls -> rows, `if`/`for` -> conditions, `rw.require` -> constraints),
+the code-point tables from common/codepoints.py, the semantics from
+SEMANTICS, and the entropy-payload section from common/tokenwise_sq.py.
+"""
+
+import argparse
+import ast
+import inspect
+import sys
+from enum import IntEnum
+
+from common import codepoints, syntax_structures, tokenwise_sq
+
+_DESCRIPTOR_CALLS = {"u", "flag", "ue", "se", "f32", "bytes", "rest"}
+_INDENT = "&nbsp;" * 4
+
+
+class _DropStructurePrefix(ast.NodeTransformer):
+    """`s.ti_layout_idc` -> `ti_layout_idc` in rendered conditions."""
+
+    def visit_Attribute(self, node):
+        self.generic_visit(node)
+        if isinstance(node.value, ast.Name) and node.value.id in ("s", "t"):
+            return ast.Name(id=node.attr, ctx=ast.Load())
+        return node
+
+
+def _text(node):
+    return ast.unparse(_DropStructurePrefix().visit(ast.parse(ast.unparse(node), mode="eval")).body)
+
+
+def _value(node):
+    return eval(compile(ast.Expression(node), "<spec>", "eval"), vars(syntax_structures))  # noqa: S307
+
+
+def _kwargs(call):
+    return {k.arg: k.value for k in call.keywords}
+
+
+def _element_row(call):
+    """(name, descriptor, range) of one rw.<descriptor>(...) call."""
+    kind, args, kw = call.func.attr, call.args, _kwargs(call)
+    if kind == "u":
+        name, descriptor = args[2].value, f"u({_value(args[0])})"
+    elif kind == "flag":
+        name, descriptor = args[1].value, "u(1)"
+    elif kind in ("ue", "se"):
+        name, descriptor = args[1].value, f"{kind}(v)"
+    elif kind == "f32":
+        name, descriptor = args[1].value, "f(32)"
+    elif kind == "bytes":
+        name, descriptor = args[1].value, f"b(8)[{_text(args[2])}]"
+    else:  # rest
+        name, descriptor = args[1].value, "b(8)[*]"
+    lo = kw.get("lo")
+    hi = kw.get("hi")
+    if kind == "ue" and hi is not None:
+        lo_value = 0 if lo is None else _value(lo)
+        value_range = f"{lo_value}..{_value(hi)}"
+    elif lo is not None or hi is not None:
+        lo_value = 0 if lo is None else _value(lo)
+        value_range = f"{lo_value}..{_value(hi)}"
+    else:
+        value_range = ""
+    return name, descriptor, value_range
+
+
+def _rows(statements, depth, rows):
+    pad = _INDENT * depth
+    for st in statements:
+        if isinstance(st, ast.Expr) and isinstance(st.value, ast.Call):
+            call = st.value
+            if isinstance(call.func, ast.Attribute) and call.func.attr in _DESCRIPTOR_CALLS:
+                name, descriptor, value_range = _element_row(call)
+                rows.append((f"{pad}{name}", descriptor, value_range))
+            elif isinstance(call.func, ast.Attribute) and call.func.attr == "byte_alignment":
+                rows.append((f"{pad}byte_alignment( )", "u(1)×n", "each bit 0"))
+            elif isinstance(call.func, ast.Attribute) and call.func.attr == "require":
+                rows.append((f"{pad}*constraint: {call.args[1].value}*", "", ""))
+            elif isinstance(call.func, ast.Name):
+                rows.append((f"{pad}{call.func.id}( )", "", ""))
+            else:
+                raise ValueError(f"cannot render statement: {ast.unparse(st)}")
+        elif isinstance(st, ast.If):
+            rows.append((f"{pad}if( {_text(st.test)} )", "", ""))
+            _rows(st.body, depth + 1, rows)
+            if st.orelse:
+                rows.append((f"{pad}else", "", ""))
+                _rows(st.orelse, depth + 1, rows)
+        elif isinstance(st, ast.For):
+            count = _text(st.iter.args[2])
+            rows.append((f"{pad}for( i = 0; i < {count}; i++ )", "", ""))
+            _rows(st.body, depth + 1, rows)
+        else:
+            raise ValueError(f"cannot render statement: {ast.unparse(st)}")
+
+
+def syntax_functions():
+    """The syntax-structure functions, in source order (first parameter `rw`)."""
+    tree = ast.parse(inspect.getsource(syntax_structures))
+    return [node for node in tree.body
+            if isinstance(node, ast.FunctionDef) and node.args.args and node.args.args[0].arg == "rw"]
+
+
+def element_names():
+    names = []
+    for function in syntax_functions():
+        rows = []
+        _rows(function.body, 0, rows)
+        names += [r[0].replace("&nbsp;", "") for r in rows if r[1] and not r[0].endswith(")")]
+    return names
+
+
+def _syntax_table(function):
+    rows = []
+    _rows(function.body, 1, rows)
+    out = [f"### {function.name}( )", "", "| Syntax | Descriptor | Range |", "|---|---|---|",
+           f"| {function.name}( ) {{ | | |"]
+    out += [f"| {text} | {descriptor} | {value_range} |" for text, descriptor, value_range in rows]
+    out += ["| } | | |", ""]
+    return out
+
+
+def _enum_table(enum_type):
+    doc = (enum_type.__doc__ or "").strip()
+    out = [f"**{enum_type.__name__}** — {doc}", "", "| value | name |", "|---|---|"]
+    out += [f"| {member.value} | {member.name} |" for member in enum_type]
+    return out + [""]
+
+
+def _constants():
+    names = ["MAX_TENSORS", "MAX_NAME_BYTES", "MAX_DIM", "MAX_DECODED_ELEMENTS", "QP_MIN", "QP_MAX"]
+    out = ["| constant | value |", "|---|---|"]
+    out += [f"| {n} | {getattr(syntax_structures, n)} |" for n in names]
+    for n in ["STEP_EXPONENTS_PER_OCTAVE", "UNIT_STEP_EXPONENT", "MAX_ABS_LEVEL", "MAG_CAP", "RESCALE_LIMIT",
+              "PROB_BITS", "FIRST_CHUNK", "EG_PREFIX_SYMBOLS", "EG_MAX_ORDER", "BYPASS_CHUNK_BITS",
+              "OFFSET_CLIP", "SIG_RATE_THRESHOLDS", "LEVEL_RATE_THRESHOLDS"]:
+        out.append(f"| {n} | {getattr(tokenwise_sq, n)} |")
+    for n in ["SIG_LOCAL_CLASS", "LEVEL_LOCAL_CLASS"]:
+        out.append(f"| {n} | {list(int(v) for v in getattr(tokenwise_sq, n))} |")
+    fractions = ", ".join(float(v).hex() for v in tokenwise_sq.STEP_FRACTIONS)
+    out.append(f"| STEP_FRACTIONS | {fractions} |")
+    return out + [""]
+
+
+def render():
+    functions = syntax_functions()
+    semantics = syntax_structures.SEMANTICS
+    missing = [n for n in element_names() if n not in semantics]
+    if missing:
+        raise ValueError(f"elements without semantics: {missing}")
+    out = ["# FCRS bitstream specification", "",
+           "<!-- Generated by `python -m common.specdoc --write docs/bitstream.md` from "
+           "common/syntax_structures.py, common/codepoints.py and common/tokenwise_sq.py. Do not edit. -->", "",
+           f"Version {codepoints.STREAM_VERSION_MAJOR}.{codepoints.STREAM_VERSION_MINOR}.", "",
+           "## 1. Conventions", "",
+           "Bits are written most significant first. Descriptors: u(n) unsigned n-bit integer; ue(v) "
+           "unsigned Exp-Golomb-0 (at most 32 leading zeros); se(v) signed Exp-Golomb (k > 0 codes "
+           "(k + 1) / 2 for odd k, −k / 2 for even k); f(32) IEEE-754 binary32; b(8)[n] n bytes; b(8)[*] "
+           "the bytes up to the end of the unit. A value outside the Range column is a conformance error "
+           "(the decoder stops with an error). Every unit payload ends byte-aligned.", "",
+           "## 2. Stream structure", "",
+           "```", (syntax_structures.__doc__.split("Stream layout::")[1]).strip("\n"), "```", "",
+           "A decoder skips units of reserved type, rejects a stream that ends before END_OF_STREAM or "
+           "has bytes after it, and decodes nothing before the feature parameter set.", "",
+           "## 3. Syntax", ""]
+    for function in functions:
+        out += _syntax_table(function)
+    out += ["## 4. Semantics", ""]
+    for name in element_names():
+        out.append(f"- **{name}**: {semantics[name]}")
+    out += ["", "## 5. Code points", ""]
+    for enum_type in (codepoints.UnitType, codepoints.Layout, codepoints.DType, codepoints.Tool,
+                      codepoints.HashType):
+        out += _enum_table(enum_type)
+    out += ["## 6. Constants", ""] + _constants()
+    out += ["## 7. Token-wise scalar quantisation: entropy payload", ""]
+    section = inspect.getdoc(tokenwise_sq).split("\n", 1)[1].strip()
+    out += [section.replace("## ", "### "), ""]
+    return "\n".join(out)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--write", metavar="FILE")
+    mode.add_argument("--check", metavar="FILE")
+    args = parser.parse_args(argv)
+    text = render()
+    if args.write:
+        with open(args.write, "w", encoding="utf-8") as f:
+            f.write(text)
+        return 0
+    with open(args.check, encoding="utf-8") as f:
+        if f.read() != text:
+            print(f"{args.check} is out of date: run `make spec`", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
