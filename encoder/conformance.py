@@ -1,0 +1,130 @@
+"""Conformance streams: the inputs, encoder settings and descriptions of every
+golden stream in bitstreams/, and the command that (re)writes them.
+
+    python -m encoder.conformance --write bitstreams    # `make conformance`
+
+For each stream NAME it writes NAME.bin, NAME.md5 (one `<md5>  <tensor name>`
+line per decoded tensor) and NAME.txt (what the stream exercises). Run it only
+when the bitstream or the encoder changes on purpose, and review the diff.
+"""
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+from common.codepoints import UnitType
+from common.stream import iter_units, write_stream
+from encoder.encoder import encode_features
+from encoder.options import default_options
+
+
+@dataclass(frozen=True)
+class ConformanceStream:
+    name: str
+    description: str
+    qp: int
+    rounding_offset: float = 0.5
+
+
+def _relu6_map(rng, channels, height, width, active=0.12):
+    """Sparse, one-sided, spatially correlated values in [0, 6], like a ReLU6 backbone output."""
+    field = rng.normal(size=(channels, height + 2, width + 2))
+    smooth = sum(field[:, i:i + height, j:j + width] for i in range(3) for j in range(3)) / 3.0
+    threshold = np.quantile(smooth, 1.0 - active, axis=(1, 2), keepdims=True)
+    return np.clip(2.0 * (smooth - threshold), 0.0, 6.0)
+
+
+def stream_inputs(name):
+    """(tensors, step_offsets) of a conformance stream, deterministic."""
+    rng = np.random.default_rng(sum(map(ord, name)))
+    if name == "chw_map":
+        return {"": _relu6_map(rng, 64, 7, 7).astype(np.float32)}, None
+    if name == "tokens_step_map":
+        tokens = rng.normal(size=(197, 48)) * np.exp(rng.normal(size=48))  # per-channel scales
+        tokens[:, 5] *= 40.0                                                # an outlier channel
+        offsets = rng.integers(-6, 7, size=(1, 197))
+        return {"": tokens.astype(np.float32)}, {"": offsets}
+    if name == "pyramid_p2_p6":
+        sizes = {"p2": (32, 48), "p3": (16, 24), "p4": (8, 12), "p5": (4, 6), "p6": (2, 3)}
+        return {level: rng.normal(scale=1.5, size=(1, 16) + hw).astype(np.float32)
+                for level, hw in sizes.items()}, None
+    if name == "extreme_range":
+        magnitudes = 10.0 ** rng.uniform(-3, 4, size=(8, 6, 5))
+        values = magnitudes * rng.choice([-1.0, 1.0], size=magnitudes.shape)
+        values[0, 0, :] = 0.0
+        offsets = rng.integers(-40, 41, size=(6, 5))
+        offsets[2, 3] = 150                                                 # escape in the offset map
+        return {"": values}, {"": offsets}
+    if name == "float16_output":
+        return {"tokens": (rng.normal(size=(1, 64, 24)) * 3.0).astype(np.float16)}, None
+    if name == "unknown_unit_skipped":
+        return {"": _relu6_map(rng, 16, 5, 6).astype(np.float32)}, None
+    raise KeyError(name)
+
+
+STREAMS = (
+    ConformanceStream("chw_map", "C×H×W map (64×7×7 float32), sparse one-sided ReLU6-like values, uniform "
+                      "steps: significance/level contexts, channel statistics, wave order.", qp=44),
+    ConformanceStream("tokens_step_map", "N×C token matrix (197×48 float32, signed, one outlier channel) "
+                      "with a per-token step-offset map (tsq_step_map_flag = 1) and a dead-zone quantiser.",
+                      qp=40, rounding_offset=0.35),
+    ConformanceStream("pyramid_p2_p6", "Five named tensors p2..p6 (1×16×H×W float32, batch axis kept), "
+                      "as an FPN pyramid: several tensor data units and hashes in one stream.", qp=44),
+    ConformanceStream("extreme_range", "C×H×W float64 with magnitudes 1e-3..1e4, negatives, zeros and a "
+                      "fine step: Exp-Golomb remainders of large order, bypass pieces, level escapes, "
+                      "step offsets of ±40 and an offset escape (150).", qp=-20),
+    ConformanceStream("float16_output", "N×C tokens (1×64×24 float16): float16 reconstruction and "
+                      "rounding of q·Δ to half precision.", qp=36),
+    ConformanceStream("unknown_unit_skipped", "A 16×5×6 map followed by a unit of reserved type 200 "
+                      "(before the hash unit): the decoder must skip it and decode normally.", qp=44),
+)
+
+
+def encode_conformance_stream(stream):
+    """The stream's bytes and its {tensor name: decoded array}."""
+    tensors, offsets = stream_inputs(stream.name)
+    options = default_options()
+    options.update(QP=stream.qp, RoundingOffset=stream.rounding_offset)
+    result = encode_features(tensors, options, step_offsets=offsets)
+    data = result.stream
+    if stream.name == "unknown_unit_skipped":
+        units = [(t, p, None) for t, p in iter_units(data)]
+        units.insert(2, (200, b"reserved unit payload", None))
+        data = write_stream(units)
+        assert UnitType.END_OF_STREAM not in [u[0] for u in units]
+    return data, result.reconstruction
+
+
+def md5_lines(reconstruction):
+    from common.hashing import tensor_md5
+    return "".join(f"{tensor_md5(array).hex()}  {name}\n" for name, array in reconstruction.items())
+
+
+def write_all(folder):
+    for stream in STREAMS:
+        data, reconstruction = encode_conformance_stream(stream)
+        base = os.path.join(folder, stream.name)
+        with open(base + ".bin", "wb") as f:
+            f.write(data)
+        with open(base + ".md5", "w") as f:
+            f.write(md5_lines(reconstruction))
+        with open(base + ".txt", "w") as f:
+            f.write(f"{stream.name}.bin — {len(data)} bytes\n\n{stream.description}\n\n"
+                    f"Encoder settings: QP {stream.qp}, RoundingOffset {stream.rounding_offset}; inputs from "
+                    f"encoder/conformance.py:stream_inputs('{stream.name}').\n"
+                    f"Expected decoded-tensor MD5s: {stream.name}.md5.\n")
+        print(f"{stream.name}.bin  {len(data)} bytes")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Regenerate the conformance streams.")
+    parser.add_argument("--write", metavar="FOLDER", required=True)
+    write_all(parser.parse_args(argv).write)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
