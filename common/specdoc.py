@@ -140,7 +140,7 @@ def _constants():
     out += [f"| {n} | {getattr(syntax_structures, n)} |" for n in names]
     for n in ["STEP_EXPONENTS_PER_OCTAVE", "UNIT_STEP_EXPONENT", "MAX_ABS_LEVEL", "MAG_CAP", "RESCALE_LIMIT",
               "PROB_BITS", "FIRST_CHUNK", "EG_PREFIX_SYMBOLS", "EG_MAX_ORDER", "BYPASS_CHUNK_BITS",
-              "OFFSET_CLIP", "SIG_RATE_THRESHOLDS", "LEVEL_RATE_THRESHOLDS"]:
+              "OFFSET_CLIP", "MAX_ELEMENTS_PER_PAYLOAD_BIT", "PAYLOAD_SLACK_ELEMENTS", "SIG_RATE_THRESHOLDS", "LEVEL_RATE_THRESHOLDS"]:
         out.append(f"| {n} | {getattr(tokenwise_sq, n)} |")
     for n in ["SIG_LOCAL_CLASS", "LEVEL_LOCAL_CLASS"]:
         out.append(f"| {n} | {list(int(v) for v in getattr(tokenwise_sq, n))} |")

@@ -35,6 +35,11 @@ to n0 or n1, a categorical symbol adds 2 to its count. When a context's total
 exceeds RESCALE_LIMIT after an update, every count of that context is halved,
 rounding up, until it does not.
 
+A conforming payload of b bytes belongs to a tensor of at most
+MAX_ELEMENTS_PER_PAYLOAD_BIT · 8b + PAYLOAD_SLACK_ELEMENTS feature points (an
+encoder cannot produce a shorter one); decoders reject shorter payloads before
+decoding.
+
 ## Step-offset map (only when tsq_step_map_flag = 1)
 
 Offsets o_t of the H × W tokens in raster order are predicted from the left
@@ -100,6 +105,12 @@ EG_PREFIX_SYMBOLS = 32
 EG_MAX_ORDER = 15
 BYPASS_CHUNK_BITS = 16
 OFFSET_CLIP = 16
+# Every element costs at least −log2(1 − 1/(2·RESCALE_LIMIT + 2)) > 1/5681 bit, so a
+# payload of b bits never carries more than MAX_ELEMENTS_PER_PAYLOAD_BIT · b +
+# PAYLOAD_SLACK_ELEMENTS elements. The decoder checks this before allocating, so a
+# small corrupt payload cannot make it allocate or loop for a huge declared tensor.
+MAX_ELEMENTS_PER_PAYLOAD_BIT = 5000
+PAYLOAD_SLACK_ELEMENTS = 1 << 16
 
 SIG_LOCAL_CLASS = np.array([0, 1, 2, 3, 4, 5, 5, 6, 6, 7, 7, 7, 7])
 SIG_RATE_THRESHOLDS = (1, 2, 4, 8, 16, 32, 48)          # ×1/64
@@ -196,6 +207,7 @@ class TokenwiseEntropyCoder:
             if len(payload) % 4:
                 raise BitstreamError("entropy payload length is not a multiple of 4 bytes")
             words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
+            self._payload_bits = 8 * len(payload)
             self._coder = constriction.stream.queue.RangeDecoder(words)
         self.ideal_bits = 0.0   # −log2 P of everything coded, under the models used
 
@@ -282,7 +294,12 @@ class TokenwiseEntropyCoder:
         """Code one tensor's payload: levels (C, H, W) and offsets (H, W), int64,
         when encoding; None when decoding. Returns (levels, offsets)."""
         channels, height, width = grid
-        self._limit = chunk_limit(channels * height * width)
+        num_elements = channels * height * width
+        if not self.encoding and num_elements > (MAX_ELEMENTS_PER_PAYLOAD_BIT * self._payload_bits
+                                                 + PAYLOAD_SLACK_ELEMENTS):
+            raise BitstreamError(f"entropy payload of {self._payload_bits // 8} bytes is too short for "
+                                 f"{num_elements} feature points: the stream is corrupt")
+        self._limit = chunk_limit(num_elements)
         self._chunk = FIRST_CHUNK
         if step_map_flag:
             offsets = self._code_offsets(offsets, height, width)
