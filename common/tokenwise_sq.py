@@ -349,13 +349,13 @@ class TokenwiseEntropyCoder:
         self._eg_prefix = _CategoricalContexts(EG_MAX_ORDER + 1, EG_PREFIX_SYMBOLS)
         # Decoded magnitudes (capped) and signs, padded by one row on top and
         # one column on each side so that every neighbour exists.
-        neighbour_mag = np.zeros((channels, height + 1, width + 2), dtype=np.int64)
-        neighbour_sign = np.zeros((channels, height + 1, width + 2), dtype=np.int64)
+        neighbour_mag = np.zeros((channels, height + 1, width + 2), dtype=np.int16)   # ≤ MAG_CAP
+        neighbour_sign = np.zeros((channels, height + 1, width + 2), dtype=np.int8)
         decoded = np.zeros((channels, height, width), dtype=np.int64)
         stats = _ChannelStats(channels)
         for hs, ws in wave_positions(height, width):
             def neighbours(array, dh, dw):   # (positions × channels), position-major
-                return array[:, hs + dh, ws + dw].T.ravel()
+                return array[:, hs + dh, ws + dw].T.ravel().astype(np.int64)
             a, b = neighbours(neighbour_mag, 1, 0), neighbours(neighbour_mag, 0, 1)
             c, d = neighbours(neighbour_mag, 0, 0), neighbours(neighbour_mag, 0, 2)
             num_positions = len(hs)
