@@ -37,10 +37,22 @@ def save_features(path, tensors):
         writer = lambda f: np.save(f, next(iter(tensors.values())))
     elif path.endswith(".npz"):
         names = [name or "arr_0" for name in tensors]
-        writer = lambda f: np.savez(f, **dict(zip(names, tensors.values())))
+        if len(set(names)) != len(names):
+            raise InputError(f"{path}: two tensors would get the same name in the .npz file")
+        writer = lambda f: _write_npz(f, dict(zip(names, tensors.values())))
     else:
         raise InputError(f"{path}: output must be a .npy or .npz file")
     write_atomically(path, writer)
+
+
+def _write_npz(f, arrays):
+    """What np.savez writes, but for any tensor name (np.savez's keyword interface cannot
+    take one named 'file') and byte-reproducible (fixed member timestamps)."""
+    with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, array in arrays.items():
+            member = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with archive.open(member, "w", force_zip64=True) as out:
+                np.lib.format.write_array(out, np.asanyarray(array), allow_pickle=False)
 
 
 def write_atomically(path, write):

@@ -78,6 +78,8 @@ class _SyntaxAccess:
 
     # Descriptors, spelled as in the spec.
     def u(self, n, s, name, lo=None, hi=None, idx=None):
+        lo = 0 if lo is None else lo                 # u(n) always holds 0 .. 2^n - 1
+        hi = (1 << n) - 1 if hi is None else hi
         return self._value(s, name, idx, f"u({n})", lo, hi, self._u_io(n))
 
     def flag(self, s, name, idx=None):

@@ -133,12 +133,11 @@ def dequantise(levels, token_steps):
 
 
 def wave_positions(height, width):
-    """Positions (h, w) of each wave k (2h + w = k), h increasing."""
-    waves = []
+    """Positions (h, w) of each wave k (2h + w = k), h increasing; generated one wave at a
+    time, so that a wide grid does not hold every wave's index arrays at once."""
     for k in range(2 * (height - 1) + width):
         h = np.arange(max(0, (k - width + 2) // 2), min(height - 1, k // 2) + 1)
-        waves.append((h, k - 2 * h))
-    return waves
+        yield h, k - 2 * h
 
 
 def chunk_limit(num_elements):

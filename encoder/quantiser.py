@@ -14,7 +14,7 @@ def quantise(grid_values, exponents, rounding_offset, output_dtype):
     """
     steps = step_sizes(exponents)
     scaled = np.abs(grid_values) / steps[None, :, :]
-    if scaled.max(initial=0.0) + rounding_offset > MAX_ABS_LEVEL:
+    if np.floor(scaled.max(initial=0.0) + rounding_offset) > MAX_ABS_LEVEL:
         raise InputError(f"a value needs a level above {MAX_ABS_LEVEL} at this QP: raise QP")
     levels = (np.sign(grid_values) * np.floor(scaled + rounding_offset)).astype(np.int64)
     limit = np.finfo(output_dtype).max
