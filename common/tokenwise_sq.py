@@ -14,11 +14,16 @@ STEP_FRACTIONS are the float64 constants in this module. Every e_t must lie in
 [QP_MIN, QP_MAX]. The decoded value is q · Δ_t in IEEE float64, rounded once to
 the tensor's dtype.
 
-## Range coder
+## Entropy coder
 
-tdu_entropy_payload is the output of constriction 0.5.0's queue.RangeEncoder
-(32-bit words, 64-bit state) serialised as little-endian 32-bit words; its
-length is a multiple of 4 and the decoder must end with maybe_exhausted() true.
+tdu_entropy_payload is the compressed data of constriction 0.5.0's
+stack.AnsCoder (asymmetric numeral systems, 32-bit words, 64-bit state, 24-bit
+probabilities), serialised as little-endian 32-bit words: its length is a
+multiple of 4. Symbols are decoded in the order this section gives (the encoder
+encodes them in reverse), and after the last symbol the decoder's AnsCoder must
+be empty. ANS is used rather than a range coder because it has no per-symbol
+truncation loss: sparse features cost several binary decisions per bit of
+information, and a range coder's ~1.3e-4 bits per decision would add up.
 Three model kinds are used, all with parameters the decoder derives from
 integers it has already decoded:
 
@@ -29,8 +34,9 @@ integers it has already decoded:
   context's integer symbol counts as probabilities;
 * bypass value of b bits (1 ≤ b ≤ 16): constriction Uniform(2^b).
 
-Counts start at (0, 0) for binary contexts and at 1 per symbol for categorical
-ones. They are updated only between *chunks* (below): a binary decision adds 1
+Counts start at SIG_INITIAL_COUNTS[sig_channel_class] for SIG contexts (the
+channel-rate bucket the class stands for, weighted as 32 observations), at
+(0, 0) for the other binary contexts and at 1 per symbol for categorical ones. They are updated only between *chunks* (below): a binary decision adds 1
 to n0 or n1, a categorical symbol adds 2 to its count. When a context's total
 exceeds RESCALE_LIMIT after an update, every count of that context is halved,
 rounding up, until it does not.
@@ -116,6 +122,9 @@ SIG_LOCAL_CLASS = np.array([0, 1, 2, 3, 4, 5, 5, 6, 6, 7, 7, 7, 7])
 SIG_RATE_THRESHOLDS = (1, 2, 4, 8, 16, 32, 48)          # ×1/64
 LEVEL_LOCAL_CLASS = np.array([0, 1, 1, 2, 2, 3, 3, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 6])
 LEVEL_RATE_THRESHOLDS = (1, 2, 4, 6)                     # ×1/8
+# (n0, n1) of a SIG context before any update, by sig_channel_class: the middle of
+# the class's rate bucket (class 0, no history yet: 1/8), as 32 observations.
+SIG_INITIAL_COUNTS = ((28, 4), (32, 0), (31, 1), (30, 2), (29, 3), (26, 6), (20, 12), (12, 20), (4, 28))
 NUM_SIG_CONTEXTS = 8 * (2 + len(SIG_RATE_THRESHOLDS))   # class 0: no history
 NUM_LEVEL_CONTEXTS = 7 * (2 + len(LEVEL_RATE_THRESHOLDS))
 NUM_SIGN_CONTEXTS = 20
@@ -147,8 +156,10 @@ def chunk_limit(num_elements):
 class _BinaryContexts:
     """Adaptive binary contexts: integer counts, probability from the KT rule."""
 
-    def __init__(self, num_contexts):
+    def __init__(self, num_contexts, initial_counts=None):
         self.counts = np.zeros((num_contexts, 2), dtype=np.int64)
+        if initial_counts is not None:
+            self.counts[:] = initial_counts
 
     def p_one(self, contexts):
         n = self.counts[contexts]
@@ -201,23 +212,26 @@ class TokenwiseEntropyCoder:
         self._models = constriction.stream.model
         self.encoding = payload is None
         if self.encoding:
-            self._coder = constriction.stream.queue.RangeEncoder()
+            self._calls = []   # (symbols, model, parameters), ANS-encoded in reverse by finish()
         else:
             if len(payload) % 4:
                 raise BitstreamError("entropy payload length is not a multiple of 4 bytes")
             words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
             self._payload_bits = 8 * len(payload)
-            self._coder = constriction.stream.queue.RangeDecoder(words)
+            try:
+                self._coder = constriction.stream.stack.AnsCoder(words)
+            except ValueError as exc:   # e.g. "ANS compressed data never ends in a zero word"
+                raise BitstreamError(f"entropy payload is corrupt ({exc})") from None
+        self._ans_type = constriction.stream.stack.AnsCoder
         self.ideal_bits = 0.0   # −log2 P of everything coded, under the models used
 
-    # -- primitives -------------------------------------------------------------
     def _code_binary(self, bits, p_one):
         if len(p_one) == 0:
             return np.zeros(0, dtype=bool)
         model = self._models.Bernoulli(perfect=False)
         if self.encoding:
             bits = np.asarray(bits, dtype=np.int32)
-            self._coder.encode(bits, model, p_one)
+            self._calls.append((bits, model, p_one))
             self.ideal_bits -= float(np.log2(np.where(bits == 1, p_one, 1.0 - p_one)).sum())
             return bits.astype(bool)
         return self._decode(model, p_one).astype(bool)
@@ -229,7 +243,7 @@ class TokenwiseEntropyCoder:
         model = self._models.Categorical(perfect=False)
         if self.encoding:
             symbols = np.asarray(symbols, dtype=np.int32)
-            self._coder.encode(symbols, model, probabilities)
+            self._calls.append((symbols, model, probabilities))
             chosen = probabilities[np.arange(len(symbols)), symbols]
             self.ideal_bits -= float(np.log2(chosen / probabilities.sum(axis=1)).sum())
             return symbols.astype(np.int64)
@@ -250,7 +264,7 @@ class TokenwiseEntropyCoder:
             model = self._models.Uniform()
             if self.encoding:
                 pieces = ((values[active] >> remaining[active]) & ((1 << piece) - 1)).astype(np.int32)
-                self._coder.encode(pieces, model, sizes)
+                self._calls.append((pieces, model, sizes))
                 self.ideal_bits += float(piece.sum())
             else:
                 pieces = self._decode(model, sizes).astype(np.int64)
@@ -341,7 +355,7 @@ class TokenwiseEntropyCoder:
         return np.cumsum(residuals, axis=1)
 
     def _code_levels(self, levels, channels, height, width):
-        self._sig = _BinaryContexts(NUM_SIG_CONTEXTS)
+        self._sig = _BinaryContexts(NUM_SIG_CONTEXTS, np.repeat(SIG_INITIAL_COUNTS, 8, axis=0))
         self._gt1 = _BinaryContexts(NUM_LEVEL_CONTEXTS)
         self._gt2 = _BinaryContexts(NUM_LEVEL_CONTEXTS)
         self._sign = _BinaryContexts(NUM_SIGN_CONTEXTS)
@@ -407,8 +421,12 @@ class TokenwiseEntropyCoder:
     def finish(self):
         """Encoder: the payload bytes. Decoder: check that the payload is used up."""
         if self.encoding:
-            return np.asarray(self._coder.get_compressed(), dtype="<u4").tobytes()
-        if not self._coder.maybe_exhausted():
+            coder = self._ans_type()
+            for symbols, model, parameters in reversed(self._calls):
+                coder.encode_reverse(symbols, model, parameters)
+            self._calls = []
+            return np.asarray(coder.get_compressed(), dtype="<u4").tobytes()
+        if not self._coder.is_empty():
             raise BitstreamError("entropy payload has data left over after the last symbol")
         return None
 
