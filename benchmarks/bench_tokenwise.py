@@ -17,14 +17,14 @@ of an 800×1216 image, 15,564,800 feature points), at three QPs:
 * the decoder's start-up: wall time of ``decode --help`` and of
   ``python -c "import decoder.decoder"`` (median of 5 runs each; ``python -c
   pass`` is shown as the interpreter's floor);
-* with ``--breakdown`` (default on): where the overhead comes from. The payload
-  is re-encoded with each primitive kind (binary decisions = constriction
-  Bernoulli, adaptive categorical, bypass = Uniform) routed to its own range
-  coder, so each kind's real bits can be set against its own ideal bits; the
-  binary decisions are also coded with constriction's ANS coder for comparison.
-  This relies on the private ``_code_binary`` / ``_code_categorical`` /
-  ``_code_bypass`` primitives of ``common.tokenwise_sq.TokenwiseEntropyCoder``
-  and is skipped with a note if they change.
+* with ``--breakdown`` (default on): where the overhead comes from. Each
+  primitive kind (binary decisions = constriction Bernoulli, adaptive
+  categorical, bypass = Uniform) is coded in its own ANS coder, as in the
+  payload, and in constriction's range coder for comparison (the range coder
+  loses ~1.3e-4 bits per symbol, which is why the payload uses ANS). This reads
+  the encoder's buffered calls (private ``_calls`` of
+  ``common.tokenwise_sq.TokenwiseEntropyCoder``) and is skipped with a note if
+  that changes.
 
 There is no pretrained FPN here, so the tensor is synthesised deterministically
 (``--seed``) by :func:`synthesise_fpn_level`: signed, spatially correlated
@@ -216,62 +216,48 @@ def median_wall(cmd, runs=5):
 # -- overhead breakdown -----------------------------------------------------------------
 
 def overhead_breakdown(x, qp, offset):
-    """Per-primitive real vs ideal bits (each kind in its own range coder), and ANS for the binary kind."""
+    """Per-primitive real vs ideal bits: each kind of coded symbol (binary decision, adaptive
+    categorical, bypass) in its own ANS coder, as in the payload, and in constriction's range
+    coder for comparison. Reads the encoder's buffered calls (private `_calls` of
+    TokenwiseEntropyCoder); returns None if that changes."""
     import constriction
 
     from common.tokenwise_sq import TokenwiseEntropyCoder
     from encoder.quantiser import quantise
 
-    needed = ("_code_binary", "_code_categorical", "_code_bypass", "code_tensor")
-    if not all(hasattr(TokenwiseEntropyCoder, n) for n in needed):
-        return None
-
-    class SplitCoder(TokenwiseEntropyCoder):
-        kinds = ("binary (Bernoulli)", "categorical", "bypass (Uniform)")
-
-        def __init__(self):
-            super().__init__()
-            self.coders = {k: constriction.stream.queue.RangeEncoder() for k in self.kinds}
-            self.ideal = dict.fromkeys(self.kinds, 0.0)
-            self.symbols = dict.fromkeys(self.kinds, 0)
-            self.binary = []
-
-        def _route(self, kind, method, values, params, count):
-            self._coder = self.coders[kind]
-            before = self.ideal_bits
-            out = method(values, params)
-            self.ideal[kind] += self.ideal_bits - before
-            self.symbols[kind] += count
-            return out
-
-        def _code_binary(self, bits, p_one):
-            self.binary.append((np.asarray(bits, dtype=np.int32), np.asarray(p_one, dtype=np.float64)))
-            return self._route(self.kinds[0], super()._code_binary, bits, p_one, len(p_one))
-
-        def _code_categorical(self, symbols, counts):
-            return self._route(self.kinds[1], super()._code_categorical, symbols, counts, len(counts))
-
-        def _code_bypass(self, values, num_bits):
-            pieces = int(np.sum((np.asarray(num_bits, dtype=np.int64) + 15) // 16))
-            return self._route(self.kinds[2], super()._code_bypass, values, num_bits, pieces)
-
     grid = x.astype(np.float64)
     exponents = np.full(grid.shape[1:], qp, dtype=np.int64)
     levels = quantise(grid, exponents, offset, np.dtype(np.float32))
     del grid
-    coder = SplitCoder()
+    coder = TokenwiseEntropyCoder()
     coder.code_tensor(levels, np.zeros(x.shape[1:], dtype=np.int64), x.shape, False)
+    calls = getattr(coder, "_calls", None)
+    if not calls:
+        return None
+    kinds = {"Bernoulli": "binary (Bernoulli)", "Categorical": "categorical", "Uniform": "bypass (Uniform)"}
     rows = []
-    for kind in coder.kinds:
-        real = 32 * len(coder.coders[kind].get_compressed())
-        rows.append((kind, coder.symbols[kind], real, coder.ideal[kind]))
-    bits = np.concatenate([b for b, _ in coder.binary]) if coder.binary else np.zeros(0, np.int32)
-    probs = np.concatenate([p for _, p in coder.binary]) if coder.binary else np.zeros(0)
-    ans = constriction.stream.stack.AnsCoder()
-    if len(bits):
-        ans.encode_reverse(bits, constriction.stream.model.Bernoulli(perfect=False), probs)
-    rows.append(("binary via ANS (stack)", len(bits), int(ans.num_bits()), coder.ideal[coder.kinds[0]]))
+    for model_name, label in kinds.items():
+        group = [c for c in calls if type(c[1]).__name__ == model_name]
+        ideal = sum(_ideal_bits(model_name, symbols, params) for symbols, _, params in group)
+        ans = constriction.stream.stack.AnsCoder()
+        for symbols, model, params in reversed(group):
+            ans.encode_reverse(symbols, model, params)
+        ranged = constriction.stream.queue.RangeEncoder()
+        for symbols, model, params in group:
+            ranged.encode(symbols, model, params)
+        count = sum(len(symbols) for symbols, _, _ in group)
+        rows.append((f"{label} ANS", count, 32 * ans.num_words(), ideal))
+        rows.append((f"{label} range", count, 32 * ranged.num_words(), ideal))
     return rows
+
+
+def _ideal_bits(model_name, symbols, params):
+    if model_name == "Bernoulli":
+        return float(-np.log2(np.where(symbols == 1, params, 1.0 - params)).sum())
+    if model_name == "Categorical":
+        chosen = params[np.arange(len(symbols)), symbols]
+        return float(-np.log2(chosen / params.sum(axis=1)).sum())
+    return float(np.log2(params.astype(np.float64)).sum())
 
 
 # -- main -----------------------------------------------------------------------------
@@ -425,24 +411,24 @@ def main(argv=None):
     print()
 
     if not args.no_breakdown:
-        print("Overhead breakdown by primitive (each kind re-encoded into its own range coder; "
-              "the split coders' flushes add up to ~3×64 bits)")
-        print(f"{'QP':>4} {'primitive':<24} {'symbols':>12} {'real bits':>12} {'ideal bits':>14} "
+        print("Overhead breakdown by primitive (each kind coded alone: in ANS, as in the payload, and in "
+              "a range coder for comparison; each separate coder adds its own final word)")
+        print(f"{'QP':>4} {'primitive':<30} {'symbols':>12} {'real bits':>12} {'ideal bits':>14} "
               f"{'extra':>9} {'extra %':>9} {'bits/symbol':>12}")
         for r in rows:
             if r["breakdown"] is None:
-                print(f"{r['qp']:>4} (unavailable: TokenwiseEntropyCoder primitives changed)")
+                print(f"{r['qp']:>4} (unavailable: TokenwiseEntropyCoder no longer buffers its calls)")
                 continue
             for kind, symbols, real, ideal in r["breakdown"]:
                 extra = real - ideal
                 pct = 100.0 * extra / ideal if ideal else float("nan")
                 per = extra / symbols if symbols else float("nan")
-                print(f"{r['qp']:>4} {kind:<24} {symbols:>12,} {real:>12,} {ideal:>14,.1f} {extra:>9,.1f} "
+                print(f"{r['qp']:>4} {kind:<30} {symbols:>12,} {real:>12,} {ideal:>14,.1f} {extra:>9,.1f} "
                       f"{pct:>8.4f}% {per:>12.2e}")
         print("(constriction's range coder keeps range in [2^32, 2^64) and narrows it to (range >> 24) × P, "
               "dropping range mod 2^24: ~1e-4 bits per coded symbol whose P is not a power of two, "
               "whatever the symbol's information; bypass pieces (P = 2^-b) keep the range aligned and lose "
-              "~nothing; ANS has no such truncation. Overhead % ≈ 1.3e-4 × symbols / payload bits.)")
+              "~nothing. ANS has no such truncation, so the payload uses it.)")
         print()
 
     if not args.workdir:
