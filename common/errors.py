@@ -16,3 +16,16 @@ class InputError(FcrsError):
 
 class ConfigError(FcrsError):
     """A configuration file or command-line option is invalid."""
+
+
+def exit_code_of(app_name, run):
+    """Call run(); an FcrsError or MemoryError becomes one `<app>: error: ...` line on
+    stderr and exit code 1 (never a traceback). Returns run()'s exit code otherwise."""
+    import sys
+    try:
+        return run()
+    except FcrsError as exc:
+        print(f"{app_name}: error: {exc}", file=sys.stderr)
+    except MemoryError:
+        print(f"{app_name}: error: out of memory", file=sys.stderr)
+    return 1

@@ -5,7 +5,7 @@ import os
 import sys
 import time
 
-from common.errors import FcrsError
+from common.errors import exit_code_of
 
 
 def parse_args(argv):
@@ -22,14 +22,7 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        return run(args)
-    except FcrsError as exc:
-        print(f"decode: error: {exc}", file=sys.stderr)
-        return 1
-    except MemoryError:
-        print("decode: error: out of memory", file=sys.stderr)
-        return 1
+    return exit_code_of("decode", lambda: run(args))
 
 
 def run(args):

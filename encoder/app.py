@@ -3,7 +3,7 @@
 import sys
 import time
 
-from common.errors import ConfigError, FcrsError
+from common.errors import ConfigError, exit_code_of
 
 USAGE = """usage: encode -c CFG [-c CFG ...] -i FEATURES -o BITSTREAM [--Key=value ...] [--trace FILE]
 
@@ -54,14 +54,7 @@ def main(argv=None):
     if not argv or "-h" in argv or "--help" in argv:
         print(USAGE + help_text())
         return 0
-    try:
-        return run(*parse_args(argv))
-    except FcrsError as exc:
-        print(f"encode: error: {exc}", file=sys.stderr)
-        return 1
-    except MemoryError:
-        print("encode: error: out of memory", file=sys.stderr)
-        return 1
+    return exit_code_of("encode", lambda: run(*parse_args(argv)))
 
 
 def run(cfg_paths, input_path, output_path, trace_path, overrides):
