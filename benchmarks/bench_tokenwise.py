@@ -22,7 +22,7 @@ of an 800×1216 image, 15,564,800 feature points), at three QPs:
   categorical, bypass = Uniform) is coded in its own ANS coder, as in the
   payload, and in constriction's range coder for comparison (the range coder
   loses ~1.3e-4 bits per symbol, which is why the payload uses ANS). This reads
-  the encoder's buffered calls (private ``_calls`` of
+  the encoder's buffered calls (private ``_calls`` / ``_expanded_call`` of
   ``common.tokenwise_sq.TokenwiseEntropyCoder``) and is skipped with a note if
   that changes.
 
@@ -231,9 +231,9 @@ def overhead_breakdown(x, qp, offset):
     del grid
     coder = TokenwiseEntropyCoder()
     coder.code_tensor(levels, np.zeros(x.shape[1:], dtype=np.int64), x.shape, False)
-    calls = getattr(coder, "_calls", None)
-    if not calls:
+    if not getattr(coder, "_calls", None) or not hasattr(coder, "_expanded_call"):
         return None
+    calls = [coder._expanded_call(*call) for call in coder._calls]
     kinds = {"Bernoulli": "binary (Bernoulli)", "Categorical": "categorical", "Uniform": "bypass (Uniform)"}
     rows = []
     for model_name, label in kinds.items():

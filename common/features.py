@@ -4,7 +4,10 @@ The syntax layer speaks spec names (ti_num_channels_minus1 ...); the rest of
 the code speaks `TensorSpec`.
 """
 
+import math
 from dataclasses import dataclass
+
+import numpy as np
 
 from common.codepoints import DType, Layout, NUMPY_DTYPE, Tool
 from common.syntax import SyntaxStructure
@@ -27,12 +30,13 @@ class TensorSpec:
         if self.layout == Layout.CHW:
             return self.shape
         num_tokens, channels = self.shape
-        return (channels, 1, num_tokens)
+        width = token_grid_width(num_tokens)
+        return (channels, -(-num_tokens // width), width)
 
     @property
     def num_elements(self):
-        c, h, w = self.grid
-        return c * h * w
+        """Feature points of the tensor (token-grid padding excluded)."""
+        return math.prod(self.shape)
 
     @property
     def array_shape(self):
@@ -73,3 +77,31 @@ def from_tensor_info(s):
     return TensorSpec(name=name, layout=layout, dtype=DType(s.ti_dtype_idc), shape=shape,
                       batch_axis=bool(s.ti_batch_dim_flag), tool=Tool(s.ti_tool_idc),
                       qp=params.tsq_qp, step_map=bool(params.tsq_step_map_flag))
+
+
+def token_grid_width(num_tokens):
+    """Width W of the grid N tokens are coded on (fixed by the spec, not signalled, so
+    that no stream can force a degenerate one-token-per-wave scan): near-square, the
+    width in [s, min(N, 2s)], s = ceil(sqrt(N)), with the fewest padding positions,
+    the smallest on ties."""
+    side = math.isqrt(num_tokens - 1) + 1 if num_tokens > 1 else 1
+    return min(range(side, min(num_tokens, 2 * side) + 1), key=lambda w: (-num_tokens % w, w))
+
+
+def to_grid(spec, values):
+    """The (C, H, W) coding grid of a tensor's values (batch axis removed); N×C tokens
+    go to a C × ceil(N/W) × W grid, row by row, padded with zeros."""
+    values = values.reshape(spec.shape)
+    if spec.layout == Layout.CHW:
+        return values
+    channels, height, width = spec.grid
+    grid = np.zeros((channels, height * width), dtype=values.dtype)
+    grid[:, :spec.shape[0]] = values.T
+    return grid.reshape(spec.grid)
+
+
+def from_grid(spec, grid):
+    """Inverse of to_grid: the tensor's values in its decoded shape (padding dropped)."""
+    if spec.layout == Layout.TOKENS:
+        grid = grid.reshape(grid.shape[0], -1)[:, :spec.shape[0]].T
+    return grid.reshape(spec.array_shape)

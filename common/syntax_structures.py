@@ -118,7 +118,12 @@ SEMANTICS = {
     "ti_num_channels_minus1": "Number of channels C, minus 1.",
     "ti_height_minus1": "Height H of the map, minus 1.",
     "ti_width_minus1": "Width W of the map, minus 1.",
-    "ti_num_tokens_minus1": "Number of tokens N, minus 1.",
+    "ti_num_tokens_minus1": "Number of tokens N, minus 1. The tokens are coded on a C × ceil(N / W) × W "
+                            "grid, token n at position (n div W, n mod W), positions from N on coded as "
+                            "zeros and dropped: W = token_grid_width(N), the width in [s, min(N, 2s)], "
+                            "s = ceil(sqrt(N)), with the fewest padding positions, the smallest on ties "
+                            "(common/features.py). The near-square grid gives the context model "
+                            "two-dimensional neighbours and bounds the number of waves by about 3·sqrt(N).",
     "ti_tool_idc": "Coding tool of the tensor: 1 token-wise scalar quantisation (section Token-wise "
                    "scalar quantisation). Other values reserved.",
     "tsq_qp": "Base step exponent of the tensor. The step of token t is "

@@ -130,6 +130,9 @@ NUM_LEVEL_CONTEXTS = 7 * (2 + len(LEVEL_RATE_THRESHOLDS))
 NUM_SIGN_CONTEXTS = 20
 
 
+_BINARY, _CATEGORICAL, _BYPASS = range(3)   # kinds of buffered encoder calls
+
+
 def step_sizes(exponents):
     """Δ = 2^((e − 48)/8) for an integer array of step exponents, exactly."""
     rel = np.asarray(exponents, dtype=np.int64) - UNIT_STEP_EXPONENT
@@ -161,8 +164,9 @@ class _BinaryContexts:
         if initial_counts is not None:
             self.counts[:] = initial_counts
 
-    def p_one(self, contexts):
-        n = self.counts[contexts]
+    def p_one_table(self):
+        """p1 of every context (multiples of 2^-24, exact in float64)."""
+        n = self.counts
         num = (2 * n[:, 1] + 1) << PROB_BITS
         fixed = np.clip(num // (2 * (n[:, 0] + n[:, 1]) + 2), 1, (1 << PROB_BITS) - 1)
         return fixed / float(1 << PROB_BITS)
@@ -225,29 +229,31 @@ class TokenwiseEntropyCoder:
         self._ans_type = constriction.stream.stack.AnsCoder
         self.ideal_bits = 0.0   # −log2 P of everything coded, under the models used
 
-    def _code_binary(self, bits, p_one):
-        if len(p_one) == 0:
+    # The encoder buffers each call compactly (symbols, context indices and the call's
+    # small probability table); finish() expands them and ANS-encodes in reverse.
+    def _code_binary(self, bits, model_contexts, contexts):
+        if len(contexts) == 0:
             return np.zeros(0, dtype=bool)
-        model = self._models.Bernoulli(perfect=False)
+        p_table = model_contexts.p_one_table()
         if self.encoding:
-            bits = np.asarray(bits, dtype=np.int32)
-            self._calls.append((bits, model, p_one))
-            self.ideal_bits -= float(np.log2(np.where(bits == 1, p_one, 1.0 - p_one)).sum())
-            return bits.astype(bool)
-        return self._decode(model, p_one).astype(bool)
+            bits = np.asarray(bits, dtype=bool)
+            self._calls.append((_BINARY, bits, contexts.astype(np.int32), p_table))
+            p_one = p_table[contexts]
+            self.ideal_bits -= float(np.log2(np.where(bits, p_one, 1.0 - p_one)).sum())
+            return bits
+        return self._decode(self._models.Bernoulli(perfect=False), p_table[contexts]).astype(bool)
 
-    def _code_categorical(self, symbols, counts):
-        if len(counts) == 0:
+    def _code_categorical(self, symbols, model_contexts, contexts):
+        if len(contexts) == 0:
             return np.zeros(0, dtype=np.int64)
-        probabilities = counts.astype(np.float64)
-        model = self._models.Categorical(perfect=False)
+        table = model_contexts.counts.astype(np.float64)
         if self.encoding:
-            symbols = np.asarray(symbols, dtype=np.int32)
-            self._calls.append((symbols, model, probabilities))
-            chosen = probabilities[np.arange(len(symbols)), symbols]
-            self.ideal_bits -= float(np.log2(chosen / probabilities.sum(axis=1)).sum())
-            return symbols.astype(np.int64)
-        return self._decode(model, probabilities).astype(np.int64)
+            symbols = np.asarray(symbols, dtype=np.int64)
+            self._calls.append((_CATEGORICAL, symbols.astype(np.uint8), contexts.astype(np.int32), table))
+            chosen = table[contexts, symbols]
+            self.ideal_bits -= float(np.log2(chosen / table[contexts].sum(axis=1)).sum())
+            return symbols
+        return self._decode(self._models.Categorical(perfect=False), table[contexts]).astype(np.int64)
 
     def _code_bypass(self, values, num_bits):
         """Values of num_bits[i] bits each (any width up to 62), MSB-first 16-bit pieces."""
@@ -260,16 +266,23 @@ class TokenwiseEntropyCoder:
             active = np.flatnonzero(remaining > 0)
             piece = (remaining[active] - 1) % BYPASS_CHUNK_BITS + 1   # first piece takes the odd bits
             remaining[active] -= piece
-            sizes = (np.int64(1) << piece).astype(np.int32)
-            model = self._models.Uniform()
             if self.encoding:
-                pieces = ((values[active] >> remaining[active]) & ((1 << piece) - 1)).astype(np.int32)
-                self._calls.append((pieces, model, sizes))
+                pieces = (values[active] >> remaining[active]) & ((1 << piece) - 1)
+                self._calls.append((_BYPASS, pieces.astype(np.uint16), piece.astype(np.uint8), None))
                 self.ideal_bits += float(piece.sum())
             else:
-                pieces = self._decode(model, sizes).astype(np.int64)
+                sizes = (np.int64(1) << piece).astype(np.int32)
+                pieces = self._decode(self._models.Uniform(), sizes).astype(np.int64)
             total[active] = (total[active] << piece) | pieces
         return values if self.encoding else total
+
+    def _expanded_call(self, kind, symbols, contexts, table):
+        """(symbols, model, parameters) of a buffered call, as constriction takes them."""
+        if kind == _BINARY:
+            return symbols.astype(np.int32), self._models.Bernoulli(perfect=False), table[contexts]
+        if kind == _CATEGORICAL:
+            return symbols.astype(np.int32), self._models.Categorical(perfect=False), table[contexts]
+        return symbols.astype(np.int32), self._models.Uniform(), (np.int32(1) << contexts.astype(np.int32))
 
     def _decode(self, model, params):
         try:
@@ -284,7 +297,7 @@ class TokenwiseEntropyCoder:
         if self.encoding:
             values = np.asarray(values, dtype=np.int64)
             prefix = _bit_length((values >> orders) + 1) - 1
-        prefix = self._code_categorical(prefix, self._eg_prefix.counts[orders])
+        prefix = self._code_categorical(prefix, self._eg_prefix, orders)
         self._eg_prefix.update(orders, prefix)
         suffix = None
         if self.encoding:
@@ -342,7 +355,7 @@ class TokenwiseEntropyCoder:
             contexts = np.zeros(end - start, dtype=np.int64)
             known = None if residuals is None else residuals[start:end]
             symbols = None if known is None else np.clip(known, -OFFSET_CLIP, OFFSET_CLIP) + OFFSET_CLIP
-            symbols = self._code_categorical(symbols, model.counts[contexts])
+            symbols = self._code_categorical(symbols, model, contexts)
             model.update(contexts, symbols)
             values = symbols - OFFSET_CLIP
             escaped = np.flatnonzero((symbols == 0) | (symbols == 2 * OFFSET_CLIP))
@@ -399,21 +412,21 @@ class TokenwiseEntropyCoder:
         def given(select):   # the true decision when encoding, None when decoding
             return None if known is None else select()
 
-        sig = self._code_binary(given(lambda: known_mag > 0), self._sig.p_one(ctx.sig))
+        sig = self._code_binary(given(lambda: known_mag > 0), self._sig, ctx.sig)
         self._sig.update(ctx.sig, sig)
         mag = sig.astype(np.int64)
         i1 = np.flatnonzero(sig)
-        gt1 = self._code_binary(given(lambda: known_mag[i1] > 1), self._gt1.p_one(ctx.level[i1]))
+        gt1 = self._code_binary(given(lambda: known_mag[i1] > 1), self._gt1, ctx.level[i1])
         self._gt1.update(ctx.level[i1], gt1)
         i2 = i1[gt1]
         mag[i2] = 2
-        gt2 = self._code_binary(given(lambda: known_mag[i2] > 2), self._gt2.p_one(ctx.level[i2]))
+        gt2 = self._code_binary(given(lambda: known_mag[i2] > 2), self._gt2, ctx.level[i2])
         self._gt2.update(ctx.level[i2], gt2)
         i3 = i2[gt2]
         mag[i3] = 3 + self._code_exp_golomb(given(lambda: known_mag[i3] - 3), ctx.eg_order[i3])
         if (mag > MAX_ABS_LEVEL).any():
             raise BitstreamError(f"decoded level exceeds {MAX_ABS_LEVEL}: the entropy payload is corrupt")
-        neg = self._code_binary(given(lambda: known[i1] < 0), self._sign.p_one(ctx.sign[i1]))
+        neg = self._code_binary(given(lambda: known[i1] < 0), self._sign, ctx.sign[i1])
         self._sign.update(ctx.sign[i1], neg)
         mag[i1[neg]] *= -1
         return mag
@@ -422,8 +435,8 @@ class TokenwiseEntropyCoder:
         """Encoder: the payload bytes. Decoder: check that the payload is used up."""
         if self.encoding:
             coder = self._ans_type()
-            for symbols, model, parameters in reversed(self._calls):
-                coder.encode_reverse(symbols, model, parameters)
+            for call in reversed(self._calls):
+                coder.encode_reverse(*self._expanded_call(*call))
             self._calls = []
             return np.asarray(coder.get_compressed(), dtype="<u4").tobytes()
         if not self._coder.is_empty():

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from common.codepoints import Layout, UnitType
+from common.codepoints import UnitType
 from common.errors import BitstreamError
-from common.features import from_tensor_info
+from common.features import from_grid, from_tensor_info
 from common.hashing import tensor_md5
 from common.syntax import SyntaxReader, SyntaxStructure
 from common.syntax_structures import decoded_feature_hash, feature_parameter_set, tensor_data_unit
@@ -98,7 +98,5 @@ def reconstruct(spec, levels, offsets):
     if exponents.min() < QP_MIN or exponents.max() > QP_MAX:
         raise BitstreamError(f"tensor '{spec.name}': a token's step exponent leaves [{QP_MIN}, {QP_MAX}]")
     grid_values = dequantise(levels, step_sizes(exponents))
-    if spec.layout == Layout.TOKENS:
-        grid_values = grid_values[:, 0, :].T          # (C, 1, N) -> (N, C)
     with np.errstate(over="ignore"):
-        return grid_values.astype(spec.numpy_dtype).reshape(spec.array_shape)
+        return from_grid(spec, grid_values.astype(spec.numpy_dtype))

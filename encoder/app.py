@@ -62,12 +62,13 @@ def run(cfg_paths, input_path, output_path, trace_path, overrides):
     from common.syntax import Trace
     from encoder.cfg import resolve_options
     from encoder.encoder import encode_features
+    from encoder.featjnd.allocation import StepAllocator
 
     options = resolve_options(cfg_paths, overrides)
     tensors = load_features(input_path)
     trace = Trace() if trace_path else None
     start = time.perf_counter()
-    result = encode_features(tensors, options, trace=trace)
+    result = encode_features(tensors, options, step_allocator=StepAllocator(options), trace=trace)
     write_atomically(output_path, lambda f: f.write(result.stream))
     if trace is not None:
         trace.write(trace_path)
@@ -75,8 +76,9 @@ def run(cfg_paths, input_path, output_path, trace_path, overrides):
         shape = "x".join(str(n) for n in r.shape)
         print(f"tensor '{r.name}' {shape}: {r.bits} bits, {r.bits_per_feature_point:.4f} bits/feature point, "
               f"MSE {r.mse:.4g}, {r.seconds:.3f} s")
-    print(f"{len(result.stream) * 8} bits written to {output_path} "
-          f"(QP {options['QP']}, {time.perf_counter() - start:.3f} s)")
+    budget = f", noise budget {options['NoiseBudget']:g}" if options["NoiseBudget"] > 0 else ""
+    print(f"{len(result.stream) * 8} bits written to {output_path} (QP {options['QP']}, "
+          f"{options['StepAllocation']} steps{budget}, {time.perf_counter() - start:.3f} s)")
     return 0
 
 

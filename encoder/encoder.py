@@ -14,7 +14,7 @@ import numpy as np
 
 from common.codepoints import DType, HashType, Layout, Tool, UnitType
 from common.errors import InputError
-from common.features import TensorSpec, to_tensor_info
+from common.features import TensorSpec, to_grid, to_tensor_info
 from common.hashing import tensor_md5
 from common.stream import write_stream
 from common.syntax import SyntaxStructure, SyntaxWriter, Trace
@@ -81,36 +81,64 @@ def validate_tensors(tensors):
         raise InputError(f"{total} feature points; a stream holds at most {MAX_DECODED_ELEMENTS}")
 
 
-def tensor_spec(name, array, options, step_map):
+def tensor_spec(name, array, qp, step_map):
     batch_axis = array.ndim == 4
-    shape = array.shape[1:] if batch_axis else array.shape
-    return TensorSpec(name=name, layout=Layout.CHW if len(shape) == 3 else Layout.TOKENS,
-                      dtype=DTYPE_OF_NUMPY[array.dtype], shape=tuple(int(n) for n in shape),
-                      batch_axis=batch_axis, tool=Tool.TOKENWISE_SQ, qp=options["QP"], step_map=step_map)
+    shape = tuple(int(n) for n in (array.shape[1:] if batch_axis else array.shape))
+    layout = Layout.CHW if len(shape) == 3 else Layout.TOKENS
+    return TensorSpec(name=name, layout=layout, dtype=DTYPE_OF_NUMPY[array.dtype], shape=shape,
+                      batch_axis=batch_axis, tool=Tool.TOKENWISE_SQ, qp=qp, step_map=step_map)
 
 
-def coding_grid(spec, array):
-    """The (C, H, W) float64 grid the coder works on (tokens N×C -> C×1×N)."""
-    values = array.reshape(spec.shape).astype(np.float64)
-    return values.T[:, None, :] if spec.layout == Layout.TOKENS else values
+def offsets_to_grid(spec, offsets):
+    """Step offsets as given by the caller ((H, W) maps; (N,) or (1, N) for tokens) on the
+    coding grid; token-grid padding repeats the last token's offset (a free residual)."""
+    offsets = np.asarray(offsets, dtype=np.int64)
+    if spec.layout == Layout.CHW:
+        expected = spec.grid[1:]
+    else:
+        expected = (spec.shape[0],)
+        offsets = offsets.reshape(-1) if offsets.ndim == 2 and offsets.shape[0] == 1 else offsets
+    if offsets.shape != expected:
+        raise InputError(f"tensor '{spec.name}': step-offset map of shape {offsets.shape}, expected {expected}")
+    if spec.layout == Layout.TOKENS:
+        _, height, width = spec.grid
+        offsets = np.concatenate([offsets, np.full(height * width - len(offsets), offsets[-1])])
+        offsets = offsets.reshape(height, width)
+    return offsets
 
 
-def encode_features(tensors, options, step_offsets=None, trace=None):
-    """Encode {name: array}. step_offsets: optional {name: (H, W) int offsets to QP}
-    (for N×C tokens: shape (1, N)). Returns an EncodeResult."""
+def signalled_steps(qp, offsets):
+    """(tsq_qp, offsets to it, step map needed?) for per-token offsets to QP: the base
+    moves to the median exponent so the map codes small residuals, and a map whose
+    offsets are all equal is not sent at all."""
+    if offsets is None:
+        return qp, None, False
+    base = qp + int(np.median(offsets))
+    relative = offsets - (base - qp)
+    return base, relative, bool(relative.any())
+
+
+def encode_features(tensors, options, step_offsets=None, step_allocator=None, trace=None):
+    """Encode {name: array}. Per-token steps come from step_offsets {name: (H, W) int
+    offsets to QP; for N×C tokens (N,)} where given, else from step_allocator
+    (an encoder.featjnd.allocation.StepAllocator) when active, else QP for every token.
+    Returns an EncodeResult."""
     validate_tensors(tensors)
     step_offsets = step_offsets or {}
     specs, payload_units, reports, reconstruction = [], [], [], {}
     for index, (name, array) in enumerate(tensors.items()):
         start = time.perf_counter()
+        spec = tensor_spec(name, array, options["QP"], step_map=False)
+        grid = to_grid(spec, array.astype(np.float64))
         offsets = step_offsets.get(name)
-        spec = tensor_spec(name, array, options, step_map=offsets is not None)
-        grid = coding_grid(spec, array)
+        if offsets is not None:
+            offsets = offsets_to_grid(spec, offsets)
+        elif step_allocator is not None and step_allocator.active:
+            offsets = step_allocator.offsets(spec, grid)
+        qp, offsets, step_map = signalled_steps(options["QP"], offsets)
+        spec = tensor_spec(name, array, qp, step_map)
         if offsets is None:
             offsets = np.zeros(spec.grid[1:], dtype=np.int64)
-        offsets = np.asarray(offsets, dtype=np.int64)
-        if offsets.shape != spec.grid[1:]:
-            raise InputError(f"tensor '{name}': step-offset map of shape {offsets.shape}, expected {spec.grid[1:]}")
         exponents = spec.qp + offsets
         if exponents.min() < QP_MIN or exponents.max() > QP_MAX:
             raise InputError(f"tensor '{name}': step exponents must stay within [{QP_MIN}, {QP_MAX}]")

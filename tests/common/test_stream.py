@@ -55,7 +55,7 @@ def test_spec_round_trip_through_tensor_info():
                  TensorSpec("", Layout.TOKENS, DType.FLOAT64, (197, 768), False, Tool.TOKENWISE_SQ, 511, False)):
         assert from_tensor_info(to_tensor_info(spec)) == spec
     spec = TensorSpec("t", Layout.TOKENS, DType.FLOAT32, (7, 3), True, Tool.TOKENWISE_SQ, 0, False)
-    assert spec.grid == (3, 1, 7) and spec.num_elements == 21 and spec.array_shape == (1, 7, 3)
+    assert spec.grid == (3, 2, 4) and spec.num_elements == 21 and spec.array_shape == (1, 7, 3)
     assert spec.numpy_dtype == "<f4"
 
 

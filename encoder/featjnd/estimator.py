@@ -1,0 +1,83 @@
+"""The FeatJND estimator G_θ: feature f (N×C×H×W) -> same-shape perturbation δ.
+
+    f ─► 3×3 conv C→w ─► BN ─► ReLU ─► [1×1 residual block (conv, BN, ReLU, conv, BN) + skip] × B
+      ─► 3×3 conv w→C ─► clamp(±DELTA_LIMIT) ─► δ
+
+The bottleneck width w keeps it small (w = 64, B = 2: 1.5 M parameters, 6 MB,
+for C = 1280); one network serves every FPN level (all have C = 256). It is
+trained against a frozen task head (ctc/train_featjnd.py) and used only by the
+encoder, to shape per-token steps: the decoder never needs it.
+
+Weights are stored as safetensors, the file name carrying the first 12 hex
+digits of the SHA-256 of the file's content, with the architecture in the
+metadata, so a file can be neither swapped silently nor unpickled.
+"""
+
+import hashlib
+import json
+import os
+
+import torch
+from torch import nn
+
+from common.errors import InputError
+
+DELTA_LIMIT = 10.0
+
+
+class _ResidualBlock(nn.Module):
+    def __init__(self, width):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(width, width, 1, bias=False), nn.BatchNorm2d(width),
+                                  nn.ReLU(inplace=True), nn.Conv2d(width, width, 1, bias=False),
+                                  nn.BatchNorm2d(width))
+
+    def forward(self, x):
+        return torch.relu(x + self.body(x))
+
+
+class FeatJNDEstimator(nn.Module):
+    def __init__(self, channels, width=64, num_blocks=2):
+        super().__init__()
+        self.config = {"channels": channels, "width": width, "num_blocks": num_blocks}
+        self.entry = nn.Sequential(nn.Conv2d(channels, width, 3, padding=1, bias=False),
+                                   nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+        self.blocks = nn.Sequential(*[_ResidualBlock(width) for _ in range(num_blocks)])
+        self.exit = nn.Conv2d(width, channels, 3, padding=1)
+
+    def forward(self, features):
+        return torch.clamp(self.exit(self.blocks(self.entry(features))), -DELTA_LIMIT, DELTA_LIMIT)
+
+
+def save_estimator(model, folder, prefix, metadata=None):
+    """Write the weights as `<prefix>_<sha256[:12]>.safetensors` in folder; returns the path."""
+    from safetensors.torch import save
+    info = {"config": json.dumps(model.config), **{k: str(v) for k, v in (metadata or {}).items()}}
+    data = save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, metadata=info)
+    path = os.path.join(folder, f"{prefix}_{hashlib.sha256(data).hexdigest()[:12]}.safetensors")
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
+def load_estimator(path):
+    """The estimator stored at path (eval mode). Checks the content hash in the file name."""
+    from safetensors.torch import load
+    if not os.path.isfile(path):
+        raise InputError(f"FeatJND weight file not found: {path}")
+    with open(path, "rb") as f:
+        data = f.read()
+    stem = os.path.basename(path).rsplit(".", 1)[0]
+    expected = stem.rsplit("_", 1)[-1]
+    if hashlib.sha256(data).hexdigest()[:len(expected)] != expected or len(expected) != 12:
+        raise InputError(f"FeatJND weight file {path}: content does not match the hash in its name")
+    from safetensors import safe_open
+    try:
+        with safe_open(path, framework="pt") as handle:
+            config = json.loads(handle.metadata()["config"])
+        state = load(data)
+    except Exception as exc:  # malformed safetensors header or metadata
+        raise InputError(f"FeatJND weight file {path} is unreadable: {exc}") from None
+    model = FeatJNDEstimator(**config)
+    model.load_state_dict(state)
+    return model.eval()
