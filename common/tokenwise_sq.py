@@ -6,7 +6,8 @@ This module's docstring down to the first code line is the spec's section
 ## Steps and reconstruction
 
 A tensor is coded on a grid of C channels × H × W token positions: a C×H×W map
-as it is, an N×C matrix as C × 1 × N (token n at position (0, n)). Token t has
+as it is, an N×C matrix on the near-square token grid of ti_num_tokens_minus1
+(token n at position (n div W, n mod W), padding positions coded as zeros). Token t has
 the step exponent e_t = tsq_qp + o_t (o_t = 0 unless tsq_step_map_flag) and the
 step Δ_t = 2^((e_t − 48) / 8), computed exactly as
 ldexp(STEP_FRACTIONS[(e_t − 48) mod 8], floor((e_t − 48) / 8)), where
