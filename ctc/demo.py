@@ -1,7 +1,8 @@
 """`make demo`: the main job end to end on a photo that scikit-image ships.
 
-    astronaut.png ─► EfficientNet-Lite0 front ─► 1280×7×7 feature ─► encode ─► .bin
+    astronaut.png ─► EfficientNet-Lite0 front ─► 1280×7×7 feature ─► encode (FeatJND steps) ─► .bin
         ─► decode ─► feature ─► classifier head ─► same top-1 as uncompressed?
+    and a PNG of the photo, the feature energy and the FeatJND tolerance map.
 
 Runs the real `encode` / `decode` apps (as subprocesses, exactly as a user
 would) and prints what each step did.
@@ -31,7 +32,7 @@ def run_app(module, args):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cfg", default="cfg/uniform.cfg", help="encoder configuration")
+    parser.add_argument("--cfg", default="cfg/featjnd.cfg", help="encoder configuration")
     parser.add_argument("--out", default="out/demo", help="folder for the feature, bitstream and decoded feature")
     args = parser.parse_args(argv)
 
@@ -48,6 +49,7 @@ def main(argv=None):
     feature_path = os.path.join(args.out, "astronaut_lite0.npy")
     stream_path = os.path.join(args.out, "astronaut_lite0.bin")
     decoded_path = os.path.join(args.out, "astronaut_lite0_rec.npy")
+    picture_path = os.path.join(args.out, "astronaut_lite0_featjnd.png")
 
     start = time.perf_counter()
     net = EfficientNetLiteSplit("efficientnet-lite0")
@@ -61,6 +63,14 @@ def main(argv=None):
 
     run_app("encoder.app", ["-c", args.cfg, "-i", feature_path, "-o", stream_path])
     run_app("decoder.app", ["-i", stream_path, "-o", decoded_path])
+
+    from ctc.featjnd_picture import write_tolerance_picture
+    from encoder.cfg import resolve_options
+    from encoder.featjnd.allocation import default_weights_path
+    from encoder.featjnd.estimator import load_estimator
+    options = resolve_options([os.path.join(REPO, args.cfg)], [])
+    estimator = load_estimator(options["JndWeights"] or default_weights_path())
+    write_tolerance_picture(image, net, estimator, os.path.join(REPO, picture_path), options["JndEpsilon"])
 
     decoded = np.load(os.path.join(REPO, decoded_path))
     bits = 8 * os.path.getsize(os.path.join(REPO, stream_path))
@@ -77,6 +87,7 @@ def main(argv=None):
     print(f"  top-1 uncompressed      {original_class} {categories[original_class]}")
     print(f"  top-1 decoded           {decoded_class} {categories[decoded_class]}")
     print(f"  same top-1              {'yes' if original_class == decoded_class else 'NO'}")
+    print(f"  tolerance map           {picture_path} (photo | feature energy | FeatJND tolerance per token)")
     return 0
 
 

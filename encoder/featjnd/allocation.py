@@ -51,11 +51,16 @@ def step_exponents(weights, qp, noise_budget):
     return np.clip(exponents, QP_MIN, QP_MAX).astype(np.int64)
 
 
+DEFAULT_ESTIMATOR = "featjnd_efficientnet-lite0"
+
+
 def default_weights_path():
-    found = sorted(glob.glob(os.path.join(WEIGHTS_FOLDER, "featjnd_*.safetensors")))
-    if not found:
-        raise InputError(f"no FeatJND weight file in {WEIGHTS_FOLDER}: set JndWeights")
-    return found[-1]
+    """The shipped estimator (EfficientNet-Lite0 backbone features)."""
+    found = glob.glob(os.path.join(WEIGHTS_FOLDER, f"{DEFAULT_ESTIMATOR}_*.safetensors"))
+    if len(found) != 1:
+        raise InputError(f"expected one {DEFAULT_ESTIMATOR}_<hash>.safetensors in {WEIGHTS_FOLDER}, found "
+                         f"{len(found)}: set JndWeights")
+    return found[0]
 
 
 class StepAllocator:

@@ -52,7 +52,10 @@ class FeatJNDEstimator(nn.Module):
 def save_estimator(model, folder, prefix, metadata=None):
     """Write the weights as `<prefix>_<sha256[:12]>.safetensors` in folder; returns the path."""
     from safetensors.torch import save
-    info = {"config": json.dumps(model.config), **{k: str(v) for k, v in (metadata or {}).items()}}
+    # One metadata entry holding sorted JSON: safetensors writes several entries in a
+    # random order, which would make the bytes (and the hash in the name) irreproducible.
+    info = {"fcrs": json.dumps({"config": model.config, **{k: str(v) for k, v in (metadata or {}).items()}},
+                               sort_keys=True)}
     data = save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, metadata=info)
     path = os.path.join(folder, f"{prefix}_{hashlib.sha256(data).hexdigest()[:12]}.safetensors")
     with open(path, "wb") as f:
@@ -74,10 +77,17 @@ def load_estimator(path):
     from safetensors import safe_open
     try:
         with safe_open(path, framework="pt") as handle:
-            config = json.loads(handle.metadata()["config"])
+            config = json.loads(handle.metadata()["fcrs"])["config"]
         state = load(data)
     except Exception as exc:  # malformed safetensors header or metadata
         raise InputError(f"FeatJND weight file {path} is unreadable: {exc}") from None
     model = FeatJNDEstimator(**config)
     model.load_state_dict(state)
     return model.eval()
+
+
+def estimator_metadata(path):
+    """The training metadata stored with an estimator (task, model, command, ...)."""
+    from safetensors import safe_open
+    with safe_open(path, framework="pt") as handle:
+        return json.loads(handle.metadata()["fcrs"])

@@ -1,0 +1,403 @@
+"""Train the FeatJND estimator G_θ against a frozen task network (ARCHITECTURE.md §4.2).
+
+    image ─► random resized crop (scale 0.35–1) + horizontal flip ─► frozen front ─► f
+    f ─► G_θ ─► δ (clamped ±10)
+    L = λ_t · D_t(f + δ, f) − mean_batch ‖δ‖₂        (Adam, gradient norm clipped to 1)
+
+Classification (``--task cls``, EfficientNet-Lite): f is the 1280×7×7 backbone
+output, D_cls = T²·KL(softmax(back(f)/T) ‖ softmax(back(f + δ)/T)), T = 4,
+λ_t = 50, lr 1e-4. No labels are needed: the frozen network's own prediction
+on the clean feature is the target.
+
+Why a feature cache (classification only): on 2 CPU cores the frozen backbone
+costs ~0.12 s per crop while a step of G_θ (width 32) and the head costs ~2 ms
+per sample. So
+the backbone runs once: ``--crops`` augmented crops per image are drawn with a
+fixed seed (each image's crops from its own generator, seeded by (seed, image
+index), so the cache does not depend on batching or threads), their features are
+kept in memory (~0.25 MB each; ``--cache FILE`` also keeps them on disk), and
+G_θ then trains for many epochs on these fixed crops. This trades augmentation
+diversity (K fixed crops instead of fresh ones each epoch) for a step some 50×
+cheaper. The shipped Lite0 estimator took 5.5 minutes this way (see
+encoder/featjnd/weights/README.md, which also describes what it learned: the
+head only sees channel means through a linear layer, and with λ_t = 50 the
+‖δ‖₂ reward wins: δ saturates at ±10 in a nearly image-independent pattern).
+
+Detection / instance segmentation (``--task det|ins``): the torchvision R50-FPN
+split (``ctc.tasks.rcnn_fpn``) with user-given weights; one G_θ is shared by the
+five FPN levels (C = 256); D_det / D_ins come from ``ctc.featjnd_losses``;
+λ_t = 200, lr 2e-5. Features are too large to cache, so each step runs the
+frozen front on one image (batch 1, no augmentation).
+
+Output: ``save_estimator`` writes ``<out>/featjnd_<model>_<sha256[:12]>.safetensors``
+with the training settings and final loss in the metadata.
+
+    python -m ctc.train_featjnd --task cls --model efficientnet-lite0 \
+        --crops 12 --epochs 30 --batch 32 --width 32 --blocks 2 --seed 0
+"""
+
+import argparse
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ctc.featjnd_losses import classification_distortion, featjnd_loss
+from encoder.featjnd.estimator import DELTA_LIMIT, FeatJNDEstimator, save_estimator
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "train-images"
+DEFAULT_OUT = REPO / "encoder" / "featjnd" / "weights"
+# Detection estimators stay out of the shipped folder: the encoder's default is
+# the (single) file there, picked by the glob featjnd_*.safetensors.
+DEFAULT_DETECTION_OUT = REPO / "out" / "featjnd"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+# task -> (λ_t, learning rate): the paper's defaults
+TASK_DEFAULTS = {"cls": (50.0, 1e-4), "det": (200.0, 2e-5), "ins": (200.0, 2e-5)}
+CROP_SCALE = (0.35, 1.0)
+CROP_RATIO = (3 / 4, 4 / 3)
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def image_files(folder):
+    """Every .jpg / .jpeg / .png below folder (recursively), in sorted path order."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder {folder} does not exist")
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+# -- classification data: augmented crops -> cached features --------------------------------------
+
+def random_resized_crop(image, rng, size, scale=CROP_SCALE, ratio=CROP_RATIO):
+    """torchvision's RandomResizedCrop (same sampling rule, numpy generator) + bicubic resize + flip (p = ½)."""
+    from PIL import Image
+    width, height = image.size
+    area = width * height
+    for _ in range(10):
+        target = area * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
+        w = int(round(math.sqrt(target * aspect)))
+        h = int(round(math.sqrt(target / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            left = int(rng.integers(0, width - w + 1))
+            top = int(rng.integers(0, height - h + 1))
+            break
+    else:  # fall back to a centre crop clipped to the ratio range
+        aspect = width / height
+        if aspect < ratio[0]:
+            w, h = width, int(round(width / ratio[0]))
+        elif aspect > ratio[1]:
+            w, h = int(round(height * ratio[1])), height
+        else:
+            w, h = width, height
+        left, top = (width - w) // 2, (height - h) // 2
+    crop = image.crop((left, top, left + w, top + h)).resize((size, size), Image.BICUBIC)
+    if rng.random() < 0.5:
+        crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
+    return crop
+
+
+def normalise(image):
+    """RGB PIL image -> 3×H×W float tensor, (pixel − 127) / 128 as EfficientNet-Lite expects."""
+    w, h = image.size
+    x = torch.frombuffer(bytearray(image.convert("RGB").tobytes()), dtype=torch.uint8)
+    return (x.view(h, w, 3).permute(2, 0, 1).float() - 127.0) / 128.0
+
+
+def augmented_crops(path, seed, index, count, size):
+    """count crops of one image, drawn from a generator seeded by (seed, index)."""
+    from PIL import Image
+    rng = np.random.default_rng([seed, index])
+    with Image.open(path) as image:
+        image = image.convert("RGB")
+        return [normalise(random_resized_crop(image, rng, size)) for _ in range(count)]
+
+
+def build_feature_cache(net, paths, crops_per_image, seed, batch=16):
+    """Features (float32, N·K×C×h×w) of K augmented crops of every image, in image-then-crop order."""
+    features, pending = [], []
+
+    def flush():
+        with torch.no_grad():
+            features.append(net.front(torch.stack(pending)))
+        pending.clear()
+
+    for index, path in enumerate(tqdm(paths, desc="features", unit="image", file=sys.stderr)):
+        pending.extend(augmented_crops(path, seed, index, crops_per_image, net.input_size))
+        if len(pending) >= batch:
+            flush()
+    if pending:
+        flush()
+    return torch.cat(features)
+
+
+def cached_features(net, paths, args):
+    """The feature cache, read from args.cache when it holds the same settings, else built (and saved there)."""
+    key = {"model": net.name, "files": [str(p) for p in paths], "crops": args.crops, "seed": args.seed,
+           "scale": list(CROP_SCALE), "ratio": list(CROP_RATIO)}
+    if args.cache and os.path.isfile(args.cache):
+        stored = torch.load(args.cache, map_location="cpu", weights_only=True)
+        if stored.get("key") == repr(key):
+            print(f"features: {len(stored['features'])} from cache {args.cache}")
+            return stored["features"]
+        print(f"features: cache {args.cache} was built with other settings; rebuilding")
+    features = build_feature_cache(net, paths, args.crops, args.seed)
+    if args.cache:
+        os.makedirs(os.path.dirname(os.path.abspath(args.cache)), exist_ok=True)
+        torch.save({"key": repr(key), "features": features}, args.cache)
+    return features
+
+
+# -- the training loop -----------------------------------------------------------------------------
+
+def train_on_features(estimator, features, distortion, steps, batch, lr, lambda_t, seed, clip=1.0, log=print):
+    """Train estimator on cached features; distortion(f, δ) -> batch-mean D_t.
+
+    Batches follow one seeded permutation per epoch. Returns the per-epoch history
+    [{epoch, steps, loss, distortion, delta_norm, saturated}, ...].
+    """
+    order = torch.Generator().manual_seed(seed)
+    optimiser = torch.optim.Adam(estimator.parameters(), lr=lr)
+    estimator.train()
+    per_epoch = math.ceil(len(features) / batch)
+    history, done, epoch = [], 0, 0
+    bar = tqdm(total=steps, desc="train", unit="step", file=sys.stderr)
+    while done < steps:
+        epoch += 1
+        permutation = torch.randperm(len(features), generator=order)
+        sums = np.zeros(4)
+        count = 0
+        for start in range(0, per_epoch * batch, batch):
+            if done >= steps:
+                break
+            f = features[permutation[start:start + batch]]
+            delta = estimator(f)
+            d = distortion(f, delta)
+            loss = featjnd_loss(d, delta, lambda_t)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(estimator.parameters(), clip)
+            optimiser.step()
+            with torch.no_grad():
+                norm = float(delta.flatten(1).norm(dim=1).mean())
+                saturated = float((delta.abs() >= DELTA_LIMIT).float().mean())
+            sums += (loss.item(), d.item(), norm, saturated)
+            count += 1
+            done += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.1f}", kl=f"{d.item():.4f}", delta=f"{norm:.0f}")
+        mean = sums / count
+        record = {"epoch": epoch, "steps": done, "loss": mean[0], "distortion": mean[1],
+                  "delta_norm": mean[2], "saturated": mean[3]}
+        history.append(record)
+        log(f"epoch {epoch:3d}  steps {done:6d}  loss {mean[0]:10.3f}  D {mean[1]:.5f}  "
+            f"|delta|_2 {mean[2]:8.2f}  saturated {mean[3]:.3f}")
+    bar.close()
+    estimator.eval()
+    return history
+
+
+def run_classification(args, net=None):
+    """Train G_θ for an EfficientNet-Lite classifier (net: an already built one); returns (weight path, history)."""
+    from ctc.tasks.efficientnet_lite import EfficientNetLiteSplit
+
+    seed_everything(args.seed)
+    net = net if net is not None else EfficientNetLiteSplit(args.model)
+    net.requires_grad_(False)          # frozen task network, eval mode (set by the class)
+    paths = image_files(args.data)
+    if not paths:
+        raise FileNotFoundError(f"no .jpg/.jpeg/.png images below {args.data}")
+    features = cached_features(net, paths, args)
+    steps_per_epoch = math.ceil(len(features) / args.batch)
+    steps = args.steps if args.steps else args.epochs * steps_per_epoch
+    print(f"data: {len(paths)} images in {args.data}, {args.crops} crops each -> {len(features)} features "
+          f"{tuple(features.shape[1:])}; {steps} steps of batch {args.batch} "
+          f"({steps / steps_per_epoch:.1f} epochs)")
+
+    temperature = args.temperature
+
+    def distortion(f, delta):
+        with torch.no_grad():
+            clean = net.back(f)
+        return classification_distortion(clean, net.back(f + delta), temperature=temperature)
+
+    torch.manual_seed(args.seed)       # the estimator's initial weights
+    estimator = FeatJNDEstimator(features.shape[1], width=args.width, num_blocks=args.blocks)
+    history = train_on_features(estimator, features, distortion, steps, args.batch, args.lr, args.lambda_t,
+                                args.seed)
+    final = history[-1]
+    metadata = {
+        "task": "cls", "model": net.name, "steps": steps, "epochs": f"{steps / steps_per_epoch:.2f}",
+        "batch": args.batch, "seed": args.seed, "lambda_t": args.lambda_t, "lr": args.lr,
+        "temperature": temperature, "grad_clip": 1.0,
+        "data": f"{len(paths)} images from {Path(args.data).name}/, {args.crops} random resized crops each "
+                f"({net.input_size}px, scale {CROP_SCALE}, ratio 3/4..4/3, h-flip p=0.5), features cached once",
+        "final_loss": f"{final['loss']:.4f}", "final_distortion": f"{final['distortion']:.6f}",
+        "final_delta_norm": f"{final['delta_norm']:.3f}", "final_saturated": f"{final['saturated']:.4f}",
+    }   # no timings: the same seed gives the same weights and the same metadata
+    os.makedirs(args.out, exist_ok=True)
+    path = save_estimator(estimator, args.out, f"featjnd_{net.name}", metadata)
+    print(f"saved {path} ({os.path.getsize(path) / 1e6:.1f} MB)")
+    return path, history
+
+
+# -- detection / instance segmentation -------------------------------------------------------------
+
+def coco_image_files(images, annotations):
+    """The images of a COCO folder, restricted to those the annotation file lists (when given)."""
+    paths = image_files(images)
+    if annotations:
+        import json
+        with open(annotations) as fh:
+            listed = {entry["file_name"] for entry in json.load(fh)["images"]}
+        paths = [p for p in paths if p.name in listed]
+    return paths
+
+
+def run_detection(args):
+    """Train one G_θ shared by the FPN levels of a torchvision R50-FPN; returns (weight path, history).
+
+    Per step: one image (3×H×W in 0..1; the network's transform resizes it), the
+    frozen front gives levels p2..p6, δ = G_θ(f) per level, proposals come from
+    the clean feature and stay fixed, D = detection_distortion (det) or
+    instance_distortion with the mask head on the first --mask-rois proposals
+    (ins), and L = λ_t·D − ‖δ‖₂ over all levels together.
+    """
+    from PIL import Image
+
+    from ctc.featjnd_losses import detection_distortion, instance_distortion
+    from ctc.tasks.rcnn_fpn import RcnnFpnSplit
+
+    if not args.weights:
+        raise SystemExit("train_featjnd: --task det|ins needs --weights (a torchvision R50-FPN state_dict)")
+    seed_everything(args.seed)
+    kind = "mask" if args.task == "ins" else "faster"
+    options = {"min_size": args.min_size} if args.min_size else {}
+    net = RcnnFpnSplit(kind, args.weights, **options)     # frozen, always in eval mode
+    paths = coco_image_files(args.coco_images, args.coco_annotations)
+    if not paths:
+        raise FileNotFoundError(f"no images in {args.coco_images}")
+    steps = args.steps if args.steps else args.epochs * len(paths)
+    print(f"data: {len(paths)} images in {args.coco_images}; {steps} steps of one image "
+          f"({steps / len(paths):.1f} epochs)")
+
+    torch.manual_seed(args.seed)
+    estimator = FeatJNDEstimator(256, width=args.width, num_blocks=args.blocks)
+    optimiser = torch.optim.Adam(estimator.parameters(), lr=args.lr)
+    order = torch.Generator().manual_seed(args.seed)
+    history, done, epoch = [], 0, 0
+    bar = tqdm(total=steps, desc="train", unit="step", file=sys.stderr)
+    estimator.train()
+    while done < steps:
+        epoch += 1
+        sums, count = np.zeros(4), 0
+        for index in torch.randperm(len(paths), generator=order).tolist():
+            if done >= steps:
+                break
+            with Image.open(paths[index]) as image:
+                x = torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).float() / 255.0
+            with torch.no_grad():
+                clean, image_sizes, _ = net.front([x])
+                proposals = net.proposals(clean, image_sizes)
+            deltas = {name: estimator(f) for name, f in clean.items()}
+            perturbed = {name: clean[name] + deltas[name] for name in clean}
+            if args.task == "ins":
+                d = instance_distortion(net, clean, perturbed, image_sizes, proposals,
+                                        mask_proposals=[boxes[:args.mask_rois] for boxes in proposals])
+            else:
+                d = detection_distortion(net, clean, perturbed, image_sizes, proposals)
+            loss = featjnd_loss(d, deltas, args.lambda_t)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(estimator.parameters(), 1.0)
+            optimiser.step()
+            with torch.no_grad():
+                flat = torch.cat([delta.flatten() for delta in deltas.values()])
+                norm, saturated = float(flat.norm()), float((flat.abs() >= DELTA_LIMIT).float().mean())
+            sums += (loss.item(), d.item(), norm, saturated)
+            count += 1
+            done += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.1f}", D=f"{d.item():.4f}", delta=f"{norm:.0f}")
+        mean = sums / count
+        history.append({"epoch": epoch, "steps": done, "loss": mean[0], "distortion": mean[1],
+                        "delta_norm": mean[2], "saturated": mean[3]})
+        print(f"epoch {epoch:3d}  steps {done:6d}  loss {mean[0]:10.3f}  D {mean[1]:.5f}  "
+              f"|delta|_2 {mean[2]:8.2f}  saturated {mean[3]:.3f}")
+    bar.close()
+    estimator.eval()
+    model = f"{kind}-rcnn-r50-fpn"
+    final = history[-1]
+    metadata = {"task": args.task, "model": model, "steps": steps, "seed": args.seed, "lambda_t": args.lambda_t,
+                "lr": args.lr, "grad_clip": 1.0, "task_weights": os.path.basename(args.weights),
+                "data": f"{len(paths)} images from {Path(args.coco_images).name}/, one image per step, "
+                        f"no augmentation" + (f", min_size {args.min_size}" if args.min_size else ""),
+                "final_loss": f"{final['loss']:.4f}", "final_distortion": f"{final['distortion']:.6f}",
+                "final_delta_norm": f"{final['delta_norm']:.3f}", "final_saturated": f"{final['saturated']:.4f}"}
+    os.makedirs(args.out, exist_ok=True)
+    path = save_estimator(estimator, args.out, f"featjnd_{model}", metadata)
+    print(f"saved {path} ({os.path.getsize(path) / 1e6:.1f} MB)")
+    return path, history
+
+
+# -- command line ----------------------------------------------------------------------------------
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m ctc.train_featjnd", description=__doc__.splitlines()[0])
+    parser.add_argument("--task", choices=sorted(TASK_DEFAULTS), default="cls",
+                        help="task head the estimator is trained against")
+    parser.add_argument("--model", default="efficientnet-lite0", help="classification network (--task cls)")
+    parser.add_argument("--data", default=str(DEFAULT_DATA), help="training images (all .jpg/.jpeg/.png below it)")
+    parser.add_argument("--crops", type=int, default=12, help="augmented crops per image in the feature cache (cls)")
+    parser.add_argument("--cache", default="", help="optional file keeping the feature cache between runs (cls)")
+    parser.add_argument("--epochs", type=int, default=30, help="passes over the cached features (when --steps is 0)")
+    parser.add_argument("--steps", type=int, default=0, help="optimiser steps (overrides --epochs)")
+    parser.add_argument("--batch", type=int, default=32, help="features per step (cls)")
+    parser.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: 1e-4 cls, 2e-5 det/ins)")
+    parser.add_argument("--lambda-t", type=float, default=None,
+                        help="distortion weight λ_t (default: 50 cls, 200 det/ins)")
+    parser.add_argument("--temperature", type=float, default=4.0, help="KL temperature T (cls)")
+    parser.add_argument("--width", type=int, default=32,
+                        help="estimator bottleneck width (32: the shipped Lite0 estimator, 3 MB; 64: 6 MB)")
+    parser.add_argument("--blocks", type=int, default=2, help="estimator residual blocks")
+    parser.add_argument("--seed", type=int, default=0, help="seeds crops, data order and initial weights")
+    parser.add_argument("--out", default="", help="folder for the weight file (default: encoder/featjnd/weights "
+                        "for cls, out/featjnd for det/ins)")
+    parser.add_argument("--weights", default="", help="R50-FPN task network weights (det/ins)")
+    parser.add_argument("--coco-images", default=str(REPO.parent / "shared" / "data" / "coco-mini" / "val2017"),
+                        help="COCO image folder (det/ins)")
+    parser.add_argument("--coco-annotations", default="", help="COCO instances JSON restricting the images (det/ins)")
+    parser.add_argument("--min-size", type=int, default=0, help="shorter image side for R50-FPN (det/ins; 0: 800)")
+    parser.add_argument("--mask-rois", type=int, default=32, help="proposals per image the mask loss uses (ins)")
+    args = parser.parse_args(argv)
+    lambda_t, lr = TASK_DEFAULTS[args.task]
+    args.lambda_t = lambda_t if args.lambda_t is None else args.lambda_t
+    args.lr = lr if args.lr is None else args.lr
+    args.out = args.out or str(DEFAULT_OUT if args.task == "cls" else DEFAULT_DETECTION_OUT)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    start = time.perf_counter()
+    run = run_classification if args.task == "cls" else run_detection
+    run(args)
+    print(f"wall time {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
