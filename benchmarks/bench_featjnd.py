@@ -1,0 +1,812 @@
+"""FeatJND validation on EfficientNet-Lite0 backbone features (ARCHITECTURE.md §4.2).
+
+Checks the paper's claims with the trained estimator G_θ on the 200 images of
+../shared/data/imagenet-dev (features 1280×7×7 after the head conv/BN/ReLU6,
+from bench_effnet_rate.py's cache). δ = G_θ(f) is computed once per image and
+cached next to the features (featjnd_delta_<weight file stem>.npz); the token
+tolerance is s_t = mean_c |δ| / (|f| + ε) (token_tolerance, ε = --epsilon,
+default the encoder's JndEpsilon). Accuracy is always measured with the frozen
+head (EfficientNetLiteSplit().back: global average pool + linear) on the
+distorted features: top-1 against the labels and top-1 agreement with the
+uncompressed features' prediction, each with a 95 % percentile bootstrap
+interval over images (--bootstrap resamples, fixed seed).
+
+(a) Matched noise budget. For each σ_tgt (--sigmas) and each image, steps
+    Δ_t = λ·w_t with w = shaped_tolerance(s, mode, seed) and λ such that
+    E_t[Δ_t²/12] = σ² (step_exponents(w, QP, σ): snapped to the 1/8-octave
+    exponent grid); the feature is coded with encode_features(step_offsets =
+    e − QP, RoundingOffset 0.5) and its .reconstruction classified. Modes: jnd,
+    random (the same s permuted over tokens, seeds --seeds; mean ± std over
+    seeds, and the bootstrap interval of the seed-averaged per-image accuracy)
+    and uniform. Also: realised NRMSE and coded bits, and paired bootstrap
+    intervals of the agreement differences jnd − random and jnd − uniform.
+(b) Matched NRMSE (||f̂ − f||₂ / ||f||₂ per image) at --nrmse targets:
+    f + α·δ (α per image) against f + i.i.d. Gaussian noise scaled per image to
+    the same norm, and, as a control for the head's blindness to zero-mean
+    spatial patterns, Gaussian noise with each channel's spatial mean removed.
+(c) Real coded bits. For jnd, random (seed 0) and uniform, the QPs of
+    --qps-jnd / --qps-random / --qps-uniform with steps e = step_exponents(w,
+    QP, 0) (the noise power of QP's uniform step) passed as step offsets;
+    bits = 8 × len(stream) (whole stream incl. parameter set and MD5 unit),
+    bits per feature point = bits / 62,720. The first --verify-decode images'
+    streams are decoded with decode_stream and compared with .reconstruction.
+    BD-rate (bjontegaard, pchip, log rate over the overlapping accuracy range)
+    of jnd and random against uniform, with agreement and with top-1 as the
+    quality axis, and a bootstrap interval over images (--bd-bootstrap
+    resamples: curves recomputed per resample; resamples whose curves are not
+    strictly monotone or do not overlap are skipped and counted).
+(d) ε sensitivity (jnd at --sigma-mid for each --epsilons value) and a
+    diagnostic of the estimator: mean |δ|, fraction |δ| ≥ 9.99 (the clamp is
+    ±10), per-channel spatial mean of δ relative to mean |δ| and the share of
+    ||δ||² in the per-channel spatial means (i.i.d. noise: ≈ 0.14 and 1/49;
+    the head only sees spatial means), the head's agreement on f + δ itself,
+    and the coefficient of variation of s_t over the 49 tokens.
+
+Writes docs/results/featjnd_validation.md (--out) with the tables and the
+command, and featjnd_matched_sigma.png, featjnd_matched_nrmse.png,
+featjnd_rate.png next to it.
+
+The run reported in docs/results (about 3–4 minutes on 2 cores):
+
+    .venv/bin/python benchmarks/bench_featjnd.py
+
+Quick smoke run (20 images):
+
+    .venv/bin/python benchmarks/bench_featjnd.py --limit 20 --bootstrap 200 --bd-bootstrap 50 --out /tmp/featjnd_smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import multiprocessing as mp
+import os
+import shlex
+import sys
+import time
+import warnings
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(HERE))
+
+import numpy as np  # noqa: E402
+
+from bench_effnet_rate import DEFAULT_CACHE, DEFAULT_DATA, ensure_cache  # noqa: E402
+
+WEIGHTS_GLOB = str(REPO / "encoder" / "featjnd" / "weights" / "featjnd_{model}_*.safetensors")
+DEFAULT_OUT = REPO / "docs" / "results"
+BOOT_SEED = 20240601
+NOISE_SEED = 7
+
+
+def parse_floats(text):
+    return [float(v) for v in text.split(",") if v.strip()]
+
+
+def parse_ints(text):
+    if ":" in text:
+        parts = [int(p) for p in text.split(":")]
+        return list(range(parts[0], parts[1] + 1, parts[2] if len(parts) > 2 else 1))
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
+# -- worker: everything that needs the encoder, per image --------------------------------------
+
+_CFG = None
+
+
+def _init_worker(cfg):
+    global _CFG
+    _CFG = cfg
+
+
+def _encode(f, options, offsets):
+    from encoder.encoder import encode_features
+
+    result = encode_features({"": f}, options, step_offsets={"": offsets})
+    return result
+
+
+def code_image(job):
+    """All coded settings of one image: (a) matched σ, (d) ε sweep, (c) QP sweeps."""
+    from decoder.decoder import decode_stream
+    from encoder.featjnd.allocation import shaped_tolerance, step_exponents, token_tolerance
+    from encoder.options import default_options
+
+    index, path, delta = job
+    cfg = _CFG
+    start = time.perf_counter()
+    f = np.load(path)
+    f64, d64 = f.astype(np.float64), delta.astype(np.float64)
+    norm = np.linalg.norm(f64)
+    base = default_options()
+    base.update(RoundingOffset=0.5, DecodedFeatureHash=True)
+    tol = {eps: token_tolerance(f64, d64, eps) for eps in sorted(set(cfg["epsilons"]) | {cfg["epsilon"]})}
+    s = tol[cfg["epsilon"]]
+
+    recon, bits, nrmse, errors, map_bits = [], [], [], [], []
+    checked = 0
+
+    def map_cost(exponents, qp):
+        """Payload bits of the step-offset map: the same levels coded with and without it."""
+        from common.tokenwise_sq import TokenwiseEntropyCoder
+        from encoder.encoder import signalled_steps
+        from encoder.quantiser import quantise
+
+        tsq_qp, rel, flag = signalled_steps(qp, exponents - qp)
+        if not flag:
+            return 0
+        levels = quantise(f64, tsq_qp + rel, 0.5, np.dtype(np.float32))
+        sizes = []
+        for offsets, use_map in ((rel, True), (np.zeros_like(rel), False)):
+            coder = TokenwiseEntropyCoder()
+            coder.code_tensor(levels, offsets, f.shape, use_map)
+            sizes.append(8 * len(coder.finish()))
+        return sizes[0] - sizes[1]
+
+    def run(weights, qp, sigma, verify=False):
+        nonlocal checked
+        options = dict(base, QP=qp)
+        exponents = step_exponents(weights, qp, sigma)
+        if verify is not None and sigma == 0:
+            map_bits.append(map_cost(exponents, qp))
+        try:
+            result = _encode(f, options, exponents - qp)
+        except Exception as exc:  # e.g. a level beyond the syntax' limit: report, do not hide
+            errors.append(f"{path.name}: QP {qp} σ {sigma}: {exc}")
+            recon.append(np.full_like(f, np.nan))
+            bits.append(0)
+            nrmse.append(np.nan)
+            return
+        rec = result.reconstruction[""]
+        recon.append(rec)
+        bits.append(8 * len(result.stream))
+        nrmse.append(np.linalg.norm(rec.astype(np.float64) - f64) / norm)
+        if verify and index < cfg["verify"]:
+            out = decode_stream(result.stream)
+            if not (np.array_equal(out.tensors[""], rec) and all(c.ok for c in out.hash_checks)):
+                raise RuntimeError(f"{path}: decode_stream differs from the encoder's reconstruction "
+                                   f"(QP {qp}, σ {sigma})")
+            checked += 1
+
+    qp0 = base["QP"]
+    for sigma in cfg["sigmas"]:                                  # (a)
+        for mode, seed in cfg["modes_a"]:
+            run(shaped_tolerance(s, mode, seed), qp0, sigma, None)
+    for eps in cfg["epsilons"]:                                  # (d)
+        run(tol[eps], qp0, cfg["sigma_mid"], None)
+    for mode, seed, qps in cfg["modes_c"]:                       # (c): decode-checked, step-map cost
+        weights = shaped_tolerance(s, mode, seed)
+        for qp in qps:
+            run(weights, qp, 0.0, True)
+
+    # (d) estimator diagnostics on this image
+    absd = np.abs(d64)
+    dc = d64.mean(axis=(1, 2))
+    diag = np.array([
+        absd.mean(),
+        np.mean(absd >= 9.99),
+        np.abs(dc).mean() / max(absd.mean(), 1e-300),
+        d64.shape[1] * d64.shape[2] * np.sum(dc ** 2) / max(np.sum(d64 ** 2), 1e-300),
+        s.std() / max(s.mean(), 1e-300),
+        s.max() / max(s.min(), 1e-300),
+    ])
+    return (index, np.stack(recon), np.array(bits, dtype=np.int64), np.array(nrmse), diag, checked, errors,
+            np.array(map_bits, dtype=np.int64), time.perf_counter() - start)
+
+
+# -- statistics -----------------------------------------------------------------------------------
+
+class Boot:
+    """Percentile bootstrap over images with one fixed set of resamples (so comparisons are paired)."""
+
+    def __init__(self, n, resamples, seed=BOOT_SEED):
+        self.idx = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+
+    def ci(self, per_image):
+        """(mean, lo, hi) in % of a per-image 0/1 (or averaged) vector."""
+        v = np.asarray(per_image, dtype=float)
+        means = v[self.idx].mean(axis=1)
+        return 100 * v.mean(), 100 * np.percentile(means, 2.5), 100 * np.percentile(means, 97.5)
+
+
+def fmt_ci(m, lo, hi, width=19):
+    return f"{m:5.1f} [{lo:5.1f},{hi:5.1f}]".rjust(width)
+
+
+def strictly_monotone(values):
+    d = np.diff(np.asarray(values, dtype=float))
+    return bool(np.all(d > 0) or np.all(d < 0))
+
+
+def envelope(rate, quality):
+    """The curve's non-dominated points: by increasing rate, keep a point only when its quality
+    beats every cheaper kept point (so quality rises strictly with rate)."""
+    order = np.argsort(rate, kind="stable")
+    keep, best = [], -np.inf
+    for i in order:
+        if quality[i] > best:
+            keep.append(i)
+            best = quality[i]
+    return np.asarray(rate)[keep], np.asarray(quality)[keep]
+
+
+def bd_rate_or_none(rate_anchor, q_anchor, rate_test, q_test, use_envelope=False):
+    """pchip BD-rate (%) of test vs anchor; None when a curve is not strictly monotone
+    (in rate or quality; with use_envelope, dominated points are dropped first) or the
+    quality ranges do not overlap."""
+    import bjontegaard as bd
+
+    if use_envelope:
+        rate_anchor, q_anchor = envelope(rate_anchor, q_anchor)
+        rate_test, q_test = envelope(rate_test, q_test)
+        if len(q_anchor) < 2 or len(q_test) < 2:
+            return None
+    for r, q in ((rate_anchor, q_anchor), (rate_test, q_test)):
+        if not (strictly_monotone(r) and strictly_monotone(q)):
+            return None
+    lo = max(min(q_anchor), min(q_test))
+    hi = min(max(q_anchor), max(q_test))
+    if hi <= lo:
+        return None
+    # bjontegaard wants each curve's quality in increasing or decreasing order: sort by quality
+    oa, ot = np.argsort(q_anchor), np.argsort(q_test)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        value = bd.bd_rate(np.asarray(rate_anchor)[oa], np.asarray(q_anchor)[oa], np.asarray(rate_test)[ot],
+                           np.asarray(q_test)[ot], method="pchip", require_matching_points=False,
+                           min_overlap=0)
+    return None if not np.isfinite(value) else float(value)
+
+
+# -- main -----------------------------------------------------------------------------------------
+
+class Report:
+    """Prints and collects markdown."""
+
+    def __init__(self):
+        self.md = []
+
+    def out(self, text=""):
+        print(text, flush=True)
+
+    def both(self, text=""):
+        print(text, flush=True)
+        self.md.append(text)
+
+    def mdonly(self, text=""):
+        self.md.append(text)
+
+    def table(self, header, rows, align=None):
+        """Print a fixed-width table and add it to the markdown as a pipe table."""
+        cols = list(zip(*([header] + rows))) if rows else [[h] for h in header]
+        widths = [max(len(str(c)) for c in col) for col in cols]
+        print("  " + "  ".join(str(h).rjust(w) for h, w in zip(header, widths)))
+        for r in rows:
+            print("  " + "  ".join(str(c).rjust(w) for c, w in zip(r, widths)))
+        print(flush=True)
+        self.md.append("| " + " | ".join(str(h) for h in header) + " |")
+        self.md.append("|" + "|".join(("---:" if (align is None or align[i] == "r") else ":---")
+                                      for i in range(len(header))) + "|")
+        for r in rows:
+            self.md.append("| " + " | ".join(str(c).strip() for c in r) + " |")
+        self.md.append("")
+
+
+def compute_deltas(paths, stems, weights, cache):
+    """δ = G_θ(f) for every image, computed once and cached per weight file."""
+    import torch
+
+    from encoder.featjnd.estimator import load_estimator
+
+    cache_file = cache / f"featjnd_delta_{Path(weights).stem}.npz"
+    if cache_file.is_file():
+        data = np.load(cache_file)
+        known = dict(zip(data["stems"].tolist(), data["delta"]))
+        if all(s in known for s in stems):
+            return np.stack([known[s] for s in stems]), cache_file, True
+    est = load_estimator(weights)
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(paths), 25):
+            x = torch.from_numpy(np.stack([np.load(p) for p in paths[i:i + 25]]))
+            out.append(est(x).numpy().astype(np.float32))
+    delta = np.concatenate(out)
+    np.savez(cache_file, stems=np.array(stems), delta=delta)
+    return delta, cache_file, False
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help=f"feature cache (default {DEFAULT_CACHE})")
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="image folder, only to fill a missing cache")
+    ap.add_argument("--model", default="efficientnet-lite0")
+    ap.add_argument("--weights", help="FeatJND estimator .safetensors (default: the newest "
+                    "encoder/featjnd/weights/featjnd_<model>_*.safetensors)")
+    ap.add_argument("--epsilon", type=float, help="ε of s_t for (a)-(c) (default: the encoder's JndEpsilon)")
+    ap.add_argument("--sigmas", default="1.5,2.5,3.25,3.5,4.5", help="σ_tgt values of (a)")
+    ap.add_argument("--seeds", default="0,1,2,3,4", help="permutation seeds of random in (a)")
+    ap.add_argument("--nrmse", default="1,3,5,10,20", help="NRMSE targets of (b)")
+    ap.add_argument("--qps-jnd", default="64,72,76,78,82,86", help="QPs of jnd in (c)")
+    ap.add_argument("--qps-random", default="64,72,76,78,82,86", help="QPs of random (seed 0) in (c)")
+    ap.add_argument("--qps-uniform", default="64,72,74,75,76,77", help="QPs of uniform in (c)")
+    ap.add_argument("--epsilons", default="0.001,0.01,0.1,1", help="ε values of (d)")
+    ap.add_argument("--sigma-mid", type=float, default=3.5, help="σ_tgt of the ε sweep (d)")
+    ap.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for intervals")
+    ap.add_argument("--bd-bootstrap", type=int, default=200, help="bootstrap resamples for BD-rate")
+    ap.add_argument("--bd-floor", type=float, default=50.0,
+                    help="second BD-rate: only points with quality ≥ this %% (default 50)")
+    ap.add_argument("--verify-decode", type=int, default=10, metavar="N",
+                    help="decode the (c) streams of the first N images with decode_stream (default 10)")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--limit", type=int, help="first N images only")
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results folder (default {DEFAULT_OUT})")
+    args = ap.parse_args(argv)
+    command = ".venv/bin/python benchmarks/bench_featjnd.py" + "".join(
+        " " + shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+
+    t0 = time.perf_counter()
+    from encoder.options import default_options
+
+    epsilon = args.epsilon if args.epsilon is not None else default_options()["JndEpsilon"]
+    weights = args.weights
+    if weights is None:
+        found = sorted(glob.glob(WEIGHTS_GLOB.format(model=args.model)), key=os.path.getmtime)
+        if not found:
+            raise SystemExit(f"no estimator weights {WEIGHTS_GLOB.format(model=args.model)}: pass --weights")
+        weights = found[-1]
+    ensure_cache(args.cache, args.data, args.model)
+    labels = json.loads((args.cache / "labels.json").read_text())
+    uncompressed = json.loads((args.cache / "uncompressed_top1.json").read_text())
+    stems = sorted(labels)[: args.limit] if args.limit else sorted(labels)
+    paths = [args.cache / f"{s}.npy" for s in stems]
+    n = len(stems)
+    label_arr = np.array([labels[s] for s in stems])
+    ref_arr = np.array([uncompressed[s] for s in stems])
+
+    sigmas, seeds, targets = parse_floats(args.sigmas), parse_ints(args.seeds), parse_floats(args.nrmse)
+    epsilons = parse_floats(args.epsilons)
+    modes_a = [("jnd", 0)] + [("random", s) for s in seeds] + [("uniform", 0)]
+    modes_c = [("jnd", 0, parse_ints(args.qps_jnd)), ("random", 0, parse_ints(args.qps_random)),
+               ("uniform", 0, parse_ints(args.qps_uniform))]
+    cfg = dict(sigmas=sigmas, modes_a=modes_a, epsilons=epsilons, sigma_mid=args.sigma_mid, epsilon=epsilon,
+               modes_c=modes_c, verify=args.verify_decode)
+    n_a = len(sigmas) * len(modes_a)
+    n_d = len(epsilons)
+    n_c = sum(len(q) for _, _, q in modes_c)
+    n_cfg = n_a + n_d + n_c
+
+    # The pool forks before torch is imported, so the workers stay torch-free (and fork-safe).
+    pool = mp.Pool(args.workers, _init_worker, (cfg,)) if args.workers > 1 else None
+    try:
+        import torch
+
+        from ctc.tasks.efficientnet_lite import EfficientNetLiteSplit
+
+        torch.set_num_threads(1)
+        delta, delta_file, delta_cached = compute_deltas(paths, stems, weights, args.cache)
+        t_delta = time.perf_counter() - t0
+        net = EfficientNetLiteSplit(args.model)
+
+        def predict(x):
+            with torch.no_grad():
+                return net.back(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).argmax(1).numpy()
+
+        pred = np.zeros((n_cfg, n), dtype=np.int64)
+        bits = np.zeros((n_cfg, n), dtype=np.int64)
+        nrmse = np.zeros((n_cfg, n))
+        diag = np.zeros((n, 6))
+        checked, worker_seconds, errors = 0, 0.0, []
+        jobs = [(i, p, delta[i]) for i, p in enumerate(paths)]
+        results = pool.imap_unordered(code_image, jobs) if pool else (
+            _init_worker(cfg) or map(code_image, jobs))
+        progress = sys.stderr.isatty()
+        map_bits = np.zeros((n_c, n), dtype=np.int64)
+        for done, (i, rec, b, e, dg, c, errs, mb, sec) in enumerate(results, 1):
+            pred[:, i] = predict(np.nan_to_num(rec))
+            bits[:, i], nrmse[:, i], diag[i], map_bits[:, i] = b, e, dg, mb
+            checked += c
+            errors += errs
+            worker_seconds += sec
+            if progress:
+                print(f"\r{done}/{n} images", end="", file=sys.stderr, flush=True)
+        if progress:
+            print(file=sys.stderr)
+
+        # (b) matched NRMSE: no coding, straight in the main process
+        F = np.stack([np.load(p) for p in paths]).astype(np.float64)
+        D = delta.astype(np.float64)
+        fnorm = np.linalg.norm(F.reshape(n, -1), axis=1)
+        dnorm = np.linalg.norm(D.reshape(n, -1), axis=1)
+        gauss = np.random.default_rng(NOISE_SEED).standard_normal(F.shape)
+        gauss_dc = gauss - gauss.mean(axis=(2, 3), keepdims=True)
+        unit = {"jnd": D / dnorm[:, None, None, None],
+                "gauss": gauss / np.linalg.norm(gauss.reshape(n, -1), axis=1)[:, None, None, None],
+                "gauss_dcfree": gauss_dc / np.linalg.norm(gauss_dc.reshape(n, -1), axis=1)[:, None, None, None]}
+        pred_b = {}
+        for kind, u in unit.items():
+            for t in targets:
+                pred_b[kind, t] = predict(F + (t * fnorm)[:, None, None, None] * u)
+        pred_delta1 = predict(F + D)
+        pred_clean = predict(F)
+        head = head_diagnostics(net.net._fc.weight.detach().double().numpy(), F, D, epsilon)
+    finally:
+        if pool:
+            pool.close()
+            pool.join()
+    wall = time.perf_counter() - t0
+
+    # ---------------------------------------------------------------------------------------------
+    boot = Boot(n, args.bootstrap)
+    top1 = pred == label_arr[None]
+    agree = pred == ref_arr[None]
+    rep = Report()
+    points = int(np.prod(np.load(paths[0]).shape))
+    w_hash = Path(weights).stem.rsplit("_", 1)[-1]
+
+    rep.both("# FeatJND validation: EfficientNet-Lite0 on imagenet-dev")
+    rep.both()
+    rep.mdonly("Produced by `benchmarks/bench_featjnd.py` (see its docstring for the method) with:")
+    rep.mdonly()
+    rep.mdonly("    " + command)
+    rep.mdonly()
+    rep.both(f"Estimator: {os.path.relpath(weights, REPO)} (sha256 prefix {w_hash}); ε = {epsilon:g}; "
+             f"δ {'read from' if delta_cached else 'computed once and cached in'} {delta_file}")
+    rep.both(f"Images: {n} of {args.cache}, features {'×'.join(map(str, np.load(paths[0]).shape))} = "
+             f"{points:,} points; uncompressed top-1 {np.mean(ref_arr == label_arr) * 100:.1f} % "
+             f"(head on the cached features agrees with uncompressed_top1.json on "
+             f"{np.mean(pred_clean == ref_arr) * 100:.1f} %)")
+    rep.both(f"{n * n_cfg:,} encodes ({n_cfg} settings × {n} images) + {len(pred_b) * n:,} noise trials in "
+             f"{wall:.0f} s wall ({args.workers} worker(s), {worker_seconds / max(n * n_cfg, 1) * 1000:.1f} ms "
+             f"per encode); decode_stream identical to .reconstruction on {checked} streams (part c, first "
+             f"{min(args.verify_decode, n)} images)")
+    rep.both(f"Intervals: 95 % percentile bootstrap over images, {args.bootstrap} resamples (seed {BOOT_SEED}).")
+    if errors:
+        rep.both(f"**{len(errors)} encodes failed** (counted as wrong), e.g. {errors[0]}")
+    rep.both()
+
+    # ----- (a)
+    rep.both("## (a) Matched noise budget σ_tgt (steps λ·w_t, E[Δ²/12] = σ², coded with encode_features)")
+    rep.both()
+    rep.both("Top-1 agreement with the uncompressed prediction and top-1 accuracy, % [95 % CI]; random: "
+             f"seeds {seeds[0]}..{seeds[-1]}, mean ± std over seeds and the CI of the seed-averaged per-image "
+             "score; NRMSE and bits: means over images (and seeds).")
+    rep.both()
+    rows, rows_diff = [], []
+    summary_a, verdict_a, verdict_b = {}, {}, {}
+    nm = len(modes_a)
+    rnd = [k for k, (m, _) in enumerate(modes_a) if m == "random"]
+    for si, sigma in enumerate(sigmas):
+        base_k = si * nm
+        uni_qp = int(np.rint(48 + 8 * np.log2(np.sqrt(12) * sigma)))
+        for label, ks in (("jnd", [0]), ("random", rnd), ("uniform", [nm - 1])):
+            ks = [base_k + k for k in ks]
+            ag = agree[ks].mean(axis=0)
+            t1 = top1[ks].mean(axis=0)
+            a_ci, t_ci = boot.ci(ag), boot.ci(t1)
+            if label == "random":
+                per_seed_a = agree[ks].mean(axis=1) * 100
+                per_seed_t = top1[ks].mean(axis=1) * 100
+                extra_a = f"{per_seed_a.mean():.1f} ± {per_seed_a.std(ddof=1) if len(ks) > 1 else 0:.1f}"
+                extra_t = f"{per_seed_t.mean():.1f} ± {per_seed_t.std(ddof=1) if len(ks) > 1 else 0:.1f}"
+            else:
+                extra_a = extra_t = ""
+            summary_a[sigma, label] = (a_ci, t_ci)
+            rows.append([f"{sigma:g}" + (f" (uniform QP {uni_qp})" if label == "jnd" else ""), label,
+                         fmt_ci(*a_ci), extra_a, fmt_ci(*t_ci), extra_t,
+                         f"{np.nanmean(nrmse[ks]):.3f}", f"{bits[ks].mean() / points:.4f}"])
+        ag_j = agree[base_k].astype(float)
+        ag_r = agree[[base_k + k for k in rnd]].mean(axis=0)
+        ag_u = agree[base_k + nm - 1].astype(float)
+        diffs = [boot.ci(ag_j - ag_r), boot.ci(ag_r - ag_u), boot.ci(ag_j - ag_u)]
+        verdict_a[sigma] = diffs
+        rows_diff.append([f"{sigma:g}"] + [fmt_ci(*d, width=21) for d in diffs])
+    rep.table(["σ_tgt", "mode", "agree % [CI]", "agree seeds", "top-1 % [CI]", "top-1 seeds", "NRMSE", "bits/pt"],
+              rows, align="llrrrrrr")
+    rep.both("Paired differences in agreement (percentage points, [95 % CI], same bootstrap resamples; random = "
+             "seed average):")
+    rep.both()
+    rep.table(["σ_tgt", "jnd − random", "random − uniform", "jnd − uniform"], rows_diff)
+
+    # ----- (b)
+    rep.both("## (b) Matched NRMSE: f + α·δ against Gaussian noise of the same norm (per image)")
+    rep.both()
+    rows = []
+    names = {"jnd": "f + α·δ (JND)", "gauss": "f + Gaussian (i.i.d.)",
+             "gauss_dcfree": "f + Gaussian, channel spatial mean removed"}
+    summary_b = {}
+    for t in targets:
+        for kind in unit:
+            a_ci = boot.ci(pred_b[kind, t] == ref_arr)
+            t_ci = boot.ci(pred_b[kind, t] == label_arr)
+            summary_b[t, kind] = (a_ci, t_ci)
+            rows.append([f"{t:g}", names[kind], fmt_ci(*a_ci), fmt_ci(*t_ci)])
+    rep.table(["NRMSE", "distortion", "agree % [CI]", "top-1 % [CI]"], rows, align="llrr")
+    rows = []
+    for t in targets:
+        d = (pred_b["jnd", t] == ref_arr).astype(float) - (pred_b["gauss", t] == ref_arr)
+        d2 = (pred_b["jnd", t] == ref_arr).astype(float) - (pred_b["gauss_dcfree", t] == ref_arr)
+        verdict_b[t] = (boot.ci(d), boot.ci(d2))
+        rows.append([f"{t:g}", fmt_ci(*verdict_b[t][0], width=21), fmt_ci(*verdict_b[t][1], width=21)])
+    rep.both("Paired agreement differences (percentage points [95 % CI]):")
+    rep.both()
+    rep.table(["NRMSE", "JND − Gaussian", "JND − DC-free Gaussian"], rows)
+
+    # ----- (c)
+    rep.both("## (c) Real coded bits (StepAllocation semantics: steps keep the noise power of QP's uniform step)")
+    rep.both()
+    rows = []
+    curves = {}
+    k = n_a + n_d
+    for mode, seed, qps in modes_c:
+        ks = list(range(k, k + len(qps)))
+        k += len(qps)
+        curves[mode] = ks
+        for q, kk in zip(qps, ks):
+            rows.append([mode + (f" (seed {seed})" if mode == "random" else ""), q, f"{bits[kk].mean():,.0f}",
+                         f"{map_bits[kk - n_a - n_d].mean():,.0f}",
+                         f"{bits[kk].mean() / points:.4f}", f"{np.nanmean(nrmse[kk]):.3f}",
+                         fmt_ci(*boot.ci(agree[kk])), fmt_ci(*boot.ci(top1[kk]))])
+    rep.table(["mode", "QP", "bits/image", "of which map", "bits/pt", "NRMSE", "agree % [CI]", "top-1 % [CI]"],
+              rows, align="lrrrrrrr")
+    rep.both("('of which map': payload bits of the step-offset map, measured as the payload with the map minus "
+             "the same levels coded without it.)")
+    rep.both()
+
+    bd_boot = Boot(n, args.bd_bootstrap, seed=BOOT_SEED + 1)
+    rows = []
+    bd_results = {}
+    for (qname, correct), floor in [(q, fl) for fl in (None, args.bd_floor)
+                                    for q in (("agreement", agree), ("top-1", top1))]:
+        for test in ("jnd", "random"):
+            ka, kt = curves["uniform"], curves[test]
+            if floor is not None:   # only the points whose full-sample quality reaches the floor
+                ka = [k for k in ka if correct[k].mean() * 100 >= floor]
+                kt = [k for k in kt if correct[k].mean() * 100 >= floor]
+                if len(ka) < 2 or len(kt) < 2:
+                    rows.append([qname, f"{test} vs uniform", f"≥ {floor:g} %", "n/a (< 2 points)", "", "", "",
+                                 "", "", ""])
+                    continue
+            cells = []
+            for use_env in (False, True):
+                def bd_for(idx):
+                    rate = bits[:, idx].mean(axis=1) / points
+                    q = correct[:, idx].mean(axis=1) * 100
+                    return bd_rate_or_none(rate[ka], q[ka], rate[kt], q[kt], use_env)
+
+                point = bd_for(np.arange(n))
+                vals = [bd_for(idx) for idx in bd_boot.idx]
+                ok = np.array([v for v in vals if v is not None])
+                skipped = len(vals) - len(ok)
+                ci = (f"[{np.percentile(ok, 2.5):+.1f}, {np.percentile(ok, 97.5):+.1f}]" if len(ok) >= 20
+                      else "n/a")
+                bd_results[qname, test, floor, use_env] = (point, ci, skipped, len(vals))
+                cells += ["n/a (non-monotone)" if point is None else f"{point:+.1f} %", ci, f"{skipped}/{len(vals)}"]
+            qa, qt = correct[ka].mean(axis=1) * 100, correct[kt].mean(axis=1) * 100
+            lo, hi = max(qa.min(), qt.min()), min(qa.max(), qt.max())
+            rows.append([qname, f"{test} vs uniform", "all" if floor is None else f"≥ {floor:g} %"] + cells
+                        + [f"{lo:.1f} .. {hi:.1f}" if hi > lo else "none"])
+    rep.both(f"BD-rate (bjontegaard pchip, log bits/pt over the overlapping quality range; negative = fewer "
+             f"bits than uniform). CI: {args.bd_bootstrap} bootstrap resamples of images, curves recomputed per "
+             "resample. 'strict': resamples where a curve is not strictly monotone (or the curves do not "
+             "overlap) are skipped and counted; 'envelope': each curve's dominated points (no better quality "
+             "than a cheaper point) are dropped first, so ties and wiggles no longer void a resample. Points: "
+             f"all six per mode, or only those whose full-sample quality is ≥ {args.bd_floor:g} % (this drops "
+             "degenerate points such as an all-zero reconstruction, so the integral stays where the curves have "
+             "samples):")
+    rep.both()
+    rep.table(["quality", "comparison", "points", "BD strict", "95 % CI", "skipped", "BD envelope", "95 % CI",
+               "skipped", "overlap (%)"], rows, align="lllrrrrrrr")
+    # the same without the step-map bits: how much of the difference is signalling, how much allocation
+    net_bits = bits.astype(float).copy()
+    net_bits[n_a + n_d:] -= map_bits
+    rows = []
+    for qname, correct in (("agreement", agree), ("top-1", top1)):
+        for test in ("jnd", "random"):
+            ka = [k for k in curves["uniform"] if correct[k].mean() * 100 >= args.bd_floor]
+            kt = [k for k in curves[test] if correct[k].mean() * 100 >= args.bd_floor]
+            if len(ka) < 2 or len(kt) < 2:
+                continue
+
+            def bd_net(idx):
+                rate = net_bits[:, idx].mean(axis=1) / points
+                q = correct[:, idx].mean(axis=1) * 100
+                return bd_rate_or_none(rate[ka], q[ka], rate[kt], q[kt], True)
+
+            point = bd_net(np.arange(n))
+            ok = np.array([v for v in (bd_net(idx) for idx in bd_boot.idx) if v is not None])
+            ci = f"[{np.percentile(ok, 2.5):+.1f}, {np.percentile(ok, 97.5):+.1f}]" if len(ok) >= 20 else "n/a"
+            rows.append([qname, f"{test} vs uniform", "n/a" if point is None else f"{point:+.1f} %", ci,
+                         f"{len(bd_boot.idx) - len(ok)}/{len(bd_boot.idx)}"])
+    rep.both(f"The same BD-rate without the step-map bits (points ≥ {args.bd_floor:g} %, envelope rule): the part "
+             "of the difference that is not signalling cost")
+    rep.both()
+    rep.table(["quality", "comparison", "BD-rate", "95 % CI", "skipped"], rows, align="llrrr")
+
+    # ----- (d)
+    rep.both(f"## (d) ε sensitivity (jnd at σ_tgt = {args.sigma_mid:g}) and estimator diagnostics")
+    rep.both()
+    rows = []
+    mid_uniform = None
+    if args.sigma_mid in sigmas:
+        mid_uniform = summary_a[args.sigma_mid, "uniform"]
+    for j, eps in enumerate(epsilons):
+        kk = n_a + j
+        rows.append([f"{eps:g}", fmt_ci(*boot.ci(agree[kk])), fmt_ci(*boot.ci(top1[kk])),
+                     f"{np.nanmean(nrmse[kk]):.3f}", f"{bits[kk].mean() / points:.4f}"])
+    rep.table(["ε", "agree % [CI]", "top-1 % [CI]", "NRMSE", "bits/pt"], rows)
+    if mid_uniform:
+        rep.both(f"(uniform at σ_tgt = {args.sigma_mid:g}: agreement {fmt_ci(*mid_uniform[0]).strip()}, "
+                 f"top-1 {fmt_ci(*mid_uniform[1]).strip()})")
+        rep.both()
+    d1 = boot.ci(pred_delta1 == ref_arr)
+    d1_nrmse = np.mean(dnorm / fnorm)
+    rows = [
+        ["mean |δ|", f"{diag[:, 0].mean():.4f}", "mean |f| = " + f"{np.abs(F).mean():.4f}"],
+        ["fraction |δ| ≥ 9.99 (clamp ±10)", f"{diag[:, 1].mean() * 100:.2f} %", ""],
+        ["mean_c |spatial mean of δ_c| / mean |δ|", f"{diag[:, 2].mean():.4f}", "i.i.d. noise ≈ 1/7 = 0.143"],
+        ["share of ||δ||² in channel spatial means", f"{diag[:, 3].mean():.4f}", "i.i.d. noise ≈ 1/49 = 0.020"],
+        ["agreement of f + δ (α = 1)", fmt_ci(*d1).strip(), f"NRMSE of δ: {d1_nrmse:.3f}"],
+        [f"CV of s_t over the 49 tokens (ε = {epsilon:g})", f"{diag[:, 4].mean():.3f}",
+         f"median max/min s_t: {np.median(diag[:, 5]):.1f}"],
+        ["corr(s_t, fraction of exact zeros at the token)", f"{head['corr_zeros']:.3f}", "per image, mean"],
+        ["share of ||mean_hw δ||² in the null space of W", f"{head['null_share']:.3f}",
+         f"random direction: 1 − rank/C = {head['null_random']:.3f}"],
+        ["visible logit change ||C·W·mean_hw δ|| vs a random direction of equal norm", f"{head['visibility']:.3f}",
+         "1 = as visible as random (C centres the logits)"],
+        ["mean cosine between two images' mean_hw δ", f"{head['cosine']:.3f}", "image-independent δ: 1"],
+    ]
+    rep.table(["diagnostic (mean over images)", "value", "reference"], rows, align="lrl")
+
+    # ----- verdicts
+    def word(ci, better, worse):
+        return better if ci[1] > 0 else worse if ci[2] < 0 else "no significant difference"
+
+    rep.both("## Verdicts on the paper's claims (automatic; a difference counts where its paired 95 % CI "
+             "excludes 0)")
+    rep.both()
+    rows = []
+    for sigma in sigmas:
+        jr, ru, ju = verdict_a[sigma]
+        holds = jr[1] > 0 and ru[1] > 0
+        rows.append([f"{sigma:g}", word(jr, "jnd > random", "jnd < random"),
+                     word(ru, "random > uniform", "random < uniform"), word(ju, "jnd > uniform", "jnd < uniform"),
+                     "yes" if holds else "no"])
+    rep.both("(a) matched σ_tgt, agreement: the claim is jnd > random > uniform")
+    rep.both()
+    rep.table(["σ_tgt", "jnd vs random", "random vs uniform", "jnd vs uniform", "claim holds"], rows, align="lllll")
+    rows = []
+    for t in targets:
+        g, g0 = verdict_b[t]
+        rows.append([f"{t:g}", word(g, "JND better", "JND worse"), word(g0, "JND better", "JND worse")])
+    rep.both("(b) matched NRMSE, agreement: the claim is that f + α·δ hurts less than Gaussian noise")
+    rep.both()
+    rep.table(["NRMSE", "vs Gaussian", "vs DC-free Gaussian"], rows, align="lll")
+    rows = []
+    for (qname, test, floor, use_env), (point, ci, skipped, total) in bd_results.items():
+        rows.append([qname, f"{test} vs uniform", "all" if floor is None else f"≥ {floor:g} %",
+                     "envelope" if use_env else "strict",
+                     "n/a" if point is None else f"{point:+.1f} %", ci, f"{skipped}/{total}"])
+    rep.both("(c) BD-rate against uniform (the claim implies a negative BD-rate for jnd, below random's)")
+    rep.both()
+    rep.table(["quality", "comparison", "points", "rule", "BD-rate", "95 % CI", "skipped"], rows,
+              align="lllllll")
+
+    # ----- plots and markdown
+    args.out.mkdir(parents=True, exist_ok=True)
+    pngs = make_plots(args.out, sigmas, summary_a, targets, summary_b, modes_c, curves, bits, agree, top1,
+                      boot, points)
+    rep.out("Plots: " + ", ".join(str(p) for p in pngs))
+    md_path = args.out / "featjnd_validation.md"
+    md = "\n".join(rep.md)
+    md += "\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in pngs) + "\n"
+    discussion = args.out / "featjnd_discussion.md"
+    if discussion.is_file():   # hand-written interpretation, kept across re-runs
+        md += "\n" + discussion.read_text()
+    md_path.write_text(md)
+    rep.out(f"Wrote {md_path}")
+    return 0
+
+
+def head_diagnostics(weight, F, D, epsilon):
+    """Where δ hides from the head logits = W·mean_hw(f) + b (W: classes × C)."""
+    from encoder.featjnd.allocation import token_tolerance
+
+    classes, channels = weight.shape
+    dc = D.mean(axis=(2, 3))
+    _, sv, vt = np.linalg.svd(weight, full_matrices=False)
+    rank = int((sv > 1e-8 * sv[0]).sum())
+    row = vt[:rank]
+    null_share = 1 - np.sum((dc @ row.T) ** 2, axis=1) / np.sum(dc ** 2, axis=1)
+    centred = weight - weight.mean(axis=0, keepdims=True)      # softmax ignores a common logit shift
+    typical = np.sqrt(np.sum(centred ** 2) / channels)           # E||C·W·u|| for a random unit u (rms)
+    visibility = np.linalg.norm(dc @ centred.T, axis=1) / (np.linalg.norm(dc, axis=1) * typical)
+    unit = dc / np.linalg.norm(dc, axis=1, keepdims=True)
+    cos = unit @ unit.T
+    n = len(F)
+    corr = []
+    for i in range(n):
+        s = token_tolerance(F[i], D[i], epsilon).ravel()
+        z = (F[i] == 0).mean(axis=0).ravel()
+        if s.std() > 0 and z.std() > 0:
+            corr.append(np.corrcoef(s, z)[0, 1])
+    return dict(null_share=float(null_share.mean()), null_random=1 - rank / channels,
+                visibility=float(visibility.mean()),
+                cosine=float(cos[np.triu_indices(n, 1)].mean()) if n > 1 else float("nan"),
+                corr_zeros=float(np.mean(corr)) if corr else float("nan"))
+
+
+def make_plots(out, sigmas, summary_a, targets, summary_b, modes_c, curves, bits, agree, top1, boot, points):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"jnd": "C0", "random": "C1", "uniform": "C2", "gauss": "C1", "gauss_dcfree": "C3"}
+    paths = []
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, which, name in ((axes[0], 0, "agreement with uncompressed %"), (axes[1], 1, "top-1 %")):
+        for mode in ("jnd", "random", "uniform"):
+            m = np.array([summary_a[s, mode][which] for s in sigmas])
+            ax.errorbar(sigmas, m[:, 0], yerr=[m[:, 0] - m[:, 1], m[:, 2] - m[:, 0]], marker="o", capsize=3,
+                        label=mode, color=colors[mode])
+        ax.set_xlabel("σ_tgt (noise budget)")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle("(a) matched noise budget, 95 % bootstrap CI")
+    fig.tight_layout()
+    p = out / "featjnd_matched_sigma.png"
+    fig.savefig(p, dpi=120)
+    plt.close(fig)
+    paths.append(p)
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    names = {"jnd": "f + α·δ", "gauss": "Gaussian", "gauss_dcfree": "Gaussian, DC-free"}
+    for ax, which, name in ((axes[0], 0, "agreement with uncompressed %"), (axes[1], 1, "top-1 %")):
+        for kind in ("jnd", "gauss", "gauss_dcfree"):
+            m = np.array([summary_b[t, kind][which] for t in targets])
+            ax.errorbar(targets, m[:, 0], yerr=[m[:, 0] - m[:, 1], m[:, 2] - m[:, 0]], marker="o", capsize=3,
+                        label=names[kind], color=colors[kind])
+        ax.set_xlabel("NRMSE")
+        ax.set_xscale("log")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle("(b) matched NRMSE, 95 % bootstrap CI")
+    fig.tight_layout()
+    p = out / "featjnd_matched_nrmse.png"
+    fig.savefig(p, dpi=120)
+    plt.close(fig)
+    paths.append(p)
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, correct, name in ((axes[0], agree, "agreement with uncompressed %"), (axes[1], top1, "top-1 %")):
+        for mode, _, qps in modes_c:
+            ks = curves[mode]
+            x = bits[ks].mean(axis=1) / points
+            m = np.array([boot.ci(correct[k]) for k in ks])
+            ax.errorbar(x, m[:, 0], yerr=[m[:, 0] - m[:, 1], m[:, 2] - m[:, 0]], marker="o", capsize=3,
+                        label=mode, color=colors[mode])
+        ax.set_xlabel("bits per feature point (whole stream)")
+        ax.set_xscale("log")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend()
+    fig.suptitle("(c) accuracy vs coded bits, 95 % bootstrap CI")
+    fig.tight_layout()
+    p = out / "featjnd_rate.png"
+    fig.savefig(p, dpi=120)
+    plt.close(fig)
+    paths.append(p)
+    return paths
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
