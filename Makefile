@@ -47,6 +47,7 @@ conformance: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_tokenwise.py
 	$(PY) benchmarks/bench_effnet_rate.py
+	$(PY) benchmarks/bench_anchor.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -35,8 +35,15 @@ class DType(IntEnum):
 
 
 class Tool(IntEnum):
-    """ti_tool_idc, u(8): coding tool of one tensor. 0 and 2..255 reserved."""
+    """ti_tool_idc, u(8): coding tool of one tensor. 0 and 3..255 reserved."""
     TOKENWISE_SQ = 1   # token-wise scalar quantisation + context-adaptive range coding
+    VIDEO_ANCHOR = 2   # min-max quantised, tiled into a monochrome picture, coded by a video codec
+
+
+class InnerCodec(IntEnum):
+    """va_inner_codec_idc, u(4): standard of the video anchor's inner bitstream. 2..15 reserved."""
+    HEVC = 0         # ITU-T H.265 | ISO/IEC 23008-2 (this software: x265 / libde265-dec265)
+    VVC = 1          # ITU-T H.266 | ISO/IEC 23090-3 (this software: VTM EncoderApp / DecoderApp)
 
 
 class HashType(IntEnum):

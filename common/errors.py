@@ -18,6 +18,10 @@ class ConfigError(FcrsError):
     """A configuration file or command-line option is invalid."""
 
 
+class ExternalToolError(FcrsError):
+    """An external program (an anchor's inner video encoder or decoder) is missing, fails or hangs."""
+
+
 def exit_code_of(app_name, run):
     """Call run(); an FcrsError or MemoryError becomes one `<app>: error: ...` line on
     stderr and exit code 1 (never a traceback). Returns run()'s exit code otherwise."""

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.codepoints import DType, Layout, NUMPY_DTYPE, Tool
+from common.codepoints import DType, InnerCodec, Layout, NUMPY_DTYPE, Tool
 from common.syntax import SyntaxStructure
+from common.video_anchor import AnchorParams
 
 
 @dataclass(frozen=True)
@@ -21,12 +22,13 @@ class TensorSpec:
     shape: tuple          # (C, H, W) for CHW, (N, C) for TOKENS; batch axis excluded
     batch_axis: bool      # decoded array gets a leading axis of 1
     tool: Tool
-    qp: int
-    step_map: bool        # per-token step offsets are coded
+    qp: int = 0           # token-wise tool: base step exponent (tsq_qp)
+    step_map: bool = False    # token-wise tool: per-token step offsets are coded
+    anchor: AnchorParams = None   # video anchor: its parameters
 
     @property
     def grid(self):
-        """(channels, height, width) the token-wise coder works on."""
+        """(channels, height, width) the token-wise coder works on (its token grid)."""
         if self.layout == Layout.CHW:
             return self.shape
         num_tokens, channels = self.shape
@@ -58,8 +60,33 @@ def to_tensor_info(spec):
     else:
         n, c = spec.shape
         s.ti_num_tokens_minus1, s.ti_num_channels_minus1 = n - 1, c - 1
-    s.ti_tokenwise_sq_params = SyntaxStructure(tsq_qp=spec.qp, tsq_step_map_flag=int(spec.step_map))
+    if spec.tool == Tool.TOKENWISE_SQ:
+        s.ti_tokenwise_sq_params = SyntaxStructure(tsq_qp=spec.qp, tsq_step_map_flag=int(spec.step_map))
+    else:
+        s.ti_video_anchor_params = to_video_anchor_params(spec.anchor)
     return s
+
+
+def to_video_anchor_params(anchor):
+    info = anchor.encoder_info.encode("utf-8")
+    s = SyntaxStructure(va_inner_codec_idc=anchor.inner_codec, va_bit_depth_minus8=anchor.bit_depth - 8,
+                        va_min_value=anchor.min_value, va_max_value=anchor.max_value,
+                        va_picture_width_minus1=anchor.picture_width - 1,
+                        va_picture_height_minus1=anchor.picture_height - 1,
+                        va_tile_columns_minus1=anchor.tile_columns - 1,
+                        va_tile_channels_minus1=anchor.tile_channels - 1, va_encoder_info_flag=int(bool(info)))
+    if info:
+        s.va_encoder_info_length, s.va_encoder_info = len(info), info
+    return s
+
+
+def from_video_anchor_params(s):
+    info = s.va_encoder_info.decode("utf-8", "replace") if s.va_encoder_info_flag else ""
+    return AnchorParams(inner_codec=InnerCodec(s.va_inner_codec_idc), bit_depth=s.va_bit_depth_minus8 + 8,
+                        min_value=s.va_min_value, max_value=s.va_max_value,
+                        picture_width=s.va_picture_width_minus1 + 1, picture_height=s.va_picture_height_minus1 + 1,
+                        tile_columns=s.va_tile_columns_minus1 + 1, tile_channels=s.va_tile_channels_minus1 + 1,
+                        encoder_info=info)
 
 
 def from_tensor_info(s):
@@ -73,10 +100,12 @@ def from_tensor_info(s):
         shape = (s.ti_num_channels_minus1 + 1, s.ti_height_minus1 + 1, s.ti_width_minus1 + 1)
     else:
         shape = (s.ti_num_tokens_minus1 + 1, s.ti_num_channels_minus1 + 1)
-    params = s.ti_tokenwise_sq_params
-    return TensorSpec(name=name, layout=layout, dtype=DType(s.ti_dtype_idc), shape=shape,
-                      batch_axis=bool(s.ti_batch_dim_flag), tool=Tool(s.ti_tool_idc),
-                      qp=params.tsq_qp, step_map=bool(params.tsq_step_map_flag))
+    fields = dict(name=name, layout=layout, dtype=DType(s.ti_dtype_idc), shape=shape,
+                  batch_axis=bool(s.ti_batch_dim_flag), tool=Tool(s.ti_tool_idc))
+    if fields["tool"] == Tool.TOKENWISE_SQ:
+        params = s.ti_tokenwise_sq_params
+        return TensorSpec(**fields, qp=params.tsq_qp, step_map=bool(params.tsq_step_map_flag))
+    return TensorSpec(**fields, anchor=from_video_anchor_params(s.ti_video_anchor_params))
 
 
 def token_grid_width(num_tokens):

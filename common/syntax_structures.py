@@ -16,8 +16,10 @@ Stream layout::
       END_OF_STREAM          (empty)                   last
 """
 
-from common.codepoints import (DType, HashType, Layout, STREAM_MAGIC, STREAM_VERSION_MAJOR, Tool)
+from common.codepoints import (DType, HashType, InnerCodec, Layout, STREAM_MAGIC, STREAM_VERSION_MAJOR, Tool)
 from common.syntax import SyntaxStructure
+from common.video_anchor import (ANCHOR_BIT_DEPTH, F32_MAX, MAX_PICTURE_DIM, MAX_PICTURE_SAMPLES, grid_fits,
+                                 tile_grid)
 
 MAX_TENSORS = 256
 MAX_NAME_BYTES = 255
@@ -64,14 +66,37 @@ def tensor_info(rw, s):
         rw.ue(s, "ti_width_minus1", hi=MAX_DIM - 1)
     else:
         rw.ue(s, "ti_num_tokens_minus1", hi=MAX_DIM - 1)
-    rw.u(8, s, "ti_tool_idc", lo=Tool.TOKENWISE_SQ, hi=Tool.TOKENWISE_SQ)
+    rw.u(8, s, "ti_tool_idc", lo=Tool.TOKENWISE_SQ, hi=Tool.VIDEO_ANCHOR)
     if s.ti_tool_idc == Tool.TOKENWISE_SQ:
         tokenwise_sq_params(rw, rw.sub(s, "ti_tokenwise_sq_params"))
+    if s.ti_tool_idc == Tool.VIDEO_ANCHOR:
+        video_anchor_params(rw, rw.sub(s, "ti_video_anchor_params"))
+        rw.require(anchor_tiles_fit(s), "the tile grid has between 1 and T tile columns and fits in the picture; "
+                   "va_tile_channels_minus1 is 0 for a C×H×W map (section Video anchor)")
 
 
 def tokenwise_sq_params(rw, s):
     rw.se(s, "tsq_qp", lo=QP_MIN, hi=QP_MAX)
     rw.flag(s, "tsq_step_map_flag")
+
+
+def video_anchor_params(rw, s):
+    rw.u(4, s, "va_inner_codec_idc", hi=InnerCodec.VVC)
+    rw.u(4, s, "va_bit_depth_minus8", lo=ANCHOR_BIT_DEPTH - 8, hi=ANCHOR_BIT_DEPTH - 8)
+    rw.f32(s, "va_min_value")
+    rw.f32(s, "va_max_value")
+    rw.require(-F32_MAX <= s.va_min_value <= s.va_max_value <= F32_MAX,
+               "va_min_value and va_max_value are finite and va_min_value <= va_max_value")
+    rw.ue(s, "va_picture_width_minus1", hi=MAX_PICTURE_DIM - 1)
+    rw.ue(s, "va_picture_height_minus1", hi=MAX_PICTURE_DIM - 1)
+    rw.require((s.va_picture_width_minus1 + 1) * (s.va_picture_height_minus1 + 1) <= MAX_PICTURE_SAMPLES,
+               "the picture has at most MAX_PICTURE_SAMPLES samples")
+    rw.ue(s, "va_tile_columns_minus1", hi=MAX_PICTURE_DIM - 1)
+    rw.ue(s, "va_tile_channels_minus1", hi=MAX_DIM - 1)
+    rw.flag(s, "va_encoder_info_flag")
+    if s.va_encoder_info_flag:
+        rw.ue(s, "va_encoder_info_length", hi=MAX_NAME_BYTES)
+        rw.bytes(s, "va_encoder_info", s.va_encoder_info_length)
 
 
 def tensor_data_unit(rw, s):
@@ -86,6 +111,19 @@ def decoded_feature_hash(rw, s):
     for t in rw.items(s, "dfh_tensors", s.dfh_num_tensors_minus1 + 1, SyntaxStructure):
         rw.bytes(t, "dfh_md5", 16)
     rw.byte_alignment()
+
+
+def anchor_tiles_fit(s):
+    """The tile-grid constraints of a video-anchor tensor_info() (section Video anchor)."""
+    params = s.ti_video_anchor_params
+    if s.ti_layout_idc == Layout.CHW:
+        if params.va_tile_channels_minus1 != 0:
+            return False
+        shape = (s.ti_num_channels_minus1 + 1, s.ti_height_minus1 + 1, s.ti_width_minus1 + 1)
+    else:
+        shape = (s.ti_num_tokens_minus1 + 1, s.ti_num_channels_minus1 + 1)
+    grid = tile_grid(s.ti_layout_idc, shape, params.va_tile_channels_minus1 + 1, params.va_tile_columns_minus1 + 1)
+    return grid_fits(grid, params.va_picture_width_minus1 + 1, params.va_picture_height_minus1 + 1)
 
 
 def tensor_num_elements(s):
@@ -125,15 +163,34 @@ SEMANTICS = {
                             "(common/features.py). The near-square grid gives the context model "
                             "two-dimensional neighbours and bounds the number of waves by about 3·sqrt(N).",
     "ti_tool_idc": "Coding tool of the tensor: 1 token-wise scalar quantisation (section Token-wise "
-                   "scalar quantisation). Other values reserved.",
+                   "scalar quantisation), 2 video anchor (section Video anchor). Other values reserved.",
     "tsq_qp": "Base step exponent of the tensor. The step of token t is "
               "Δ_t = 2^((e_t − 48) / 8) with e_t = tsq_qp + (step offset of t); +8 doubles the step.",
     "tsq_step_map_flag": "0: every token uses e_t = tsq_qp. 1: a per-token step-offset map is coded at "
                          "the start of the tensor's entropy payload.",
+    "va_inner_codec_idc": "Standard of the inner bitstream in the tensor's data unit (InnerCodec): 0 HEVC, "
+                          "1 VVC.",
+    "va_bit_depth_minus8": "Bit depth B of the levels and of the inner picture, minus 8. B = 10 in this "
+                           "version.",
+    "va_min_value": "m: the value of level 0, a binary32 value (section Video anchor).",
+    "va_max_value": "M: the value of level 2^B − 1, a binary32 value not below va_min_value.",
+    "va_picture_width_minus1": "Width PW of the inner picture in luma samples, minus 1 (the tile grid plus "
+                               "right padding).",
+    "va_picture_height_minus1": "Height PH of the inner picture in luma samples, minus 1 (the tile grid plus "
+                                "bottom padding).",
+    "va_tile_columns_minus1": "Number G of tile columns, minus 1; tiles are placed in raster order "
+                              "(section Video anchor).",
+    "va_tile_channels_minus1": "Channels per tile, minus 1: 0 for a C×H×W map (a tile is one H×W channel); "
+                               "for an N×C token matrix the width S of each N×S column strip, minus 1.",
+    "va_encoder_info_flag": "1: va_encoder_info follows. 0: it is absent.",
+    "va_encoder_info_length": "Length in bytes of va_encoder_info.",
+    "va_encoder_info": "Informative UTF-8 text naming the inner encoder and its version (e.g. "
+                       "\"x265 3.5+1-f0c1022b6\"); decoders ignore it.",
     "tdu_tensor_idx": "Index of the tensor (order of the feature parameter set) whose data this is. "
                       "Tensor data units appear in increasing tdu_tensor_idx, one per tensor.",
-    "tdu_entropy_payload": "Range-coded payload of the tensor, to the end of the unit (section Entropy "
-                           "payload).",
+    "tdu_entropy_payload": "Coded data of the tensor, to the end of the unit: for the token-wise tool its "
+                           "ANS-coded payload (section Token-wise scalar quantisation: entropy payload), for "
+                           "the video anchor the inner codec's bitstream (section Video anchor).",
     "dfh_hash_type_idc": "0: MD5. Other values reserved.",
     "dfh_num_tensors_minus1": "Number of hashes minus 1; equals fps_num_tensors_minus1.",
     "dfh_md5": "MD5 of the decoded tensor: its elements in C order, as little-endian values of its "

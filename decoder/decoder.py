@@ -1,9 +1,13 @@
 """The FCRS decoder: stream bytes in, named feature tensors out.
 
-    read_units ─► feature_parameter_set ─► per tensor: entropy payload ─► levels,
-    step offsets ─► q·Δ_t ─► dtype ─► (hash check)
+    read_units ─► feature_parameter_set ─► per tensor, by its tool:
+        token-wise SQ: entropy payload ─► levels, step offsets ─► q·Δ_t ─► dtype
+        video anchor:  inner bitstream ─► external video decoder ─► picture ─► tiles ─► levels
+                       ─► m + v·(M − m)/L ─► dtype
+    ─► (hash check)
 
-Imports only `common/`; token-wise decoding needs numpy and constriction, not torch.
+Imports only `common/` (and its own inner_codec module); token-wise decoding needs numpy and
+constriction, not torch; the video anchor runs libde265-dec265 or VTM's DecoderApp.
 """
 
 from concurrent.futures import ThreadPoolExecutor
@@ -11,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from common.codepoints import UnitType
+from common.codepoints import Tool, UnitType
 from common.errors import BitstreamError
 from common.features import from_grid, from_tensor_info
 from common.hashing import tensor_md5
@@ -20,6 +24,8 @@ from common.syntax_structures import decoded_feature_hash, feature_parameter_set
 from common.stream import iter_units
 from common.syntax_structures import QP_MAX, QP_MIN
 from common.tokenwise_sq import TokenwiseEntropyCoder, dequantise, step_sizes
+from common.video_anchor import dequantise_levels, picture_to_levels
+from decoder.inner_codec import decode_picture
 
 
 @dataclass
@@ -85,11 +91,28 @@ def decode_stream(data, trace=None, threads=1):
 
 
 def decode_tensor(spec, payload):
+    """One tensor from its data unit's payload, by its coding tool."""
+    return TENSOR_DECODERS[spec.tool](spec, payload)
+
+
+def decode_tokenwise_tensor(spec, payload):
     """Levels and step offsets from the payload, then reconstruction in the spec's dtype."""
     coder = TokenwiseEntropyCoder(payload)
     levels, offsets = coder.code_tensor(None, None, spec.grid, spec.step_map)
     coder.finish()
     return reconstruct(spec, levels, offsets)
+
+
+def decode_video_anchor_tensor(spec, payload):
+    """The inner bitstream through the external video decoder, then levels from the tiles."""
+    anchor = spec.anchor
+    (picture,) = decode_picture(anchor.inner_codec, payload, anchor.picture_width, anchor.picture_height,
+                                anchor.bit_depth)
+    levels = picture_to_levels(spec.layout, spec.shape, picture, anchor)
+    if levels.max(initial=0) >= 1 << anchor.bit_depth:
+        raise BitstreamError(f"tensor '{spec.name}': the inner picture has samples beyond {anchor.bit_depth} bits")
+    with np.errstate(over="ignore"):
+        return dequantise_levels(levels, anchor).astype(spec.numpy_dtype).reshape(spec.array_shape)
 
 
 def reconstruct(spec, levels, offsets):
@@ -100,3 +123,6 @@ def reconstruct(spec, levels, offsets):
     grid_values = dequantise(levels, step_sizes(exponents))
     with np.errstate(over="ignore"):
         return from_grid(spec, grid_values.astype(spec.numpy_dtype))
+
+
+TENSOR_DECODERS = {Tool.TOKENWISE_SQ: decode_tokenwise_tensor, Tool.VIDEO_ANCHOR: decode_video_anchor_tensor}

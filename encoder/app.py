@@ -74,11 +74,15 @@ def run(cfg_paths, input_path, output_path, trace_path, overrides):
         trace.write(trace_path)
     for r in result.reports:
         shape = "x".join(str(n) for n in r.shape)
-        print(f"tensor '{r.name}' {shape}: {r.bits} bits, {r.bits_per_feature_point:.4f} bits/feature point, "
+        inner = f" ({r.inner_codec}: {r.inner_bits} bits inner stream)" if r.inner_codec else ""
+        print(f"tensor '{r.name}' {shape}: {r.bits} bits{inner}, {r.bits_per_feature_point:.4f} bits/feature point, "
               f"MSE {r.mse:.4g}, {r.seconds:.3f} s")
-    budget = f", noise budget {options['NoiseBudget']:g}" if options["NoiseBudget"] > 0 else ""
-    print(f"{len(result.stream) * 8} bits written to {output_path} (QP {options['QP']}, "
-          f"{options['StepAllocation']} steps{budget}, {time.perf_counter() - start:.3f} s)")
+    if options["Tool"] == "anchor":
+        setting = f"video anchor, InnerCodec {options['InnerCodec']}, QP {options['QP']}"
+    else:
+        budget = f", noise budget {options['NoiseBudget']:g}" if options["NoiseBudget"] > 0 else ""
+        setting = f"QP {options['QP']}, {options['StepAllocation']} steps{budget}"
+    print(f"{len(result.stream) * 8} bits written to {output_path} ({setting}, {time.perf_counter() - start:.3f} s)")
     return 0
 
 

@@ -27,6 +27,9 @@ class ConformanceStream:
     description: str
     qp: int
     rounding_offset: float = 0.5
+    options: tuple = ()              # further (option, value) pairs, e.g. (("Tool", "anchor"),)
+    decoder_programs: tuple = ()     # external programs decoding needs (tests skip without them)
+    encoder_programs: tuple = ()     # external programs encoding needs
 
 
 def _relu6_map(rng, channels, height, width, active=0.12):
@@ -62,6 +65,10 @@ def stream_inputs(name):
         return {"tokens": (rng.normal(size=(1, 64, 24)) * 3.0).astype(np.float16)}, None
     if name == "unknown_unit_skipped":
         return {"": _relu6_map(rng, 16, 5, 6).astype(np.float32)}, None
+    if name == "video_anchor_hevc":
+        tokens = rng.normal(size=(40, 96)) * np.exp(rng.normal(size=96) * 0.5)
+        tokens[:, 7] *= 25.0                                                # an outlier channel
+        return {"map": _relu6_map(rng, 48, 7, 7)[None].astype(np.float32), "tokens": tokens}, None
     raise KeyError(name)
 
 
@@ -80,6 +87,14 @@ STREAMS = (
                       "rounding of q·Δ to half precision.", qp=36),
     ConformanceStream("unknown_unit_skipped", "A 16×5×6 map followed by a unit of reserved type 200 "
                       "(before the hash unit): the decoder must skip it and decode normally.", qp=44),
+    ConformanceStream("video_anchor_hevc", "Video anchor (ti_tool_idc = 2) with an HEVC inner stream: a "
+                      "1×48×7×7 float32 ReLU6-like map (48 tiles of 7×7 in 8 tile columns, 56×42 padded "
+                      "to a 64×64 picture) and a 40×96 float64 token matrix with an outlier channel (two 40×48 "
+                      "column strips stacked in one tile column, padded to 64×80; va_min_value / "
+                      "va_max_value rounded outwards to float32), each its own x265 picture at QP 27 with "
+                      "va_encoder_info. Decoding needs libde265-dec265.", qp=27,
+                      options=(("Tool", "anchor"), ("InnerCodec", "hevc")),
+                      decoder_programs=("libde265-dec265",), encoder_programs=("x265", "libde265-dec265")),
 )
 
 
@@ -87,7 +102,7 @@ def encode_conformance_stream(stream):
     """The stream's bytes and its {tensor name: decoded array}."""
     tensors, offsets = stream_inputs(stream.name)
     options = default_options()
-    options.update(QP=stream.qp, RoundingOffset=stream.rounding_offset)
+    options.update(QP=stream.qp, RoundingOffset=stream.rounding_offset, **dict(stream.options))
     result = encode_features(tensors, options, step_offsets=offsets)
     data = result.stream
     if stream.name == "unknown_unit_skipped":
@@ -96,6 +111,21 @@ def encode_conformance_stream(stream):
         data = write_stream(units)
         assert UnitType.END_OF_STREAM not in [u[0] for u in units]
     return data, result.reconstruction
+
+
+def recorded_encoder_info(data):
+    """The va_encoder_info strings of a stream's video-anchor tensors (which inner encoder
+    version made it: another version may code the same picture differently)."""
+    from common.features import from_tensor_info
+    from common.syntax import SyntaxReader, SyntaxStructure
+    from common.syntax_structures import feature_parameter_set
+    for unit_type, payload in iter_units(data):
+        if unit_type == UnitType.FEATURE_PARAMETER_SET:
+            fps = SyntaxStructure()
+            feature_parameter_set(SyntaxReader(payload), fps)
+            specs = [from_tensor_info(t) for t in fps.fps_tensors]
+            return sorted({s.anchor.encoder_info for s in specs if s.anchor is not None})
+    return []
 
 
 def md5_lines(reconstruction):
@@ -112,8 +142,9 @@ def write_all(folder):
         with open(base + ".md5", "w") as f:
             f.write(md5_lines(reconstruction))
         with open(base + ".txt", "w") as f:
+            more = "".join(f", {key} {value}" for key, value in stream.options)
             f.write(f"{stream.name}.bin — {len(data)} bytes\n\n{stream.description}\n\n"
-                    f"Encoder settings: QP {stream.qp}, RoundingOffset {stream.rounding_offset}; inputs from "
+                    f"Encoder settings: QP {stream.qp}, RoundingOffset {stream.rounding_offset}{more}; inputs from "
                     f"encoder/conformance.py:stream_inputs('{stream.name}').\n"
                     f"Expected decoded-tensor MD5s: {stream.name}.md5.\n")
         print(f"{stream.name}.bin  {len(data)} bytes")

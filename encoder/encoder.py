@@ -1,10 +1,14 @@
 """The FCRS encoder library: named feature tensors in, stream bytes out.
 
-    validate ─► TensorSpec per tensor ─► exponents (QP [+ step map]) ─► quantise
-    ─► entropy payload ─► reconstruct (decoder's code) ─► hash ─► units
+    validate ─► per tensor, by the Tool option (TENSOR_CODERS):
+        tokenwise: TensorSpec ─► exponents (QP [+ step map]) ─► quantise ─► entropy payload
+                   ─► reconstruct (decoder's code)
+        anchor:    encoder/video_anchor.py: levels ─► tiled picture ─► x265 / VTM ─► inner
+                   bitstream ─► reconstruct (decoder's code: libde265 / VTM)
+    ─► tensor data units ─► hash ─► units
 
 Analysis tools (e.g. FeatJND step allocation) only decide the per-token step
-offsets handed to `encode_features`; coding is the same for every tool.
+offsets handed to `encode_features`; coding is the same for every allocation.
 """
 
 import time
@@ -13,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from common.codepoints import DType, HashType, Layout, Tool, UnitType
-from common.errors import InputError
+from common.errors import ConfigError, InputError
 from common.features import TensorSpec, to_grid, to_tensor_info
 from common.hashing import tensor_md5
 from common.stream import write_stream
@@ -24,6 +28,7 @@ from common.syntax_structures import (MAX_DECODED_ELEMENTS, MAX_DIM, MAX_NAME_BY
 from common.tokenwise_sq import TokenwiseEntropyCoder
 from decoder.decoder import reconstruct
 from encoder.quantiser import quantise
+from encoder.video_anchor import encode_video_anchor_tensor
 
 DTYPE_OF_NUMPY = {np.dtype(np.float16): DType.FLOAT16, np.dtype(np.float32): DType.FLOAT32,
                   np.dtype(np.float64): DType.FLOAT64}
@@ -34,10 +39,13 @@ class TensorReport:
     name: str
     shape: tuple
     bits: int             # bits of the tensor's data unit (header + payload)
-    ideal_bits: float     # −log2 P of the coded symbols under the models used
+    ideal_bits: float     # token-wise: −log2 P of the coded symbols under the models used; anchor: None
     num_elements: int
     mse: float
     seconds: float
+    inner_codec: str = ""     # video anchor: the inner encoder and its version
+    inner_bits: int = 0       # video anchor: bits of the inner bitstream alone
+    inner_seconds: float = 0.0    # video anchor: wall time of the external encoder alone
 
     @property
     def bits_per_feature_point(self):
@@ -118,45 +126,81 @@ def signalled_steps(qp, offsets):
     return base, relative, bool(relative.any())
 
 
+@dataclass
+class CodedTensor:
+    """What a tool's coder hands back for one tensor."""
+    spec: TensorSpec
+    payload: bytes                 # tdu_entropy_payload
+    reconstruction: np.ndarray     # exactly what the decoder will output
+    ideal_bits: float = None
+    inner_codec: str = ""
+    inner_seconds: float = 0.0
+
+
+def code_tokenwise_tensor(name, array, options, offsets, step_allocator):
+    """Token-wise SQ: per-token steps from `offsets` ((H, W) or (N,) offsets to QP), else the
+    step allocator when active, else QP everywhere; quantise, entropy code, reconstruct."""
+    spec = tensor_spec(name, array, options["QP"], step_map=False)
+    grid = to_grid(spec, array.astype(np.float64))
+    if offsets is not None:
+        offsets = offsets_to_grid(spec, offsets)
+    elif step_allocator is not None and step_allocator.active:
+        offsets = step_allocator.offsets(spec, grid)
+    qp, offsets, step_map = signalled_steps(options["QP"], offsets)
+    spec = tensor_spec(name, array, qp, step_map)
+    if offsets is None:
+        offsets = np.zeros(spec.grid[1:], dtype=np.int64)
+    exponents = spec.qp + offsets
+    if exponents.min() < QP_MIN or exponents.max() > QP_MAX:
+        raise InputError(f"tensor '{name}': step exponents must stay within [{QP_MIN}, {QP_MAX}]")
+    levels = quantise(grid, exponents, options["RoundingOffset"], np.dtype(spec.numpy_dtype))
+    coder = TokenwiseEntropyCoder()
+    coder.code_tensor(levels, offsets, spec.grid, spec.step_map)
+    return CodedTensor(spec=spec, payload=coder.finish(), reconstruction=reconstruct(spec, levels, offsets),
+                       ideal_bits=coder.ideal_bits)
+
+
+def code_anchor_tensor(name, array, options, offsets, step_allocator):
+    """Video anchor: min-max levels tiled into one picture, coded by the inner video codec."""
+    coding = encode_video_anchor_tensor(tensor_spec(name, array, 0, step_map=False), array, options)
+    return CodedTensor(spec=coding.spec, payload=coding.payload, reconstruction=coding.reconstruction,
+                       inner_codec=coding.encoder_info, inner_seconds=coding.encoder_seconds)
+
+
+# The coder of each value of the Tool option.
+TENSOR_CODERS = {"tokenwise": code_tokenwise_tensor, "anchor": code_anchor_tensor}
+
+
 def encode_features(tensors, options, step_offsets=None, step_allocator=None, trace=None):
-    """Encode {name: array}. Per-token steps come from step_offsets {name: (H, W) int
-    offsets to QP; for N×C tokens (N,)} where given, else from step_allocator
-    (an encoder.featjnd.allocation.StepAllocator) when active, else QP for every token.
-    Returns an EncodeResult."""
+    """Encode {name: array} with the tool options["Tool"]. For the token-wise tool, per-token
+    steps come from step_offsets {name: (H, W) int offsets to QP; for N×C tokens (N,)} where
+    given, else from step_allocator (an encoder.featjnd.allocation.StepAllocator) when
+    active, else QP for every token. Returns an EncodeResult."""
     validate_tensors(tensors)
     step_offsets = step_offsets or {}
+    tool = options["Tool"]
+    if tool != "tokenwise" and (step_offsets or (step_allocator is not None and step_allocator.active)):
+        raise ConfigError(f"per-token steps (step-offset maps, StepAllocation {options['StepAllocation']}) "
+                          f"apply to the token-wise tool only, not to Tool {tool}")
+    code_tensor = TENSOR_CODERS[tool]
     specs, payload_units, reports, reconstruction = [], [], [], {}
     for index, (name, array) in enumerate(tensors.items()):
         start = time.perf_counter()
-        spec = tensor_spec(name, array, options["QP"], step_map=False)
-        grid = to_grid(spec, array.astype(np.float64))
-        offsets = step_offsets.get(name)
-        if offsets is not None:
-            offsets = offsets_to_grid(spec, offsets)
-        elif step_allocator is not None and step_allocator.active:
-            offsets = step_allocator.offsets(spec, grid)
-        qp, offsets, step_map = signalled_steps(options["QP"], offsets)
-        spec = tensor_spec(name, array, qp, step_map)
-        if offsets is None:
-            offsets = np.zeros(spec.grid[1:], dtype=np.int64)
-        exponents = spec.qp + offsets
-        if exponents.min() < QP_MIN or exponents.max() > QP_MAX:
-            raise InputError(f"tensor '{name}': step exponents must stay within [{QP_MIN}, {QP_MAX}]")
-        levels = quantise(grid, exponents, options["RoundingOffset"], np.dtype(spec.numpy_dtype))
-        coder = TokenwiseEntropyCoder()
-        coder.code_tensor(levels, offsets, spec.grid, spec.step_map)
+        coded = code_tensor(name, array, options, step_offsets.get(name), step_allocator)
         unit_trace = Trace() if trace is not None else None
         rw = SyntaxWriter(unit_trace)
-        tensor_data_unit(rw, SyntaxStructure(tdu_tensor_idx=index, tdu_entropy_payload=coder.finish()))
+        tensor_data_unit(rw, SyntaxStructure(tdu_tensor_idx=index, tdu_entropy_payload=coded.payload))
         payload = rw.getvalue()
-        decoded = reconstruct(spec, levels, offsets)
-        error = decoded.astype(np.float64) - array.astype(np.float64)
-        specs.append(spec)
+        error = coded.reconstruction.astype(np.float64) - array.astype(np.float64)
+        specs.append(coded.spec)
         payload_units.append((UnitType.TENSOR_DATA, payload, unit_trace))
-        reconstruction[name] = decoded
+        reconstruction[name] = coded.reconstruction
         reports.append(TensorReport(name=name, shape=array.shape, bits=8 * len(payload),
-                                    ideal_bits=coder.ideal_bits, num_elements=array.size,
-                                    mse=float(np.mean(error ** 2)), seconds=time.perf_counter() - start))
+                                    ideal_bits=coded.ideal_bits, num_elements=array.size,
+                                    mse=float(np.mean(error ** 2)), seconds=time.perf_counter() - start,
+                                    inner_codec=coded.inner_codec,
+                                    inner_bits=8 * len(coded.payload) if coded.spec.tool == Tool.VIDEO_ANCHOR else 0,
+                                    inner_seconds=coded.inner_seconds))
 
     units = [_syntax_unit(UnitType.FEATURE_PARAMETER_SET, feature_parameter_set, SyntaxStructure(
         fps_num_tensors_minus1=len(specs) - 1, fps_tensors=[to_tensor_info(s) for s in specs],

@@ -1,6 +1,7 @@
 """Every encoder option, declared once: the cfg parser, `encode --help` and
 docs/encoder-options.md all read this table."""
 
+import math
 from dataclasses import dataclass
 
 from common.syntax_structures import QP_MAX, QP_MIN
@@ -18,9 +19,11 @@ class Option:
 
 
 OPTIONS = (
-    Option("Tool", str, "tokenwise", "coding tool of every tensor", choices=("tokenwise",)),
-    Option("QP", int, 40, "base step exponent: step = 2^((QP - 48) / 8); +8 doubles the step",
-           lo=QP_MIN, hi=QP_MAX),
+    Option("Tool", str, "tokenwise", "coding tool of every tensor: tokenwise (token-wise scalar quantisation), "
+           "anchor (video anchor: min-max 10-bit levels tiled into one monochrome picture, intra-coded by "
+           "InnerCodec)", choices=("tokenwise", "anchor")),
+    Option("QP", int, 40, "tokenwise: base step exponent, step = 2^((QP - 48) / 8), +8 doubles the step; "
+           "anchor: the inner video codec's QP, 0..51 (+6 doubles its step)", lo=QP_MIN, hi=QP_MAX),
     Option("RoundingOffset", float, 0.5, "quantiser rounding offset: q = sign(f) * floor(|f| / step + offset); "
            "0.5 rounds to nearest (error <= step/2), smaller values widen the dead zone", lo=0.0, hi=0.5),
     Option("DecodedFeatureHash", bool, True, "write the decoded-feature MD5 unit (the decoder checks it)"),
@@ -34,6 +37,16 @@ OPTIONS = (
     Option("JndEpsilon", float, 0.01, "epsilon of the token tolerance s_t = mean_c |delta| / (|f| + epsilon)",
            lo=1e-9, hi=1e9),
     Option("RandomSeed", int, 0, "seed of the token permutation of StepAllocation random", lo=0, hi=2**31 - 1),
+    Option("InnerCodec", str, "hevc", "anchor: inner video codec: hevc (x265, decoded by libde265-dec265), "
+           "vtm (VVC with VTM's EncoderAppStatic / DecoderAppStatic from PATH)", choices=("hevc", "vtm")),
+    Option("TruncationMin", float, -math.inf, "anchor: values below are clipped to it before the min-max "
+           "quantisation (-inf: no truncation)", lo=-math.inf, hi=math.inf),
+    Option("TruncationMax", float, math.inf, "anchor: values above are clipped to it before the min-max "
+           "quantisation (inf: no truncation)", lo=-math.inf, hi=math.inf),
+    Option("InnerCodecInfo", bool, True, "anchor: record the inner encoder's name and version in the stream "
+           "(va_encoder_info, about 20 bytes per tensor)"),
+    Option("VtmEncoderCfg", str, "", "anchor with InnerCodec vtm: VTM encoder cfg passed with -c (MPEG "
+           "anchors: VTM's cfg/encoder_intra_vtm.cfg); empty: VTM's defaults for one intra picture"),
 )
 
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}

@@ -2,6 +2,7 @@
 produces the golden bytes (a change to either is a bitstream change)."""
 
 import os
+import shutil
 
 import pytest
 
@@ -24,8 +25,15 @@ def test_at_least_five_streams_with_descriptions():
             assert os.path.isfile(os.path.join(FOLDER, stream.name + extension))
 
 
+def skip_without(programs):
+    missing = [p for p in programs if shutil.which(p) is None]
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)} on PATH")
+
+
 @pytest.mark.parametrize("stream", STREAMS, ids=lambda s: s.name)
 def test_decodes_to_golden_md5(stream):
+    skip_without(stream.decoder_programs)
     with open(os.path.join(FOLDER, stream.name + ".bin"), "rb") as f:
         decoded = decode_stream(f.read())
     actual = [(tensor_md5(array).hex(), name) for name, array in decoded.tensors.items()]
@@ -35,6 +43,14 @@ def test_decodes_to_golden_md5(stream):
 
 @pytest.mark.parametrize("stream", STREAMS, ids=lambda s: s.name)
 def test_encoder_reproduces_golden_bytes(stream):
-    data, _ = encode_conformance_stream(stream)
+    skip_without(stream.encoder_programs)
     with open(os.path.join(FOLDER, stream.name + ".bin"), "rb") as f:
-        assert data == f.read(), "encoder output changed: review, then `make conformance`"
+        golden = f.read()
+    if "x265" in stream.encoder_programs:     # another x265 version may code the picture differently
+        from common.codepoints import InnerCodec
+        from encoder.conformance import recorded_encoder_info
+        from encoder.inner_codec import encoder_version
+        if recorded_encoder_info(golden) != [encoder_version(InnerCodec.HEVC)]:
+            pytest.skip(f"stream made by {recorded_encoder_info(golden)}, not {encoder_version(InnerCodec.HEVC)}")
+    data, _ = encode_conformance_stream(stream)
+    assert data == golden, "encoder output changed: review, then `make conformance`"
