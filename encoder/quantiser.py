@@ -18,6 +18,8 @@ def quantise(grid_values, exponents, rounding_offset, output_dtype):
         raise InputError(f"a value needs a level above {MAX_ABS_LEVEL} at this QP: raise QP")
     levels = (np.sign(grid_values) * np.floor(scaled + rounding_offset)).astype(np.int64)
     limit = np.finfo(output_dtype).max
+    if float(np.abs(levels).max(initial=0)) * float(steps.max()) <= limit:
+        return levels          # no reconstruction can overflow: skip the per-element check
     overflow = np.abs(dequantise(levels, steps)) > limit
     while overflow.any():
         levels[overflow] -= np.sign(levels[overflow])
