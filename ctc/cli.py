@@ -1,0 +1,116 @@
+"""`ctc`: the common test conditions.
+
+    ctc list                                   shipped configurations, their tools and rate points
+    ctc run CONFIG [--data DIR] [--weights PATH] [--workers N] [--limit N] [--out DIR] [--cache DIR]
+                                               code, decode and evaluate (resumable), then report
+    ctc report DIR [--data DIR]                (re)write the report of a run folder
+
+CONFIG is a file or the name of one in ctc/cfg/ (e.g. imagenet_effnet_lite0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+
+from common.errors import exit_code_of
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="ctc", description="FCRS common test conditions",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="list the shipped CTC configurations")
+    run = commands.add_parser("run", help="run (or resume) a CTC configuration, then write its report")
+    run.add_argument("config", help="ctc/cfg/<name>.yaml, or its name")
+    run.add_argument("--data", help="dataset folder (the config names no machine path)")
+    run.add_argument("--weights", help="task network weights when the config needs them (R-CNN state_dict; "
+                     "'random': seeded random weights, plumbing only)")
+    run.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes (default: CPUs)")
+    run.add_argument("--limit", type=int, help="only the first N images")
+    run.add_argument("--out", help="run folder (default out/ctc/<config name>); an interrupted run resumes there")
+    run.add_argument("--cache", help="feature cache folder (default ~/.cache/fcrs/features)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--no-report", action="store_true", help="only write records")
+    report = commands.add_parser("report", help="write the report of a run folder")
+    report.add_argument("out", help="run folder")
+    report.add_argument("--data", help="dataset folder (COCO: the annotations; default: the run's)")
+    args = parser.parse_args(argv)
+    if args.command == "run" and (args.workers < 1 or (args.limit is not None and args.limit < 1)):
+        parser.error("--workers and --limit must be at least 1")
+    return args
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    command = "ctc " + " ".join(shlex.quote(a) for a in argv)
+    return exit_code_of("ctc", lambda: COMMANDS[args.command](args, command))
+
+
+def list_configs(args, command):
+    from ctc.config import load_config, shipped_names
+
+    for name in shipped_names():
+        config = load_config(name)
+        print(f"{name}: {config.description}")
+        print(f"    dataset {config.dataset['kind']}, task {config.task['network']} split at {config.task['split']}, "
+              f"anchor {config.anchor}, metrics {', '.join(config.metrics)}")
+        for tool in config.tools:
+            what = tool.cfg if tool.kind == "features" else "image anchor"
+            extra = f" {tool.options}" if tool.options else ""
+            points = ", ".join(point.label for point in tool.rate_points)
+            print(f"    {tool.name:<14} {what}{extra}: {points}")
+    return 0
+
+
+def run_config(args, command):
+    from ctc.config import load_config, resolve_config_path
+    from ctc.runner import default_out, run
+
+    path = resolve_config_path(args.config)
+    config = load_config(path)
+    out = args.out or default_out(config)
+    start = time.perf_counter()
+    written, wall, mismatches = run(config, path, out, data=args.data, weights=args.weights, workers=args.workers,
+                                    limit=args.limit, cache_root=args.cache, progress=not args.no_progress,
+                                    command=command)
+    print(f"ctc run {config.name}: {written} records written to {out} in {wall:.1f} s")
+    if not args.no_report:
+        _print_report(out, args.data)
+    print(f"total wall time {time.perf_counter() - start:.1f} s")
+    if mismatches:
+        print(f"ctc: error: {mismatches} decodes did not match the encoder's MD5 (see the records)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def report(args, command):
+    _print_report(args.out, args.data)
+    return 0
+
+
+def _print_report(out, data):
+    import math
+
+    from ctc.metrics import METRIC_NAMES
+    from ctc.report import write_report
+
+    _, bd_rows, nl_rows, labels = write_report(out, data)
+    for tool, metric, value, ci in bd_rows:
+        bounds = f" [{ci[0]:+.1f}, {ci[1]:+.1f}]" if all(map(math.isfinite, ci)) else ""
+        shown = f"{value:+.1f} %" if math.isfinite(value) else "n/a"
+        print(f"BD-rate {labels[tool]} vs anchor ({METRIC_NAMES[metric]}): {shown}{bounds}")
+    for tool, metric, nl, ci, _ in nl_rows:
+        print(f"R_NL {labels[tool]} ({METRIC_NAMES[metric]}): {nl.text()} bpfp, CR_NL {nl.compression_ratio:.0f}")
+    print(f"report: {os.path.join(str(out), 'report.md')}")
+
+
+COMMANDS = {"list": list_configs, "run": run_config, "report": report}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

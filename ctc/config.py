@@ -1,0 +1,287 @@
+"""CTC configurations: what a `ctc run` evaluates, read from ctc/cfg/<name>.yaml.
+
+    name, description
+    dataset:  kind (image_folder | coco | package_images), path (or --data), ...
+    task:     network and split point (+ weights, network options)
+    tools:    name -> {kind: features (an FCRS cfg) | image (the image anchor),
+                       cfg, options, rate_points}
+    anchor:   the tool every BD-rate is measured against
+    report:   quality metrics, bootstrap resamples, near-lossless drop
+
+Every key is declared once below (the KEYS tables); an unknown key, a missing
+required one or a value of the wrong type is one ConfigError naming it. Rate
+points are a list; an integer is a QP, a mapping gives FCRS options
+(e.g. {QP: 60, NoiseBudget: 2.5}). Paths of tool cfgs are relative to the
+repository root.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG_FOLDER = REPO / "ctc" / "cfg"
+
+DATASET_KINDS = ("image_folder", "coco", "package_images")
+TOOL_KINDS = ("features", "image")
+CLASSIFICATION_NETWORKS = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
+DETECTION_NETWORKS = ("fasterrcnn_r50fpn", "maskrcnn_r50fpn")
+SPLIT_POINTS = {"efficientnet-lite0": ("backbone",), "efficientnet-lite1": ("backbone",),
+                "efficientnet-lite2": ("backbone",), "fasterrcnn_r50fpn": ("fpn",), "maskrcnn_r50fpn": ("fpn",)}
+CLASSIFICATION_METRICS = ("top1", "top5", "agreement")
+DETECTION_METRICS = ("bbox_ap", "bbox_ap50", "bbox_ap75", "segm_ap", "segm_ap50", "segm_ap75")
+
+# key -> (type, required, meaning)
+TOP_KEYS = {
+    "name": (str, True, "configuration name (the file's stem)"),
+    "description": (str, False, "one line shown by `ctc list`"),
+    "dataset": (dict, True, "the images and their ground truth"),
+    "task": (dict, True, "task network and split point"),
+    "tools": (dict, True, "coding tools: name -> tool"),
+    "anchor": (str, True, "the tool BD-rates are measured against"),
+    "report": (dict, False, "report settings"),
+}
+DATASET_KEYS = {
+    "kind": (str, True, "image_folder (labels.csv), coco (images + instances json), package_images"),
+    "path": (str, False, "dataset root; normally given with `ctc run --data DIR`"),
+    "images": (str, False, "coco: image folder relative to the root"),
+    "annotations": (str, False, "coco: instances json relative to the root"),
+    "package": (str, False, "package_images: the Python package whose data folder holds the images"),
+    "labels": (dict, False, "package_images: file name -> class index"),
+}
+TASK_KEYS = {
+    "network": (str, True, "efficientnet-lite0/1/2, fasterrcnn_r50fpn, maskrcnn_r50fpn"),
+    "split": (str, True, "split point: backbone (EfficientNet-Lite), fpn (R-CNN p2..p6)"),
+    "weights": (str, False, "R-CNN state_dict path ('random': seeded random weights, plumbing only); "
+                "normally given with `ctc run --weights PATH`"),
+    "options": (dict, False, "network options (R-CNN: min_size, max_size, box_score_thresh, ...)"),
+}
+TOOL_KEYS = {
+    "kind": (str, False, "features (default: an FCRS cfg codes the features) or image (image anchor)"),
+    "cfg": (str, False, "features: FCRS encoder cfg, relative to the repository root"),
+    "options": (dict, False, "features: FCRS options applied over the cfg"),
+    "rate_points": (list, True, "QPs, or mappings of FCRS options, one per rate point"),
+    "label": (str, False, "name in tables and plots (default: the tool's name)"),
+}
+REPORT_KEYS = {
+    "metrics": (list, False, "quality metrics; the first is the primary one (BD-rate, R_NL)"),
+    "bootstrap": (int, False, "bootstrap resamples of images for confidence intervals (default 1000)"),
+    "near_lossless_drop": (float, False, "relative task drop defining R_NL (default 0.01)"),
+    "seed": (int, False, "seed of the bootstrap resamples (default 0)"),
+}
+
+
+@dataclass(frozen=True)
+class RatePoint:
+    """One rate point of a tool: the FCRS options (or the image anchor's QP) it sets."""
+    options: dict
+
+    @property
+    def label(self):
+        return " ".join(f"{key}={value}" for key, value in self.options.items())
+
+    @property
+    def key(self):
+        return json.dumps(self.options, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    name: str
+    kind: str
+    cfg: str
+    options: dict
+    rate_points: tuple
+    label: str
+
+    def encoder_options(self, point):
+        """The FCRS encoder options of one rate point (cfg, then tool options, then the point's)."""
+        from encoder.cfg import resolve_options
+
+        overrides = [(key, _cfg_text(value)) for key, value in {**self.options, **point.options}.items()]
+        return resolve_options([str(REPO / self.cfg)], overrides)
+
+
+@dataclass(frozen=True)
+class CtcConfig:
+    name: str
+    description: str
+    dataset: dict
+    task: dict
+    tools: tuple
+    anchor: str
+    metrics: tuple
+    bootstrap: int
+    near_lossless_drop: float
+    seed: int
+    source: str = ""
+    raw: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def is_classification(self):
+        return self.task["network"] in CLASSIFICATION_NETWORKS
+
+    def tool(self, name):
+        return next(tool for tool in self.tools if tool.name == name)
+
+    def fingerprint(self):
+        """Hash of everything that determines a record: the resolved encoder options of every
+        rate point, the task and the dataset kind (a resumed run must match it)."""
+        points = {tool.name: [_point_fingerprint(tool, point) for point in tool.rate_points] for tool in self.tools}
+        task = {key: value for key, value in self.task.items() if key != "weights"}
+        text = json.dumps({"task": task, "dataset": self.dataset.get("kind"), "points": points},
+                          sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _point_fingerprint(tool, point):
+    if tool.kind == "image":
+        return point.options
+    return tool.encoder_options(point)
+
+
+def _cfg_text(value):
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)
+
+
+def _check_keys(mapping, table, where):
+    if not isinstance(mapping, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(mapping).__name__}")
+    for key in mapping:
+        if key not in table:
+            raise ConfigError(f"{where}: unknown key '{key}' (known: {', '.join(table)})")
+    for key, (kind, required, _) in table.items():
+        if key not in mapping or mapping[key] is None:
+            if required:
+                raise ConfigError(f"{where}: missing required key '{key}'")
+            continue
+        value = mapping[key]
+        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            ok = True
+        if not ok:
+            raise ConfigError(f"{where}: '{key}' must be {kind.__name__}, got {value!r}")
+
+
+def _choice(value, choices, where):
+    if value not in choices:
+        raise ConfigError(f"{where}: '{value}' is not one of {', '.join(choices)}")
+    return value
+
+
+def _rate_point(value, tool_kind, where):
+    if isinstance(value, int) and not isinstance(value, bool):
+        return RatePoint({"QP": value})
+    if isinstance(value, dict) and value:
+        if tool_kind == "image" and set(value) != {"QP"}:
+            raise ConfigError(f"{where}: image anchor rate points set only QP")
+        return RatePoint(dict(value))
+    raise ConfigError(f"{where}: a rate point is a QP or a mapping of options, got {value!r}")
+
+
+def _tool(name, mapping, where):
+    _check_keys(mapping, TOOL_KEYS, where)
+    kind = _choice(mapping.get("kind", "features"), TOOL_KINDS, f"{where}.kind")
+    cfg = mapping.get("cfg") or ""
+    if kind == "features":
+        if not cfg:
+            raise ConfigError(f"{where}: a features tool needs 'cfg' (an FCRS encoder cfg)")
+        if not (REPO / cfg).is_file():
+            raise ConfigError(f"{where}: cfg file not found: {cfg}")
+    elif cfg or mapping.get("options"):
+        raise ConfigError(f"{where}: the image anchor takes no FCRS cfg or options")
+    points = tuple(_rate_point(value, kind, f"{where}.rate_points[{i}]")
+                   for i, value in enumerate(mapping["rate_points"]))
+    if not points:
+        raise ConfigError(f"{where}: rate_points is empty")
+    if len({point.key for point in points}) != len(points):
+        raise ConfigError(f"{where}: rate points repeat")
+    tool = ToolSpec(name=name, kind=kind, cfg=cfg, options=dict(mapping.get("options") or {}),
+                    rate_points=points, label=mapping.get("label") or name)
+    if kind == "features":
+        for point in points:     # every option name and value checked now, not in a worker
+            try:
+                tool.encoder_options(point)
+            except ConfigError as exc:
+                raise ConfigError(f"{where} ({point.label}): {exc}") from None
+    return tool
+
+
+def parse_config(raw, source="<config>"):
+    """Validate a parsed YAML document; returns a CtcConfig."""
+    _check_keys(raw, TOP_KEYS, source)
+    dataset, task = raw["dataset"], raw["task"]
+    _check_keys(dataset, DATASET_KEYS, f"{source}: dataset")
+    _choice(dataset["kind"], DATASET_KINDS, f"{source}: dataset.kind")
+    _check_keys(task, TASK_KEYS, f"{source}: task")
+    network = _choice(task["network"], CLASSIFICATION_NETWORKS + DETECTION_NETWORKS, f"{source}: task.network")
+    _choice(task["split"], SPLIT_POINTS[network], f"{source}: task.split")
+    if not raw["tools"]:
+        raise ConfigError(f"{source}: tools is empty")
+    tools = tuple(_tool(name, spec, f"{source}: tools.{name}") for name, spec in raw["tools"].items())
+    if raw["anchor"] not in raw["tools"]:
+        raise ConfigError(f"{source}: anchor '{raw['anchor']}' is not one of the tools")
+    report = raw.get("report") or {}
+    _check_keys(report, REPORT_KEYS, f"{source}: report")
+    known = CLASSIFICATION_METRICS if network in CLASSIFICATION_NETWORKS else DETECTION_METRICS
+    default_metrics = ["top1", "agreement"] if network in CLASSIFICATION_NETWORKS else ["bbox_ap50", "bbox_ap"]
+    metrics = tuple(report.get("metrics") or default_metrics)
+    for metric in metrics:
+        _choice(metric, known, f"{source}: report.metrics")
+    if network == "fasterrcnn_r50fpn" and any(m.startswith("segm") for m in metrics):
+        raise ConfigError(f"{source}: segm metrics need maskrcnn_r50fpn")
+    bootstrap = report.get("bootstrap", 1000)
+    if not 0 <= bootstrap <= 100000:
+        raise ConfigError(f"{source}: report.bootstrap must be 0..100000")
+    drop = float(report.get("near_lossless_drop", 0.01))
+    if not 0 < drop < 1:
+        raise ConfigError(f"{source}: report.near_lossless_drop must be in (0, 1)")
+    return CtcConfig(name=raw["name"], description=raw.get("description") or "", dataset=dict(dataset),
+                     task=dict(task), tools=tools, anchor=raw["anchor"], metrics=metrics, bootstrap=bootstrap,
+                     near_lossless_drop=drop, seed=report.get("seed", 0), source=source, raw=raw)
+
+
+def resolve_config_path(name_or_path):
+    """A config file: a path, or the name of a shipped one (ctc/cfg/<name>.yaml)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = CONFIG_FOLDER / f"{name_or_path}.yaml"
+    if shipped.is_file():
+        return shipped
+    raise ConfigError(f"CTC config not found: {name_or_path} (shipped: {', '.join(shipped_names())})")
+
+
+def load_config(name_or_path):
+    import yaml
+
+    path = resolve_config_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    return parse_config(raw, source=str(path.relative_to(REPO) if path.is_relative_to(REPO) else path))
+
+
+def shipped_names():
+    return sorted(path.stem for path in CONFIG_FOLDER.glob("*.yaml"))
+
+
+def dataset_root(config, data_override):
+    """The dataset root: --data wins over the config's path."""
+    root = data_override or config.dataset.get("path")
+    if config.dataset["kind"] == "package_images":
+        return None
+    if not root:
+        raise ConfigError(f"{config.name}: the dataset path is not in the config: pass --data DIR")
+    if not os.path.isdir(root):
+        raise ConfigError(f"dataset folder not found: {root}")
+    return Path(root)

@@ -1,0 +1,81 @@
+"""A run's records: one JSON object per (image, tool, rate point), one JSON Lines file per tool.
+
+    OUT/records/<tool>.jsonl         coded records of the tool
+    OUT/records/uncompressed.jsonl   per image: label, reference prediction, front / back times
+
+Only the parent process writes (workers return records), appending a whole line
+and flushing it, so an interrupted run leaves at most one partial last line:
+`RecordStore` drops it when it opens the folder again and the run resumes from
+the records that are complete.
+
+Record fields (coded records):
+    image, tool, point (the rate point's options as canonical JSON), bits (whole FCRS
+    stream, or the image anchor's HEVC stream), feature_points, pixels (input image as
+    read), bpfp, bpp, mse, nrmse (||f - f^|| / ||f||), encode_s, decode_s, nn_part_1_s
+    (image anchor: front half on the decoded image), nn_part_2_s, md5 ('ok', 'mismatch',
+    'absent'), prediction (the task's, e.g. top5 or COCO detections)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+REFERENCE_TOOL = "uncompressed"
+
+
+class RecordStore:
+    def __init__(self, out_dir):
+        self.folder = Path(out_dir) / "records"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._files = {}
+
+    def _path(self, tool):
+        return self.folder / f"{tool}.jsonl"
+
+    def read(self, tool):
+        """The complete records of one tool; a partial last line (interrupted write) is cut off."""
+        path = self._path(tool)
+        if not path.is_file():
+            return []
+        records, good_bytes = [], 0
+        with open(path, "rb") as f:
+            for line in f:
+                try:
+                    if not line.endswith(b"\n"):
+                        raise ValueError("partial line")
+                    records.append(json.loads(line))
+                except ValueError:
+                    break
+                good_bytes += len(line)
+        if good_bytes != path.stat().st_size:
+            with open(path, "r+b") as f:
+                f.truncate(good_bytes)
+        return records
+
+    def done_keys(self, tools):
+        """{(image, tool, point)} of the complete records (point None for the reference)."""
+        keys = set()
+        for tool in list(tools) + [REFERENCE_TOOL]:
+            for record in self.read(tool):
+                keys.add((record["image"], record["tool"], record.get("point")))
+        return keys
+
+    def append(self, record):
+        tool = record["tool"]
+        f = self._files.get(tool)
+        if f is None:
+            f = self._files[tool] = open(self._path(tool), "a", encoding="utf-8")
+        f.write(json.dumps(record, separators=(",", ":")) + "\n")
+        f.flush()
+
+    def close(self):
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
+
+
+def read_all(out_dir, tool_names):
+    """{tool: [records]} including the reference, for the report."""
+    store = RecordStore(out_dir)
+    return {tool: store.read(tool) for tool in list(tool_names) + [REFERENCE_TOOL]}

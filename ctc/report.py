@@ -1,0 +1,368 @@
+"""`ctc report DIR`: tables, BD-rates, near-lossless rates, CSVs and plots of a run's records.
+
+    DIR/report.md                 everything below, with the run's command, data, wall time, versions
+    DIR/points.csv                one row per (tool, rate point): rates, metrics with 95 % CIs, times
+    DIR/bd_rate.csv               BD-rate of every tool vs the anchor, per quality metric, with CI
+    DIR/near_lossless.csv         R_NL and CR_NL per tool and metric, with CI
+    DIR/compressai_vision/<tool>.csv   CompressAI-Vision's summary columns, one row per rate point
+    DIR/rate_accuracy.png         quality vs bits per feature point, one panel per metric
+
+Only images with every record (reference and all tools and rate points) enter
+the statistics, so every number is over the same images and the bootstrap is
+paired. Rates on the BD-rate and R_NL axes are bits per feature point (bpfp:
+total bits / total feature points of the images); the rules are in ctc/stats.py.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from common.errors import InputError
+from ctc.config import load_config
+from ctc.metrics import METRIC_NAMES, CocoScorer, Quality
+from ctc.records import REFERENCE_TOOL, read_all
+from ctc.runner import CONFIG_SNAPSHOT, RUN_FILE
+from ctc.stats import (UNCOMPRESSED_BITS_PER_POINT, Bootstrap, bd_rate, interval, near_lossless_rate)
+
+COMPRESSAI_VISION_COLUMNS = ("Dataset", "qp", "avg_bpp", "end_accuracy", "nn_part_1", "encode", "decode",
+                             "nn_part_2")
+
+
+@dataclass
+class PointResult:
+    tool: str
+    label: str
+    options: dict
+    records: list
+    bits: float = 0.0              # mean per image
+    bpfp: float = 0.0
+    bpp: float = 0.0
+    mse: float = 0.0
+    nrmse: float = 0.0
+    encode_ms: float = 0.0
+    decode_ms: float = 0.0
+    nn_part_1_ms: float = 0.0
+    nn_part_2_ms: float = 0.0
+    md5_ok: int = 0
+    md5_mismatch: int = 0
+    rate_resamples: np.ndarray = None
+    quality: dict = field(default_factory=dict)     # metric -> (value, resamples)
+
+
+def load_run(out):
+    out = Path(out)
+    if not (out / CONFIG_SNAPSHOT).is_file() or not (out / RUN_FILE).is_file():
+        raise InputError(f"{out} is not a ctc run folder (no {CONFIG_SNAPSHOT} / {RUN_FILE}); run `ctc run` first")
+    config = load_config(out / CONFIG_SNAPSHOT)
+    state = json.loads((out / RUN_FILE).read_text())
+    return config, state, read_all(out, [tool.name for tool in config.tools])
+
+
+def complete_images(config, records):
+    reference = {r["image"]: r for r in records[REFERENCE_TOOL]}
+    done = {(r["image"], r["tool"], r["point"]) for tool in config.tools for r in records[tool.name]}
+    return sorted(image for image in reference
+                  if all((image, tool.name, point.key) in done for tool in config.tools for point in tool.rate_points))
+
+
+def compute(config, state, records, data=None):
+    """All numbers of the report: (images, reference quality, {tool: [PointResult]}, bootstrap)."""
+    images = complete_images(config, records)
+    if not images:
+        raise InputError("no image has all its records yet: nothing to report")
+    position = {image: k for k, image in enumerate(images)}
+    reference = sorted((r for r in records[REFERENCE_TOOL] if r["image"] in position),
+                       key=lambda r: position[r["image"]])
+    bootstrap = Bootstrap(len(images), config.bootstrap, config.seed)
+    scorer = None
+    if not config.is_classification:
+        from ctc.datasets import coco_paths
+
+        root = Path(data or state["runs"][-1]["data"])
+        scorer = CocoScorer(coco_paths(root, config.dataset)[1], images)
+    quality = Quality(config, bootstrap, reference, scorer)
+    results = {}
+    for tool in config.tools:
+        by_point = {}
+        for record in records[tool.name]:
+            if record["image"] in position:
+                by_point.setdefault(record["point"], {})[record["image"]] = record
+        rows = []
+        for point in tool.rate_points:
+            recs = [by_point[point.key][image] for image in images]
+            rows.append(_point_result(tool, point, recs, bootstrap, quality))
+        results[tool.name] = rows
+    return images, quality.of_reference(), results, bootstrap
+
+
+def _point_result(tool, point, recs, bootstrap, quality):
+    column = lambda key: np.array([r[key] for r in recs], dtype=np.float64)
+    bits, points, pixels = column("bits"), column("feature_points"), column("pixels")
+    result = PointResult(tool=tool.name, label=point.label, options=point.options, records=recs,
+                         bits=float(bits.mean()), bpfp=float(bits.sum() / points.sum()),
+                         bpp=float(bits.sum() / pixels.sum()), mse=float(column("mse").mean()),
+                         nrmse=float(np.nanmean(column("nrmse"))), encode_ms=1000 * float(column("encode_s").mean()),
+                         decode_ms=1000 * float(column("decode_s").mean()),
+                         nn_part_1_ms=1000 * float(column("nn_part_1_s").mean()),
+                         nn_part_2_ms=1000 * float(column("nn_part_2_s").mean()),
+                         md5_ok=sum(r["md5"] == "ok" for r in recs),
+                         md5_mismatch=sum(r["md5"] == "mismatch" for r in recs))
+    if bootstrap.resamples:
+        result.rate_resamples = bootstrap.ratios(bits, points)
+    result.quality = quality.of_point(recs)
+    return result
+
+
+# -- derived tables ---------------------------------------------------------------------------------
+
+def bd_rates(config, results, bootstrap):
+    """[(tool, metric, value, (lo, hi))] of every tool but the anchor."""
+    anchor = results[config.anchor]
+    rows = []
+    for tool in config.tools:
+        if tool.name == config.anchor:
+            continue
+        test = results[tool.name]
+        for metric in config.metrics:
+            value = bd_rate([p.bpfp for p in anchor], [p.quality[metric][0] for p in anchor],
+                            [p.bpfp for p in test], [p.quality[metric][0] for p in test])
+            ci = (math.nan, math.nan)
+            if bootstrap.resamples:
+                samples = [bd_rate([p.rate_resamples[r] for p in anchor], [p.quality[metric][1][r] for p in anchor],
+                                   [p.rate_resamples[r] for p in test], [p.quality[metric][1][r] for p in test])
+                           for r in range(bootstrap.resamples)]
+                ci = interval(samples)
+            rows.append((tool.name, metric, value, ci))
+    return rows
+
+
+def near_lossless(config, results, reference_quality, bootstrap):
+    """[(tool, metric, NearLossless, (lo, hi) of R_NL, censored share of resamples)]."""
+    rows = []
+    for tool in config.tools:
+        points = results[tool.name]
+        for metric in config.metrics:
+            q0, q0_resamples = reference_quality[metric]
+            value = near_lossless_rate([p.bpfp for p in points], [p.quality[metric][0] for p in points], q0,
+                                       config.near_lossless_drop)
+            ci, censored = (math.nan, math.nan), math.nan
+            if bootstrap.resamples:
+                samples = [near_lossless_rate([p.rate_resamples[r] for p in points],
+                                              [p.quality[metric][1][r] for p in points],
+                                              q0_resamples[r], config.near_lossless_drop)
+                           for r in range(bootstrap.resamples)]
+                ci = interval([s.rate for s in samples])
+                censored = float(np.mean([bool(s.censored) for s in samples]))
+            rows.append((tool.name, metric, value, ci, censored))
+    return rows
+
+
+# -- writing ----------------------------------------------------------------------------------------
+
+def _ci_text(value, ci, digits=1):
+    if not np.isfinite(value):
+        return "n/a"
+    if not all(np.isfinite(ci)):
+        return f"{value:.{digits}f}"
+    return f"{value:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+
+
+def _table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _point_table(config, points):
+    header = ["rate point", "bits/image", "bpfp", "bpp"] + [METRIC_NAMES[m] for m in _shown_metrics(config)] + \
+             ["MSE", "NRMSE", "enc ms", "dec ms", "MD5"]
+    rows = []
+    for p in points:
+        quality = [_ci_text(p.quality[m][0], interval(p.quality[m][1]) if p.quality[m][1] is not None
+                            else (math.nan, math.nan)) for m in _shown_metrics(config)]
+        md5 = "n/a" if p.md5_ok + p.md5_mismatch == 0 else (
+            f"{p.md5_ok} ok" if not p.md5_mismatch else f"**{p.md5_mismatch} MISMATCH**")
+        rows.append([p.label, f"{p.bits:,.0f}", f"{p.bpfp:.4f}", f"{p.bpp:.4f}", *quality, f"{p.mse:.4g}",
+                     f"{p.nrmse:.4f}", f"{p.encode_ms:.1f}", f"{p.decode_ms:.1f}", md5])
+    return _table(header, rows)
+
+
+def _shown_metrics(config):
+    if config.is_classification:
+        return ("top1", "top5", "agreement")
+    return tuple(m for m in METRIC_NAMES if not m.startswith("top") and m != "agreement"
+                 and (config.task["network"].startswith("mask") or not m.startswith("segm")))
+
+
+def write_report(out, data=None):
+    """Compute and write every report file into the run folder; returns the markdown text."""
+    out = Path(out)
+    config, state, records = load_run(out)
+    images, reference_quality, results, bootstrap = compute(config, state, records, data)
+    bd_rows = bd_rates(config, results, bootstrap)
+    nl_rows = near_lossless(config, results, reference_quality, bootstrap)
+    labels = {tool.name: tool.label for tool in config.tools}
+
+    _write_points_csv(out / "points.csv", config, results)
+    _write_csv(out / "bd_rate.csv", ["tool", "anchor", "metric", "bd_rate_percent", "ci_low", "ci_high"],
+               [[t, config.anchor, m, _num(v), _num(ci[0]), _num(ci[1])] for t, m, v, ci in bd_rows])
+    _write_csv(out / "near_lossless.csv",
+               ["tool", "metric", "r_nl_bpfp", "censored", "ci_low", "ci_high", "cr_nl", "cr_nl_ci_low",
+                "cr_nl_ci_high", "censored_resamples"],
+               [[t, m, _num(nl.rate), nl.censored, _num(ci[0]), _num(ci[1]), _num(nl.compression_ratio),
+                 _num(UNCOMPRESSED_BITS_PER_POINT / ci[1]), _num(UNCOMPRESSED_BITS_PER_POINT / ci[0]), _num(c)]
+                for t, m, nl, ci, c in nl_rows])
+    _write_compressai_vision(out / "compressai_vision", config, state, results, reference_quality)
+    _plot(out / "rate_accuracy.png", config, results, reference_quality, labels)
+
+    last = state["runs"][-1]
+    total_wall = sum(run.get("wall_s", 0.0) for run in state["runs"])
+    md = [f"# CTC report: {config.name}", "", config.description, "",
+          f"- command: `{last.get('command', '')}`",
+          f"- data: `{last.get('data')}`; {len(images)} images with every record",
+          f"- wall time: {total_wall:,.0f} s over {len(state['runs'])} invocation(s) of `ctc run` "
+          f"({last.get('workers')} workers); environment: "
+          + ", ".join(f"{k} {v}" for k, v in last.get("environment", {}).items()),
+          f"- task: {config.task['network']} split at {config.task['split']}; anchor: {labels[config.anchor]}; "
+          f"primary metric: {METRIC_NAMES[config.metrics[0]]}",
+          f"- intervals: 95 % percentile bootstrap over images, {config.bootstrap} resamples (seed {config.seed}), "
+          "paired across tools", "",
+          "## Uncompressed features", ""]
+    ref_rows = [[METRIC_NAMES[m], _ci_text(reference_quality[m][0], interval(reference_quality[m][1])
+                                           if reference_quality[m][1] is not None else (math.nan, math.nan))]
+                for m in _shown_metrics(config)]
+    ref_records = records[REFERENCE_TOOL]
+    feature_points = np.mean([r["feature_points"] for r in ref_records])
+    md += [_table(["metric", "value [95 % CI]"], ref_rows),
+           f"R_0 = {UNCOMPRESSED_BITS_PER_POINT:g} bits per feature point (float32); {feature_points:,.0f} feature "
+           f"points per image; front (nn_part_1) {1000 * np.mean([r['nn_part_1_s'] for r in ref_records]):.1f} ms, "
+           f"back (nn_part_2) {1000 * np.mean([r['nn_part_2_s'] for r in ref_records]):.1f} ms per image.", ""]
+    md += ["## BD-rate vs the anchor", "",
+           f"Bits per feature point at equal quality, each tool vs {labels[config.anchor]} (negative = fewer bits). "
+           "pchip (`bjontegaard` package); each curve reduced to its envelope, integrated over the quality range "
+           "both cover; n/a: fewer than two envelope points or no overlap.", "",
+           _table(["tool"] + [f"BD-rate % ({METRIC_NAMES[m]}) [95 % CI]" for m in config.metrics],
+                  [[labels[t]] + [_ci_text(v, ci) for tt, m, v, ci in bd_rows if tt == t]
+                   for t in dict.fromkeys(row[0] for row in bd_rows)])]
+    md += ["## Near-lossless rate", "",
+           f"R_NL: lowest rate with < {100 * config.near_lossless_drop:g} % relative drop of the metric from the "
+           f"uncompressed value, interpolated in log-rate (bits per feature point); CR_NL = R_0 / R_NL with R_0 = "
+           f"{UNCOMPRESSED_BITS_PER_POINT:g}. '≤': even the lowest rate point is near-lossless (R_NL is at most it); "
+           "'>': no rate point is. 'censored' = share of bootstrap resamples where R_NL is such a bound.", "",
+           _table(["tool", "metric", "R_NL bpfp [95 % CI]", "CR_NL [95 % CI]", "censored"],
+                  [[labels[t], METRIC_NAMES[m], _nl_text(nl, ci), _cr_text(nl, ci),
+                    "n/a" if not np.isfinite(c) else f"{100 * c:.0f} %"] for t, m, nl, ci, c in nl_rows])]
+    md += ["## Per rate point", ""]
+    for tool in config.tools:
+        cfg = f"`{tool.cfg}`" + (f" + {tool.options}" if tool.options else "") if tool.kind == "features" else \
+            "the image anchor (ctc/image_anchor.py: x265 intra 8-bit 4:2:0 on the input image)"
+        md += [f"### {tool.label}", "", f"{cfg}", "", _point_table(config, results[tool.name])]
+    md += ["bits: whole FCRS stream per image (headers, tensor data, MD5 unit), or the image anchor's HEVC stream; "
+           "bpfp = bits / feature points; bpp = bits / input pixels (image as read); MSE, NRMSE = ||f − f̂|| / ||f|| "
+           "per image, averaged; enc / dec ms: library encode / decode per image (image anchor: x265 / "
+           "libde265-dec265 wall time); MD5: decoded-feature hash checks by the decoder.", "",
+           "![rate-accuracy](rate_accuracy.png)", "",
+           "Files: `points.csv`, `bd_rate.csv`, `near_lossless.csv`, `compressai_vision/<tool>.csv` "
+           "(CompressAI-Vision summary columns), `rate_accuracy.png`.", ""]
+    text = "\n".join(md)
+    (out / "report.md").write_text(text)
+    return text, bd_rows, nl_rows, labels
+
+
+def _nl_text(nl, ci):
+    bounds = "" if not all(np.isfinite(ci)) else f" [{ci[0]:.4g}, {ci[1]:.4g}]"
+    return f"{nl.text()}{bounds}"
+
+
+def _cr_text(nl, ci):
+    symbol = {"<=": "≥ ", ">": "< ", "": ""}[nl.censored]
+    bounds = "" if not all(np.isfinite(ci)) else \
+        f" [{UNCOMPRESSED_BITS_PER_POINT / ci[1]:.0f}, {UNCOMPRESSED_BITS_PER_POINT / ci[0]:.0f}]"
+    return f"{symbol}{nl.compression_ratio:.0f}{bounds}"
+
+
+def _num(value):
+    return "" if value is None or not np.isfinite(value) else f"{value:.6g}"
+
+
+def _write_csv(path, header, rows):
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def _write_points_csv(path, config, results):
+    metrics = _shown_metrics(config)
+    header = ["tool", "rate_point", "images", "bits_per_image", "bpfp", "bpp", "mse", "nrmse", "encode_ms",
+              "decode_ms", "nn_part_1_ms", "nn_part_2_ms", "md5_ok", "md5_mismatch"]
+    for m in metrics:
+        header += [m, f"{m}_ci_low", f"{m}_ci_high"]
+    rows = []
+    for tool in config.tools:
+        for p in results[tool.name]:
+            row = [tool.name, p.label, len(p.records), _num(p.bits), _num(p.bpfp), _num(p.bpp), _num(p.mse),
+                   _num(p.nrmse), _num(p.encode_ms), _num(p.decode_ms), _num(p.nn_part_1_ms), _num(p.nn_part_2_ms),
+                   p.md5_ok, p.md5_mismatch]
+            for m in metrics:
+                value, resamples = p.quality[m]
+                lo, hi = interval(resamples) if resamples is not None else (math.nan, math.nan)
+                row += [_num(value), _num(lo), _num(hi)]
+            rows.append(row)
+    _write_csv(path, header, rows)
+
+
+def _write_compressai_vision(folder, config, state, results, reference_quality):
+    """CompressAI-Vision's summary.csv layout (bpp mode): times are totals in seconds over the images."""
+    folder.mkdir(exist_ok=True)
+    dataset = Path(str(state["runs"][-1].get("data") or config.name)).name
+    primary = config.metrics[0]
+    for tool in config.tools:
+        rows = []
+        for p in results[tool.name]:
+            nn_part_1 = sum(r["nn_part_1_s"] for r in p.records)
+            rows.append([dataset, p.options.get("QP", p.label), _num(p.bpp), _num(p.quality[primary][0]),
+                         _num(nn_part_1), _num(sum(r["encode_s"] for r in p.records)),
+                         _num(sum(r["decode_s"] for r in p.records)),
+                         _num(sum(r["nn_part_2_s"] for r in p.records))])
+        _write_csv(folder / f"{tool.name}.csv", COMPRESSAI_VISION_COLUMNS, rows)
+
+
+def _plot(path, config, results, reference_quality, labels):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = config.metrics
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6.5 * len(metrics), 4.8), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        q0 = reference_quality[metric][0]
+        for tool in config.tools:
+            points = sorted(results[tool.name], key=lambda p: p.bpfp)
+            x = [p.bpfp for p in points]
+            y = [p.quality[metric][0] for p in points]
+            errors = None
+            if points and points[0].quality[metric][1] is not None:
+                cis = [interval(p.quality[metric][1]) for p in points]
+                errors = np.array([[v - lo for v, (lo, _) in zip(y, cis)], [hi - v for v, (_, hi) in zip(y, cis)]])
+                errors = np.nan_to_num(np.maximum(errors, 0))
+            ax.errorbar(x, y, yerr=errors, marker="o", ms=4, capsize=2, label=labels[tool.name],
+                        linestyle="--" if tool.name == config.anchor else "-")
+        ax.axhline(q0, color="grey", lw=0.8, label="uncompressed")
+        ax.axhline(q0 * (1 - config.near_lossless_drop), color="grey", lw=0.8, ls=":",
+                   label=f"-{100 * config.near_lossless_drop:g} % (near-lossless)")
+        ax.set_xscale("log")
+        ax.set_xlabel("bits per feature point")
+        ax.set_ylabel(METRIC_NAMES[metric])
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{config.name}: rate vs task quality (95 % bootstrap CI)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,281 @@
+"""`ctc run`: code every image with every tool at every rate point and evaluate the task.
+
+    samples ─► jobs (one per image: its missing (tool, rate point) pairs)
+      ─► worker processes:
+           features = cache[image] or front(image)               (nn_part_1, cached on disk)
+           reference = back(features)                            (once per image)
+           per (tool, rate point):
+             features tool: encode_features(features, cfg options)  ─► stream      (the `encode` app's code)
+                            decode_stream(stream), MD5 check        ─► features^  (the `decode` app's code)
+             image anchor:  x265 / libde265 on the image ─► front(image^) ─► features^
+             prediction = back(features^)
+      ─► parent: one JSON record per (image, tool, rate point), appended as it arrives
+    ─► report (ctc/report.py)
+
+Interrupted runs resume: records already in OUT are not recomputed. Memory is
+bounded by one image's features per worker; records stream to disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from common.errors import ConfigError, FcrsError
+from ctc.config import REPO, dataset_root
+from ctc.datasets import file_digest, load_samples
+from ctc.feature_cache import DEFAULT_ROOT, FeatureCache
+from ctc.records import REFERENCE_TOOL, RecordStore
+
+RUN_FILE = "run.json"
+CONFIG_SNAPSHOT = "ctc.yaml"
+
+
+# -- worker side ----------------------------------------------------------------------------------
+
+class Evaluator:
+    """Everything one worker process holds: the task network, the feature cache and, per
+    (tool, rate point), the resolved encoder options and step allocator (FeatJND loads once)."""
+
+    def __init__(self, config, weights, cache_root, torch_threads=1):
+        import torch
+
+        from ctc.tasks.evaluation import build_task
+
+        torch.set_num_threads(torch_threads)
+        self.config = config
+        self.task = build_task(config, weights)
+        self.cache = FeatureCache(cache_root, self.task)
+        self._coders = {}
+
+    def coder(self, tool, point):
+        from encoder.featjnd.allocation import StepAllocator
+
+        key = (tool.name, point.key)
+        if key not in self._coders:
+            options = tool.encoder_options(point)
+            self._coders[key] = (options, StepAllocator(options))
+        return self._coders[key]
+
+    def evaluate(self, job):
+        """Records of one image: the reference (when missing) and each (tool, rate point) asked for."""
+        sample, digest, want_reference, pairs = job
+        rgb_cache = []
+
+        def rgb():
+            if not rgb_cache:
+                from ctc.tasks.evaluation import read_rgb
+                rgb_cache.append(read_rgb(sample.path))
+            return rgb_cache[0]
+
+        tensors, context, front_seconds = self.cache.features(digest, rgb)
+        feature_points = int(sum(t.size for t in tensors.values()))
+        pixels = _pixels(sample.path)
+        records = []
+        if want_reference:
+            start = time.perf_counter()
+            prediction = self.task.back(tensors, context)
+            records.append({"image": sample.id, "tool": REFERENCE_TOOL, "point": None, "label": sample.label,
+                            "feature_points": feature_points, "pixels": pixels, "nn_part_1_s": front_seconds,
+                            "nn_part_2_s": time.perf_counter() - start, "prediction": prediction})
+        for tool_name, point_key in pairs:
+            tool = self.config.tool(tool_name)
+            point = next(p for p in tool.rate_points if p.key == point_key)
+            if tool.kind == "image":
+                coded = self._code_image(rgb(), point)
+            else:
+                coded = self._code_features(tensors, tool, point)
+                coded["nn_part_1_s"] = front_seconds      # the front half that produced the coded features
+            decoded = coded.pop("decoded")
+            start = time.perf_counter()
+            prediction = self.task.back(decoded, context)
+            record = {"image": sample.id, "tool": tool.name, "point": point.key, **coded,
+                      "feature_points": feature_points, "pixels": pixels,
+                      "bpfp": coded["bits"] / feature_points, "bpp": coded["bits"] / pixels,
+                      **feature_error(tensors, decoded), "nn_part_2_s": time.perf_counter() - start,
+                      "prediction": prediction}
+            records.append(record)
+        return records
+
+    def _code_features(self, tensors, tool, point):
+        from decoder.decoder import decode_stream
+        from encoder.encoder import encode_features
+
+        options, allocator = self.coder(tool, point)
+        start = time.perf_counter()
+        result = encode_features(tensors, options, step_allocator=allocator)
+        encode_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        decoded = decode_stream(result.stream)
+        decode_seconds = time.perf_counter() - start
+        if not decoded.hash_checks:
+            md5 = "absent"
+        else:
+            md5 = "ok" if all(check.ok for check in decoded.hash_checks) else "mismatch"
+        return {"bits": 8 * len(result.stream), "encode_s": encode_seconds, "decode_s": decode_seconds,
+                "md5": md5, "decoded": decoded.tensors}
+
+    def _code_image(self, rgb, point):
+        from ctc.image_anchor import code_image
+
+        coded = code_image(rgb, point.options["QP"])
+        start = time.perf_counter()
+        decoded, _ = self.task.front(coded.decoded)
+        return {"bits": coded.bits, "encode_s": coded.encode_seconds, "decode_s": coded.decode_seconds,
+                "nn_part_1_s": time.perf_counter() - start, "md5": "absent", "decoded": decoded}
+
+
+def _pixels(path):
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.width * image.height
+
+
+def feature_error(reference, decoded):
+    """MSE over all feature points and NRMSE = ||f - f^|| / ||f|| (all tensors of the image together)."""
+    error = energy = 0.0
+    points = 0
+    for name, original in reference.items():
+        f = original.astype(np.float64).ravel()
+        d = np.asarray(decoded[name], dtype=np.float64).ravel()
+        error += float(np.dot(f - d, f - d))
+        energy += float(np.dot(f, f))
+        points += f.size
+    return {"mse": error / points, "nrmse": float(np.sqrt(error / energy)) if energy > 0 else float("nan")}
+
+
+_EVALUATOR = None
+
+
+def _init_worker(config, weights, cache_root):
+    global _EVALUATOR
+    _EVALUATOR = Evaluator(config, weights, cache_root)
+
+
+def _run_job(job):
+    try:
+        return _EVALUATOR.evaluate(job)
+    except FcrsError as exc:         # carried to the parent as one line, not a pickled traceback
+        return exc
+
+
+# -- parent side ----------------------------------------------------------------------------------
+
+def plan_jobs(config, samples, done):
+    """[(sample, digest, want_reference, [(tool, point key)])] for the images with missing records."""
+    jobs = []
+    for sample in samples:
+        pairs = [(tool.name, point.key) for tool in config.tools for point in tool.rate_points
+                 if (sample.id, tool.name, point.key) not in done]
+        want_reference = (sample.id, REFERENCE_TOOL, None) not in done
+        if pairs or want_reference:
+            jobs.append((sample, file_digest(sample.path), want_reference, pairs))
+    return jobs
+
+
+def check_out_dir(out, config, config_path):
+    """Refuse to mix records of different configurations in one folder."""
+    run_file = out / RUN_FILE
+    fingerprint = config.fingerprint()
+    if run_file.is_file():
+        previous = json.loads(run_file.read_text())
+        if previous.get("fingerprint") != fingerprint:
+            raise ConfigError(f"{out} holds records of another configuration ({previous.get('config')}, "
+                              f"fingerprint {previous.get('fingerprint')}; this one is {fingerprint}): "
+                              "choose another --out or delete it")
+        return previous
+    return {"config": config.name, "fingerprint": fingerprint, "runs": []}
+
+
+def environment():
+    """Versions that a reader of the results needs (Python, numpy, torch, codec binaries)."""
+    versions = {"python": platform.python_version(), "numpy": np.__version__, "machine": platform.machine(),
+                "cpus": os.cpu_count()}
+    try:
+        import torch
+        versions["torch"] = torch.__version__
+    except ImportError:
+        pass
+    try:
+        from common.codepoints import InnerCodec
+        from decoder.inner_codec import decoder_version
+        from encoder.inner_codec import encoder_version
+        versions["x265"] = encoder_version(InnerCodec.HEVC)
+        versions["libde265"] = decoder_version(InnerCodec.HEVC)
+    except FcrsError:
+        pass
+    return versions
+
+
+def run(config, config_path, out, data=None, weights=None, workers=1, limit=None, cache_root=None,
+        progress=True, command=""):
+    """Run (or resume) the CTC of `config` into `out`; returns (records written, wall seconds, mismatches)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    state = check_out_dir(out, config, config_path)
+    root = dataset_root(config, data)
+    samples = load_samples(config, root)
+    if limit:
+        samples = samples[:limit]
+    store = RecordStore(out)
+    done = store.done_keys(tool.name for tool in config.tools)
+    jobs = plan_jobs(config, samples, done)
+    total = sum(len(pairs) + want_reference for _, _, want_reference, pairs in jobs)
+    (out / CONFIG_SNAPSHOT).write_text(Path(config_path).read_text())
+    invocation = {"command": command, "data": str(root) if root else config.dataset.get("package"),
+                  "images": len(samples), "workers": workers, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                  "records_before": len(done), "environment": environment()}
+    cache_root = Path(cache_root) if cache_root else DEFAULT_ROOT
+    start = time.perf_counter()
+    written = mismatches = 0
+    bar = _progress_bar(total, config.name, progress)
+    try:
+        for records in _results(jobs, config, weights, cache_root, workers):
+            if isinstance(records, Exception):
+                raise records
+            for record in records:
+                store.append(record)
+                mismatches += record.get("md5") == "mismatch"
+            written += len(records)
+            bar.update(len(records))
+    finally:
+        bar.close()
+        store.close()
+        invocation["wall_s"] = round(time.perf_counter() - start, 1)
+        invocation["records_written"] = written
+        state["runs"].append(invocation)
+        (out / RUN_FILE).write_text(json.dumps(state, indent=1) + "\n")
+    return written, invocation["wall_s"], mismatches
+
+
+def _results(jobs, config, weights, cache_root, workers):
+    if workers <= 1 or len(jobs) <= 1:
+        evaluator = Evaluator(config, weights, cache_root)
+        for job in jobs:
+            yield evaluator.evaluate(job)
+        return
+    import multiprocessing
+
+    # spawn: torch and the x265 subprocesses do not survive fork reliably
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(min(workers, len(jobs)), initializer=_init_worker,
+                      initargs=(config, weights, str(cache_root))) as pool:
+        yield from pool.imap_unordered(_run_job, jobs)
+
+
+def _progress_bar(total, name, enabled):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=f"ctc {name}", unit="rec", disable=not enabled or total == 0,
+                file=sys.stderr, dynamic_ncols=True, smoothing=0.05)
+
+
+def default_out(config):
+    return REPO / "out" / "ctc" / config.name
