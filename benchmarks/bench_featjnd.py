@@ -65,7 +65,6 @@ import os
 import shlex
 import sys
 import time
-import warnings
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -76,6 +75,7 @@ sys.path.insert(0, str(HERE))
 import numpy as np  # noqa: E402
 
 from bench_effnet_rate import DEFAULT_CACHE, DEFAULT_DATA, ensure_cache  # noqa: E402
+from ctc.stats import Bootstrap, bd_rate, interval  # noqa: E402
 
 WEIGHTS_GLOB = str(REPO / "encoder" / "featjnd" / "weights" / "featjnd_{model}_*.safetensors")
 DEFAULT_OUT = REPO / "docs" / "results"
@@ -201,17 +201,18 @@ def code_image(job):
 
 # -- statistics -----------------------------------------------------------------------------------
 
-class Boot:
-    """Percentile bootstrap over images with one fixed set of resamples (so comparisons are paired)."""
+class Boot(Bootstrap):
+    """ctc.stats.Bootstrap with percentages: one fixed set of resamples (comparisons are paired)."""
 
     def __init__(self, n, resamples, seed=BOOT_SEED):
-        self.idx = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+        super().__init__(n, resamples, seed)
+        self.idx = self.indices
 
     def ci(self, per_image):
         """(mean, lo, hi) in % of a per-image 0/1 (or averaged) vector."""
-        v = np.asarray(per_image, dtype=float)
-        means = v[self.idx].mean(axis=1)
-        return 100 * v.mean(), 100 * np.percentile(means, 2.5), 100 * np.percentile(means, 97.5)
+        values = np.asarray(per_image, dtype=float)
+        lo, hi = interval(self.means(values))
+        return 100 * values.mean(), 100 * lo, 100 * hi
 
 
 def fmt_ci(m, lo, hi, width=19):
@@ -223,44 +224,16 @@ def strictly_monotone(values):
     return bool(np.all(d > 0) or np.all(d < 0))
 
 
-def envelope(rate, quality):
-    """The curve's non-dominated points: by increasing rate, keep a point only when its quality
-    beats every cheaper kept point (so quality rises strictly with rate)."""
-    order = np.argsort(rate, kind="stable")
-    keep, best = [], -np.inf
-    for i in order:
-        if quality[i] > best:
-            keep.append(i)
-            best = quality[i]
-    return np.asarray(rate)[keep], np.asarray(quality)[keep]
-
-
 def bd_rate_or_none(rate_anchor, q_anchor, rate_test, q_test, use_envelope=False):
-    """pchip BD-rate (%) of test vs anchor; None when a curve is not strictly monotone
-    (in rate or quality; with use_envelope, dominated points are dropped first) or the
-    quality ranges do not overlap."""
-    import bjontegaard as bd
-
-    if use_envelope:
-        rate_anchor, q_anchor = envelope(rate_anchor, q_anchor)
-        rate_test, q_test = envelope(rate_test, q_test)
-        if len(q_anchor) < 2 or len(q_test) < 2:
-            return None
-    for r, q in ((rate_anchor, q_anchor), (rate_test, q_test)):
-        if not (strictly_monotone(r) and strictly_monotone(q)):
-            return None
-    lo = max(min(q_anchor), min(q_test))
-    hi = min(max(q_anchor), max(q_test))
-    if hi <= lo:
-        return None
-    # bjontegaard wants each curve's quality in increasing or decreasing order: sort by quality
-    oa, ot = np.argsort(q_anchor), np.argsort(q_test)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        value = bd.bd_rate(np.asarray(rate_anchor)[oa], np.asarray(q_anchor)[oa], np.asarray(rate_test)[ot],
-                           np.asarray(q_test)[ot], method="pchip", require_matching_points=False,
-                           min_overlap=0)
-    return None if not np.isfinite(value) else float(value)
+    """pchip BD-rate (%) of test vs anchor (ctc.stats.bd_rate); None when undefined. Without
+    use_envelope, a curve that is not strictly monotone in rate and quality is refused as a whole
+    instead of being reduced to its envelope."""
+    if not use_envelope:
+        for r, q in ((rate_anchor, q_anchor), (rate_test, q_test)):
+            if not (strictly_monotone(r) and strictly_monotone(q)):
+                return None
+    value = bd_rate(rate_anchor, q_anchor, rate_test, q_test)
+    return None if not np.isfinite(value) else value
 
 
 # -- main -----------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ CLASSIFICATION_NETWORKS = ("efficientnet-lite0", "efficientnet-lite1", "efficien
 DETECTION_NETWORKS = ("fasterrcnn_r50fpn", "maskrcnn_r50fpn")
 SPLIT_POINTS = {"efficientnet-lite0": ("backbone",), "efficientnet-lite1": ("backbone",),
                 "efficientnet-lite2": ("backbone",), "fasterrcnn_r50fpn": ("fpn",), "maskrcnn_r50fpn": ("fpn",)}
+IMAGE_ANCHOR_QP = (0, 51)         # x265's QP range for 8-bit pictures
 CLASSIFICATION_METRICS = ("top1", "top5", "agreement")
 DETECTION_METRICS = ("bbox_ap", "bbox_ap50", "bbox_ap75", "segm_ap", "segm_ap50", "segm_ap75")
 
@@ -179,12 +180,17 @@ def _choice(value, choices, where):
 
 def _rate_point(value, tool_kind, where):
     if isinstance(value, int) and not isinstance(value, bool):
-        return RatePoint({"QP": value})
-    if isinstance(value, dict) and value:
-        if tool_kind == "image" and set(value) != {"QP"}:
-            raise ConfigError(f"{where}: image anchor rate points set only QP")
-        return RatePoint(dict(value))
-    raise ConfigError(f"{where}: a rate point is a QP or a mapping of options, got {value!r}")
+        value = {"QP": value}
+    if not isinstance(value, dict) or not value:
+        raise ConfigError(f"{where}: a rate point is a QP or a mapping of options, got {value!r}")
+    if any(isinstance(v, bool) for k, v in value.items() if k != "DecodedFeatureHash"):
+        raise ConfigError(f"{where}: a boolean is not an option value here: {value!r}")
+    if tool_kind == "image":
+        qp = value.get("QP")
+        if set(value) != {"QP"} or not isinstance(qp, int) or not IMAGE_ANCHOR_QP[0] <= qp <= IMAGE_ANCHOR_QP[1]:
+            raise ConfigError(f"{where}: an image anchor rate point is an x265 QP in "
+                              f"{IMAGE_ANCHOR_QP[0]}..{IMAGE_ANCHOR_QP[1]}, got {value!r}")
+    return RatePoint(dict(value))
 
 
 def _tool(name, mapping, where):
@@ -202,16 +208,19 @@ def _tool(name, mapping, where):
                    for i, value in enumerate(mapping["rate_points"]))
     if not points:
         raise ConfigError(f"{where}: rate_points is empty")
-    if len({point.key for point in points}) != len(points):
-        raise ConfigError(f"{where}: rate points repeat")
     tool = ToolSpec(name=name, kind=kind, cfg=cfg, options=dict(mapping.get("options") or {}),
                     rate_points=points, label=mapping.get("label") or name)
+    resolved = [point.options for point in points]
     if kind == "features":
+        resolved = []
         for point in points:     # every option name and value checked now, not in a worker
             try:
-                tool.encoder_options(point)
+                resolved.append(tool.encoder_options(point))
             except ConfigError as exc:
                 raise ConfigError(f"{where} ({point.label}): {exc}") from None
+    keys = [json.dumps(options, sort_keys=True, default=str) for options in resolved]
+    if len(set(keys)) != len(keys):
+        raise ConfigError(f"{where}: two rate points give the same encoder options")
     return tool
 
 
@@ -236,6 +245,8 @@ def parse_config(raw, source="<config>"):
     metrics = tuple(report.get("metrics") or default_metrics)
     for metric in metrics:
         _choice(metric, known, f"{source}: report.metrics")
+    if len(set(metrics)) != len(metrics):
+        raise ConfigError(f"{source}: report.metrics repeats a metric")
     if network == "fasterrcnn_r50fpn" and any(m.startswith("segm") for m in metrics):
         raise ConfigError(f"{source}: segm metrics need maskrcnn_r50fpn")
     bootstrap = report.get("bootstrap", 1000)

@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from common.errors import InputError
+
 REFERENCE_TOOL = "uncompressed"
 
 
@@ -34,23 +36,26 @@ class RecordStore:
         return self.folder / f"{tool}.jsonl"
 
     def read(self, tool):
-        """The complete records of one tool; a partial last line (interrupted write) is cut off."""
+        """The complete records of one tool. A damaged last line (an interrupted write) is cut off;
+        a damaged line before it means the file was edited or corrupted: InputError, nothing cut."""
         path = self._path(tool)
         if not path.is_file():
             return []
-        records, good_bytes = [], 0
         with open(path, "rb") as f:
-            for line in f:
-                try:
-                    if not line.endswith(b"\n"):
-                        raise ValueError("partial line")
-                    records.append(json.loads(line))
-                except ValueError:
-                    break
-                good_bytes += len(line)
-        if good_bytes != path.stat().st_size:
+            lines = f.read().split(b"\n")
+        tail = lines.pop()                      # b"" when the file ends with a newline
+        records = []
+        for number, line in enumerate(lines, start=1):
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                if number < len(lines) or tail:
+                    raise InputError(f"{path}:{number}: not a JSON record; the records file is damaged "
+                                     "(delete the line or the run folder)") from None
+                tail = line + b"\n" + tail     # the last line is damaged: cut it below
+        if tail:
             with open(path, "r+b") as f:
-                f.truncate(good_bytes)
+                f.truncate(path.stat().st_size - len(tail))
         return records
 
     def done_keys(self, tools):

@@ -155,11 +155,17 @@ _EVALUATOR = None
 
 
 def _init_worker(config, weights, cache_root):
+    # An exception here would make the pool respawn the worker forever: keep it for the first job.
     global _EVALUATOR
-    _EVALUATOR = Evaluator(config, weights, cache_root)
+    try:
+        _EVALUATOR = Evaluator(config, weights, cache_root)
+    except FcrsError as exc:
+        _EVALUATOR = exc
 
 
 def _run_job(job):
+    if isinstance(_EVALUATOR, Exception):
+        return _EVALUATOR
     try:
         return _EVALUATOR.evaluate(job)
     except FcrsError as exc:         # carried to the parent as one line, not a pickled traceback
@@ -217,10 +223,13 @@ def environment():
 def run(config, config_path, out, data=None, weights=None, workers=1, limit=None, cache_root=None,
         progress=True, command=""):
     """Run (or resume) the CTC of `config` into `out`; returns (records written, wall seconds, mismatches)."""
+    if not config.is_classification and not (weights or config.task.get("weights")):
+        raise ConfigError(f"{config.task['network']} needs weights: pass --weights PATH (a torchvision COCO "
+                          "state_dict), or --weights random to test the plumbing with seeded random weights")
+    root = dataset_root(config, data)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state = check_out_dir(out, config, config_path)
-    root = dataset_root(config, data)
     samples = load_samples(config, root)
     if limit:
         samples = samples[:limit]

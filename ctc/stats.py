@@ -43,13 +43,19 @@ class Bootstrap:
         self.resamples = resamples
         self.indices = np.random.default_rng(seed).integers(0, n, size=(resamples, n)) if resamples else None
 
+    def _require_resamples(self):
+        if self.indices is None:
+            raise ValueError("no bootstrap resamples (resamples = 0)")
+
     def means(self, per_image):
         """Resample means of a per-image vector (shape: resamples)."""
+        self._require_resamples()
         values = np.asarray(per_image, dtype=np.float64)
         return values[self.indices].mean(axis=1)
 
     def ratios(self, numerator, denominator):
         """Resample values of sum(numerator) / sum(denominator) (e.g. bits per feature point)."""
+        self._require_resamples()
         num, den = np.asarray(numerator, np.float64), np.asarray(denominator, np.float64)
         return num[self.indices].sum(axis=1) / den[self.indices].sum(axis=1)
 
