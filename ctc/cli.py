@@ -48,7 +48,11 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     command = "ctc " + " ".join(shlex.quote(a) for a in argv)
-    return exit_code_of("ctc", lambda: COMMANDS[args.command](args, command))
+    try:
+        return exit_code_of("ctc", lambda: COMMANDS[args.command](args, command))
+    except BrokenPipeError:         # `ctc list | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())     # no second error at exit
+        return 0
 
 
 def list_configs(args, command):

@@ -35,34 +35,40 @@ class RecordStore:
     def _path(self, tool):
         return self.folder / f"{tool}.jsonl"
 
-    def read(self, tool):
-        """The complete records of one tool. A damaged last line (an interrupted write) is cut off;
-        a damaged line before it means the file was edited or corrupted: InputError, nothing cut."""
+    def iter_records(self, tool):
+        """The complete records of one tool, streamed. A damaged last line (an interrupted write)
+        is cut off once the file has been read; a damaged line before it means the file was
+        edited or corrupted: InputError, nothing cut."""
         path = self._path(tool)
         if not path.is_file():
-            return []
+            return
+        good_bytes, damaged_line = 0, None
         with open(path, "rb") as f:
-            lines = f.read().split(b"\n")
-        tail = lines.pop()                      # b"" when the file ends with a newline
-        records = []
-        for number, line in enumerate(lines, start=1):
-            try:
-                records.append(json.loads(line))
-            except ValueError:
-                if number < len(lines) or tail:
-                    raise InputError(f"{path}:{number}: not a JSON record; the records file is damaged "
-                                     "(delete the line or the run folder)") from None
-                tail = line + b"\n" + tail     # the last line is damaged: cut it below
-        if tail:
+            for number, line in enumerate(f, start=1):
+                if damaged_line is not None:
+                    raise InputError(f"{path}:{damaged_line}: not a JSON record; the records file is damaged "
+                                     "(delete the line or the run folder)")
+                try:
+                    if not line.endswith(b"\n"):
+                        raise ValueError("partial line")
+                    record = json.loads(line)
+                except ValueError:
+                    damaged_line = number
+                    continue
+                good_bytes += len(line)
+                yield record
+        if damaged_line is not None:
             with open(path, "r+b") as f:
-                f.truncate(path.stat().st_size - len(tail))
-        return records
+                f.truncate(good_bytes)
+
+    def read(self, tool):
+        return list(self.iter_records(tool))
 
     def done_keys(self, tools):
         """{(image, tool, point)} of the complete records (point None for the reference)."""
         keys = set()
         for tool in list(tools) + [REFERENCE_TOOL]:
-            for record in self.read(tool):
+            for record in self.iter_records(tool):
                 keys.add((record["image"], record["tool"], record.get("point")))
         return keys
 

@@ -65,7 +65,7 @@ class Evaluator:
 
     def evaluate(self, job):
         """Records of one image: the reference (when missing) and each (tool, rate point) asked for."""
-        sample, digest, want_reference, pairs = job
+        sample, want_reference, pairs = job
         rgb_cache = []
 
         def rgb():
@@ -74,7 +74,7 @@ class Evaluator:
                 rgb_cache.append(read_rgb(sample.path))
             return rgb_cache[0]
 
-        tensors, context, front_seconds = self.cache.features(digest, rgb)
+        tensors, context, front_seconds = self.cache.features(file_digest(sample.path), rgb)
         feature_points = int(sum(t.size for t in tensors.values()))
         pixels = _pixels(sample.path)
         records = []
@@ -175,14 +175,14 @@ def _run_job(job):
 # -- parent side ----------------------------------------------------------------------------------
 
 def plan_jobs(config, samples, done):
-    """[(sample, digest, want_reference, [(tool, point key)])] for the images with missing records."""
+    """[(sample, want_reference, [(tool, point key)])] for the images with missing records."""
     jobs = []
     for sample in samples:
         pairs = [(tool.name, point.key) for tool in config.tools for point in tool.rate_points
                  if (sample.id, tool.name, point.key) not in done]
         want_reference = (sample.id, REFERENCE_TOOL, None) not in done
         if pairs or want_reference:
-            jobs.append((sample, file_digest(sample.path), want_reference, pairs))
+            jobs.append((sample, want_reference, pairs))
     return jobs
 
 
@@ -236,7 +236,7 @@ def run(config, config_path, out, data=None, weights=None, workers=1, limit=None
     store = RecordStore(out)
     done = store.done_keys(tool.name for tool in config.tools)
     jobs = plan_jobs(config, samples, done)
-    total = sum(len(pairs) + want_reference for _, _, want_reference, pairs in jobs)
+    total = sum(len(pairs) + want_reference for _, want_reference, pairs in jobs)
     (out / CONFIG_SNAPSHOT).write_text(Path(config_path).read_text())
     invocation = {"command": command, "data": str(root) if root else config.dataset.get("package"),
                   "images": len(samples), "workers": workers, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
