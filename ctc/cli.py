@@ -104,7 +104,7 @@ def _print_report(out, data):
     from ctc.report import write_report
 
     _, bd_rows, nl_rows, labels = write_report(out, data)
-    for tool, metric, value, ci in bd_rows:
+    for tool, metric, value, ci, _ in bd_rows:
         bounds = f" [{ci[0]:+.1f}, {ci[1]:+.1f}]" if all(map(math.isfinite, ci)) else ""
         shown = f"{value:+.1f} %" if math.isfinite(value) else "n/a"
         print(f"BD-rate {labels[tool]} vs anchor ({METRIC_NAMES[metric]}): {shown}{bounds}")

@@ -75,6 +75,7 @@ REPORT_KEYS = {
     "bootstrap": (int, False, "bootstrap resamples of images for confidence intervals (default 1000)"),
     "near_lossless_drop": (float, False, "relative task drop defining R_NL (default 0.01)"),
     "seed": (int, False, "seed of the bootstrap resamples (default 0)"),
+    "baselines": (list, False, "tools to report BD-rates against besides the anchor (e.g. [uniform])"),
 }
 
 
@@ -121,6 +122,7 @@ class CtcConfig:
     bootstrap: int
     near_lossless_drop: float
     seed: int
+    baselines: tuple = ()
     source: str = ""
     raw: dict = field(default_factory=dict, compare=False)
 
@@ -255,9 +257,14 @@ def parse_config(raw, source="<config>"):
     drop = float(report.get("near_lossless_drop", 0.01))
     if not 0 < drop < 1:
         raise ConfigError(f"{source}: report.near_lossless_drop must be in (0, 1)")
+    baselines = tuple(report.get("baselines") or ())
+    for baseline in baselines:
+        if baseline not in raw["tools"] or baseline == raw["anchor"]:
+            raise ConfigError(f"{source}: report.baselines: '{baseline}' is not a tool other than the anchor")
     return CtcConfig(name=raw["name"], description=raw.get("description") or "", dataset=dict(dataset),
                      task=dict(task), tools=tools, anchor=raw["anchor"], metrics=metrics, bootstrap=bootstrap,
-                     near_lossless_drop=drop, seed=report.get("seed", 0), source=source, raw=raw)
+                     near_lossless_drop=drop, seed=report.get("seed", 0), baselines=baselines, source=source,
+                     raw=raw)
 
 
 def resolve_config_path(name_or_path):

@@ -24,6 +24,18 @@ METRIC_NAMES = {"top1": "top-1 %", "top5": "top-5 %", "agreement": "agreement %"
                 "segm_ap": "segm AP", "segm_ap50": "segm AP50", "segm_ap75": "segm AP75"}
 
 
+def iou_types(network):
+    """COCO evaluations of a detection network: boxes, and masks for Mask R-CNN."""
+    return ("bbox", "segm") if network.startswith("mask") else ("bbox",)
+
+
+def task_metrics(config):
+    """Every metric the report shows for the config's task, in table order."""
+    if config.is_classification:
+        return CLASSIFICATION
+    return tuple(f"{iou}_{kind}" for iou in iou_types(config.task["network"]) for kind in ("ap", "ap50", "ap75"))
+
+
 def classification_rows(records, reference):
     """{metric: per-image 0/1 vector} of one rate point (records and reference aligned by image)."""
     labels = np.array([ref["label"] for ref in reference])
@@ -131,8 +143,7 @@ class Quality:
 
     def _detection(self, records):
         result = {}
-        iou_types = ("bbox", "segm") if self.config.task["network"].startswith("mask") else ("bbox",)
-        for iou_type in iou_types:
+        for iou_type in iou_types(self.config.task["network"]):
             evaluation = self.scorer.evaluation(records, iou_type)
             point = self.scorer.stats(evaluation)
             resamples = None

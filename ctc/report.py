@@ -25,10 +25,11 @@ import numpy as np
 
 from common.errors import InputError
 from ctc.config import load_config
-from ctc.metrics import METRIC_NAMES, CocoScorer, Quality
+from ctc.metrics import METRIC_NAMES, CocoScorer, Quality, task_metrics
 from ctc.records import REFERENCE_TOOL, read_all
 from ctc.runner import CONFIG_SNAPSHOT, RUN_FILE
-from ctc.stats import (UNCOMPRESSED_BITS_PER_POINT, Bootstrap, bd_rate, interval, near_lossless_rate)
+from ctc.stats import (UNCOMPRESSED_BITS_PER_POINT, Bootstrap, bd_overlap, bd_rate, interval,
+                       near_lossless_rate)
 
 COMPRESSAI_VISION_COLUMNS = ("Dataset", "qp", "avg_bpp", "end_accuracy", "nn_part_1", "encode", "decode",
                              "nn_part_2")
@@ -84,7 +85,8 @@ def compute(config, state, records, data=None):
     if not config.is_classification:
         from ctc.datasets import coco_paths
 
-        root = Path(data or state["runs"][-1]["data"])
+        last = state["runs"][-1]
+        root = Path(data or last.get("data_path") or last["data"])
         scorer = CocoScorer(coco_paths(root, config.dataset)[1], images)
     quality = Quality(config, bootstrap, reference, scorer)
     results = {}
@@ -121,24 +123,26 @@ def _point_result(tool, point, recs, bootstrap, quality):
 
 # -- derived tables ---------------------------------------------------------------------------------
 
-def bd_rates(config, results, bootstrap):
-    """[(tool, metric, value, (lo, hi))] of every tool but the anchor."""
-    anchor = results[config.anchor]
+def bd_rates(config, results, bootstrap, reference=None):
+    """[(tool, metric, value, (lo, hi), quality interval)] of every tool vs `reference` (default: the anchor)."""
+    reference = reference or config.anchor
+    anchor = results[reference]
     rows = []
     for tool in config.tools:
-        if tool.name == config.anchor:
+        if tool.name == reference:
             continue
         test = results[tool.name]
         for metric in config.metrics:
-            value = bd_rate([p.bpfp for p in anchor], [p.quality[metric][0] for p in anchor],
-                            [p.bpfp for p in test], [p.quality[metric][0] for p in test])
+            curves = ([p.bpfp for p in anchor], [p.quality[metric][0] for p in anchor],
+                      [p.bpfp for p in test], [p.quality[metric][0] for p in test])
+            value, overlap = bd_rate(*curves), bd_overlap(*curves)
             ci = (math.nan, math.nan)
             if bootstrap.resamples:
                 samples = [bd_rate([p.rate_resamples[r] for p in anchor], [p.quality[metric][1][r] for p in anchor],
                                    [p.rate_resamples[r] for p in test], [p.quality[metric][1][r] for p in test])
                            for r in range(bootstrap.resamples)]
                 ci = interval(samples)
-            rows.append((tool.name, metric, value, ci))
+            rows.append((tool.name, metric, value, ci, overlap))
     return rows
 
 
@@ -180,24 +184,17 @@ def _table(header, rows):
 
 
 def _point_table(config, points):
-    header = ["rate point", "bits/image", "bpfp", "bpp"] + [METRIC_NAMES[m] for m in _shown_metrics(config)] + \
+    header = ["rate point", "bits/image", "bpfp", "bpp"] + [METRIC_NAMES[m] for m in task_metrics(config)] + \
              ["MSE", "NRMSE", "enc ms", "dec ms", "MD5"]
     rows = []
     for p in points:
         quality = [_ci_text(p.quality[m][0], interval(p.quality[m][1]) if p.quality[m][1] is not None
-                            else (math.nan, math.nan)) for m in _shown_metrics(config)]
+                            else (math.nan, math.nan)) for m in task_metrics(config)]
         md5 = "n/a" if p.md5_ok + p.md5_mismatch == 0 else (
             f"{p.md5_ok} ok" if not p.md5_mismatch else f"**{p.md5_mismatch} MISMATCH**")
         rows.append([p.label, f"{p.bits:,.0f}", f"{p.bpfp:.4f}", f"{p.bpp:.4f}", *quality, f"{p.mse:.4g}",
                      f"{p.nrmse:.4f}", f"{p.encode_ms:.1f}", f"{p.decode_ms:.1f}", md5])
     return _table(header, rows)
-
-
-def _shown_metrics(config):
-    if config.is_classification:
-        return ("top1", "top5", "agreement")
-    return tuple(m for m in METRIC_NAMES if not m.startswith("top") and m != "agreement"
-                 and (config.task["network"].startswith("mask") or not m.startswith("segm")))
 
 
 def write_report(out, data=None):
@@ -206,12 +203,16 @@ def write_report(out, data=None):
     config, state, records = load_run(out)
     images, reference_quality, results, bootstrap = compute(config, state, records, data)
     bd_rows = bd_rates(config, results, bootstrap)
+    baseline_rows = {name: bd_rates(config, results, bootstrap, name) for name in config.baselines}
     nl_rows = near_lossless(config, results, reference_quality, bootstrap)
     labels = {tool.name: tool.label for tool in config.tools}
 
     _write_points_csv(out / "points.csv", config, results)
-    _write_csv(out / "bd_rate.csv", ["tool", "anchor", "metric", "bd_rate_percent", "ci_low", "ci_high"],
-               [[t, config.anchor, m, _num(v), _num(ci[0]), _num(ci[1])] for t, m, v, ci in bd_rows])
+    _write_csv(out / "bd_rate.csv", ["tool", "anchor", "metric", "bd_rate_percent", "ci_low", "ci_high",
+                                     "quality_low", "quality_high"],
+               [[t, reference, m, _num(v), _num(ci[0]), _num(ci[1]), *(_num(q) for q in overlap or (None, None))]
+                for reference, rows in {config.anchor: bd_rows, **baseline_rows}.items()
+                for t, m, v, ci, overlap in rows])
     _write_csv(out / "near_lossless.csv",
                ["tool", "metric", "r_nl_bpfp", "censored", "ci_low", "ci_high", "cr_nl", "cr_nl_ci_low",
                 "cr_nl_ci_high", "censored_resamples"],
@@ -236,7 +237,7 @@ def write_report(out, data=None):
           "## Uncompressed features", ""]
     ref_rows = [[METRIC_NAMES[m], _ci_text(reference_quality[m][0], interval(reference_quality[m][1])
                                            if reference_quality[m][1] is not None else (math.nan, math.nan))]
-                for m in _shown_metrics(config)]
+                for m in task_metrics(config)]
     ref_records = records[REFERENCE_TOOL]
     feature_points = np.mean([r["feature_points"] for r in ref_records])
     md += [_table(["metric", "value [95 % CI]"], ref_rows),
@@ -247,9 +248,11 @@ def write_report(out, data=None):
            f"Bits per feature point at equal quality, each tool vs {labels[config.anchor]} (negative = fewer bits). "
            "pchip (`bjontegaard` package); each curve reduced to its envelope, integrated over the quality range "
            "both cover; n/a: fewer than two envelope points or no overlap.", "",
-           _table(["tool"] + [f"BD-rate % ({METRIC_NAMES[m]}) [95 % CI]" for m in config.metrics],
-                  [[labels[t]] + [_ci_text(v, ci) for tt, m, v, ci in bd_rows if tt == t]
-                   for t in dict.fromkeys(row[0] for row in bd_rows)])]
+           _bd_table(config, bd_rows, labels)]
+    for name, rows in baseline_rows.items():
+        md += [f"### BD-rate vs {labels[name]}", "",
+               f"The same, against {labels[name]} (a baseline named in the configuration's report.baselines).", "",
+               _bd_table(config, rows, labels)]
     md += ["## Near-lossless rate", "",
            f"R_NL: lowest rate with < {100 * config.near_lossless_drop:g} % relative drop of the metric from the "
            f"uncompressed value, interpolated in log-rate (bits per feature point); CR_NL = R_0 / R_NL with R_0 = "
@@ -273,6 +276,17 @@ def write_report(out, data=None):
     text = "\n".join(md)
     (out / "report.md").write_text(text)
     return text, bd_rows, nl_rows, labels
+
+
+def _bd_table(config, rows, labels):
+    """One row per tool: per metric the BD-rate [CI] and the quality interval it integrates over."""
+    def cell(value, ci, overlap):
+        where = f" over {overlap[0]:.1f}–{overlap[1]:.1f}" if overlap else ""
+        return _ci_text(value, ci) + where
+
+    return _table(["tool"] + [f"BD-rate % ({METRIC_NAMES[m]}) [95 % CI] over quality" for m in config.metrics],
+                  [[labels[t]] + [cell(v, ci, overlap) for tt, m, v, ci, overlap in rows if tt == t]
+                   for t in dict.fromkeys(row[0] for row in rows)])
 
 
 def _nl_text(nl, ci):
@@ -299,7 +313,7 @@ def _write_csv(path, header, rows):
 
 
 def _write_points_csv(path, config, results):
-    metrics = _shown_metrics(config)
+    metrics = task_metrics(config)
     header = ["tool", "rate_point", "images", "bits_per_image", "bpfp", "bpp", "mse", "nrmse", "encode_ms",
               "decode_ms", "nn_part_1_ms", "nn_part_2_ms", "md5_ok", "md5_mismatch"]
     for m in metrics:

@@ -239,6 +239,7 @@ def run(config, config_path, out, data=None, weights=None, workers=1, limit=None
     total = sum(len(pairs) + want_reference for _, want_reference, pairs in jobs)
     (out / CONFIG_SNAPSHOT).write_text(Path(config_path).read_text())
     invocation = {"command": command, "data": str(root) if root else config.dataset.get("package"),
+                  "data_path": str(root.resolve()) if root else None,
                   "images": len(samples), "workers": workers, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
                   "records_before": len(done), "environment": environment()}
     cache_root = Path(cache_root) if cache_root else DEFAULT_ROOT

@@ -83,20 +83,35 @@ def envelope(rates, qualities):
     return keep
 
 
-def bd_rate(anchor_rates, anchor_qualities, test_rates, test_qualities):
-    """BD-rate (%) of test vs anchor under the overlap rule above; nan when undefined."""
-    import bjontegaard
-
+def _envelopes(anchor_rates, anchor_qualities, test_rates, test_qualities):
+    """Both curves reduced to their envelopes, or None when one has fewer than two points."""
     curves = []
     for rates, qualities in ((anchor_rates, anchor_qualities), (test_rates, test_qualities)):
         rates, qualities = np.asarray(rates, np.float64), np.asarray(qualities, np.float64)
         keep = envelope(rates, qualities)
         if len(keep) < 2 or np.any(rates[keep] <= 0):
-            return math.nan
+            return None
         curves.append((rates[keep], qualities[keep]))
-    (ra, qa), (rt, qt) = curves
-    if min(qa.max(), qt.max()) <= max(qa.min(), qt.min()):
+    return curves
+
+
+def bd_overlap(anchor_rates, anchor_qualities, test_rates, test_qualities):
+    """(low, high) quality interval a BD-rate integrates over; None when it is undefined."""
+    curves = _envelopes(anchor_rates, anchor_qualities, test_rates, test_qualities)
+    if curves is None:
+        return None
+    (_, qa), (_, qt) = curves
+    low, high = max(qa.min(), qt.min()), min(qa.max(), qt.max())
+    return (float(low), float(high)) if high > low else None
+
+
+def bd_rate(anchor_rates, anchor_qualities, test_rates, test_qualities):
+    """BD-rate (%) of test vs anchor under the overlap rule above; nan when undefined."""
+    import bjontegaard
+
+    if bd_overlap(anchor_rates, anchor_qualities, test_rates, test_qualities) is None:
         return math.nan
+    (ra, qa), (rt, qt) = _envelopes(anchor_rates, anchor_qualities, test_rates, test_qualities)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         value = bjontegaard.bd_rate(ra, qa, rt, qt, method="pchip", require_matching_points=False, min_overlap=0)

@@ -499,3 +499,18 @@ def test_dataset_root_of_package_images_is_none(tmp_path):
 
 def test_repo_points_at_the_repository():
     assert (REPO / "cfg" / "uniform.cfg").is_file() and CONFIG_FOLDER == REPO / "ctc" / "cfg"
+
+
+@pytest.mark.parametrize("baselines", [["nope"], ["anchor_hevc"]])
+def test_baselines_name_a_tool_other_than_the_anchor(baselines):
+    raw = classification()
+    raw["anchor"] = "anchor_hevc"
+    raw["report"]["baselines"] = baselines
+    fails(raw, "report.baselines", baselines[0])
+
+
+def test_baselines_are_kept_in_order():
+    raw = classification()
+    raw["anchor"] = "anchor_hevc"
+    raw["report"]["baselines"] = ["featjnd", "uniform"]
+    assert parse_config(raw, "test.yaml").baselines == ("featjnd", "uniform")

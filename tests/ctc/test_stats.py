@@ -227,3 +227,13 @@ def test_interval_of_nothing_is_nan():
 
 def test_interval_of_constant_samples_is_a_point():
     assert interval(np.full(50, 2.5)) == (2.5, 2.5)
+
+
+def test_bd_overlap_is_the_quality_interval_both_envelopes_cover():
+    from ctc.stats import bd_overlap
+
+    anchor = ([1.0, 2.0, 4.0, 8.0], [60.0, 70.0, 65.0, 90.0])       # 65 is dominated: envelope 60, 70, 90
+    test = ([0.5, 1.0, 2.0], [50.0, 75.0, 80.0])
+    assert bd_overlap(*anchor, *test) == (60.0, 80.0)
+    assert bd_overlap(*anchor, [1.0, 2.0], [91.0, 95.0]) is None     # disjoint
+    assert bd_overlap(*anchor, [1.0, 2.0], [50.0, 50.0]) is None     # one envelope point
