@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_tokenwise.py
 	$(PY) benchmarks/bench_effnet_rate.py
 	$(PY) benchmarks/bench_anchor.py
+	$(PY) benchmarks/bench_ctc.py
 
 clean-venv:
 	rm -rf $(VENV)
