@@ -79,9 +79,14 @@ def run_config(args, command):
     config = load_config(path)
     out = args.out or default_out(config)
     start = time.perf_counter()
-    written, wall, mismatches = run(config, path, out, data=args.data, weights=args.weights, workers=args.workers,
-                                    limit=args.limit, cache_root=args.cache, progress=not args.no_progress,
-                                    command=command)
+    try:
+        written, wall, mismatches = run(config, path, out, data=args.data, weights=args.weights,
+                                        workers=args.workers, limit=args.limit, cache_root=args.cache,
+                                        progress=not args.no_progress, command=command)
+    except KeyboardInterrupt:
+        print(f"ctc: interrupted; the records written so far are kept in {out}: run the same command to resume",
+              file=sys.stderr)
+        return 130
     print(f"ctc run {config.name}: {written} records written to {out} in {wall:.1f} s")
     if not args.no_report:
         _print_report(out, args.data)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import signal
 import sys
 import time
 from pathlib import Path
@@ -157,6 +158,7 @@ _EVALUATOR = None
 def _init_worker(config, weights, cache_root):
     # An exception here would make the pool respawn the worker forever: keep it for the first job.
     global _EVALUATOR
+    signal.signal(signal.SIGINT, signal.SIG_IGN)      # Ctrl-C is the parent's: it stops the pool
     try:
         _EVALUATOR = Evaluator(config, weights, cache_root)
     except FcrsError as exc:
