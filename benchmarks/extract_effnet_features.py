@@ -23,7 +23,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from ctc.tasks.efficientnet_lite import EfficientNetLiteSplit, load_imagenet_dev  # noqa: E402
+from ctc.datasets import read_labels_csv  # noqa: E402
+from ctc.tasks.efficientnet_lite import EfficientNetLiteSplit  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     net = EfficientNetLiteSplit(args.model)
-    items = load_imagenet_dev(args.data)
+    items = read_labels_csv(args.data)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 

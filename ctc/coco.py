@@ -12,11 +12,12 @@ import io
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from common.errors import InputError
 
-__all__ = ["load_coco", "load_image"]
+__all__ = ["load_coco", "load_image", "to_input"]
 
 
 def load_coco(images_dir: str | os.PathLike, annotations_json: str | os.PathLike) -> list[tuple[int, Path]]:
@@ -41,11 +42,13 @@ def load_coco(images_dir: str | os.PathLike, annotations_json: str | os.PathLike
     return result
 
 
-def load_image(path: str | os.PathLike) -> torch.Tensor:
-    """An image file as a 3×H×W float tensor in 0..1 (RGB), the R-CNN split's input."""
-    from PIL import Image
+def to_input(rgb) -> torch.Tensor:
+    """H×W×3 uint8 RGB -> a 3×H×W float tensor in 0..1, the R-CNN split's input."""
+    return torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1).float() / 255.0     # a writable copy
 
-    with Image.open(path) as image:
-        rgb = image.convert("RGB")
-    x = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
-    return x.view(rgb.height, rgb.width, 3).permute(2, 0, 1).float() / 255.0
+
+def load_image(path: str | os.PathLike) -> torch.Tensor:
+    """An image file as the R-CNN split's input (:func:`to_input`)."""
+    from ctc.datasets import read_rgb
+
+    return to_input(read_rgb(path))

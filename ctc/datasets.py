@@ -8,10 +8,13 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from common.errors import ConfigError, InputError
 
@@ -38,13 +41,19 @@ def load_samples(config, root):
     return samples
 
 
-def _image_folder(root):
-    from ctc.tasks.efficientnet_lite import load_imagenet_dev
+def read_labels_csv(folder):
+    """``labels.csv`` (columns file, class_index, ...) of an image folder: [(image path, class index)]
+    in file order."""
+    folder = Path(folder)
+    with open(folder / "labels.csv", newline="") as fh:
+        return [(folder / row["file"], int(row["class_index"])) for row in csv.DictReader(fh)]
 
+
+def _image_folder(root):
     if not (root / "labels.csv").is_file():
         raise InputError(f"{root} has no labels.csv (columns file, class_index)")
     try:
-        items = load_imagenet_dev(root)
+        items = read_labels_csv(root)
     except (KeyError, ValueError) as exc:
         raise InputError(f"{root}/labels.csv is malformed: {exc}") from None
     missing = [path for path, _ in items if not path.is_file()]
@@ -83,6 +92,14 @@ def _package_images(dataset):
             raise InputError(f"package_images: {package} ships no {name}")
         samples.append(Sample(id=name, path=path, label=int(label)))
     return samples
+
+
+def read_rgb(path):
+    """An image file as H×W×3 uint8 RGB (as read, before any network preprocessing)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
 
 
 def file_digest(path, length=16):

@@ -123,11 +123,12 @@ def main(argv=None):
     import torch
     from PIL import Image
 
-    from ctc.tasks.efficientnet_lite import EfficientNetLiteSplit, load_imagenet_dev
+    from ctc.datasets import read_labels_csv
+    from ctc.tasks.efficientnet_lite import EfficientNetLiteSplit
 
     torch.set_num_threads(2)
     qps = [int(q) for q in args.qps.split(",")]
-    images = load_imagenet_dev(args.data)[:args.limit] if args.limit else load_imagenet_dev(args.data)
+    images = read_labels_csv(args.data)[:args.limit] if args.limit else read_labels_csv(args.data)
     net = EfficientNetLiteSplit(args.model)
     labels, reference = [], []
     predictions = {qp: [] for qp in qps}

@@ -30,7 +30,7 @@ import numpy as np
 
 from common.errors import ConfigError, FcrsError
 from ctc.config import REPO, dataset_root
-from ctc.datasets import file_digest, load_samples
+from ctc.datasets import file_digest, load_samples, read_rgb
 from ctc.feature_cache import DEFAULT_ROOT, FeatureCache
 from ctc.records import REFERENCE_TOOL, RecordStore
 
@@ -71,7 +71,6 @@ class Evaluator:
 
         def rgb():
             if not rgb_cache:
-                from ctc.tasks.evaluation import read_rgb
                 rgb_cache.append(read_rgb(sample.path))
             return rgb_cache[0]
 

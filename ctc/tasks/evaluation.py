@@ -24,14 +24,6 @@ BOX_DECIMALS = 2
 SCORE_DECIMALS = 5
 
 
-def read_rgb(path):
-    """An image file as H×W×3 uint8 RGB (as read, before any network preprocessing)."""
-    from PIL import Image
-
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
-
-
 class ClassificationTask:
     kind = "classification"
 
@@ -77,7 +69,9 @@ class DetectionTask:
         """({p2..p6: 1×256×h×w float32}, {image_sizes, original_sizes}) of one RGB image."""
         import torch
 
-        image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float() / 255.0
+        from ctc.coco import to_input
+
+        image = to_input(rgb)
         with torch.no_grad():
             features, image_sizes, original_sizes = self.split.front([image])
         tensors = {name: value.numpy() for name, value in features.items()}
