@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import sys
 import time
 from pathlib import Path
@@ -58,7 +57,8 @@ sys.path.insert(0, str(HERE))
 
 import numpy as np  # noqa: E402
 
-from bench_effnet_rate import DEFAULT_CACHE, DEFAULT_DATA, bits_at_nrmse, ensure_cache, parse_qps  # noqa: E402
+from bench_effnet_rate import (DEFAULT_CACHE, DEFAULT_DATA, bits_at_nrmse, ensure_cache, parse_qps,  # noqa: E402
+                              worker_pool)
 
 _SETTINGS = None
 
@@ -152,29 +152,18 @@ def main(argv=None):
     pred = np.zeros((n_set, n_img), dtype=np.int64)
 
     jobs = list(enumerate(paths))
-    progress = sys.stderr.isatty()
-    pool = mp.Pool(args.workers, _init_worker, (settings,)) if args.workers > 1 else None
-    try:
+    with worker_pool(args.workers, _init_worker, (settings,)) as imap:
         import torch
 
         from ctc.tasks.efficientnet_lite import EfficientNetLiteSplit
 
         torch.set_num_threads(1)
         net = EfficientNetLiteSplit(args.model)
-        results = pool.imap_unordered(code_image, jobs) if pool else (_init_worker(settings) or map(code_image, jobs))
-        for done, (i, out) in enumerate(results, 1):
+        for i, out in imap(code_image, jobs):
             for k in keys:
                 table[k][:, i] = out[k]
             with torch.no_grad():
                 pred[:, i] = net.back(torch.from_numpy(out["decoded"])).argmax(1).numpy()
-            if progress:
-                print(f"\r{done}/{n_img} images", end="", file=sys.stderr, flush=True)
-        if progress:
-            print(file=sys.stderr)
-    finally:
-        if pool:
-            pool.close()
-            pool.join()
     wall = time.perf_counter() - t0
 
     mean = {k: table[k].mean(axis=1) for k in keys}

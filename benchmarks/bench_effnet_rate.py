@@ -37,6 +37,7 @@ Run (about 2 minutes on 2 cores with the cache present):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
 import sys
@@ -80,6 +81,31 @@ def ensure_cache(cache, data, model):
 
 _CONFIGS = None
 _VERIFY = 0
+
+
+@contextlib.contextmanager
+def worker_pool(workers, initializer, initargs):
+    """Start `workers` processes now (callers do so before importing torch, so the forked workers
+    stay torch-free) and yield imap(function, jobs): the results in completion order, with an
+    images-done counter on a terminal. With one worker everything runs in this process."""
+    pool = mp.Pool(workers, initializer, initargs) if workers > 1 else None
+
+    def imap(function, jobs):
+        results = pool.imap_unordered(function, jobs) if pool else (initializer(*initargs) or map(function, jobs))
+        progress = sys.stderr.isatty()
+        for done, result in enumerate(results, 1):
+            yield result
+            if progress:
+                print(f"\r{done}/{len(jobs)} images", end="", file=sys.stderr, flush=True)
+        if progress:
+            print(file=sys.stderr)
+
+    try:
+        yield imap
+    finally:
+        if pool:
+            pool.close()
+            pool.join()
 
 
 def _init_worker(configs, verify):
@@ -198,31 +224,19 @@ def main(argv=None):
 
     # The pool is started before torch is imported, so the workers stay torch-free.
     jobs = list(enumerate(paths))
-    progress = sys.stderr.isatty()
-    pool = mp.Pool(args.workers, _init_worker, (configs, args.verify_decode)) if args.workers > 1 else None
-    try:
+    with worker_pool(args.workers, _init_worker, (configs, args.verify_decode)) as imap:
         import torch
 
         from ctc.tasks.efficientnet_lite import EfficientNetLiteSplit
 
         torch.set_num_threads(1)
         net = EfficientNetLiteSplit(args.model)
-        results = pool.imap_unordered(code_image, jobs) if pool else (
-            _init_worker(configs, args.verify_decode) or map(code_image, jobs))
-        for done, (i, b, e, decoded, c, sec) in enumerate(results, 1):
+        for i, b, e, decoded, c, sec in imap(code_image, jobs):
             bits[:, i], nrmse[:, i] = b, e
             with torch.no_grad():
                 pred[:, i] = net.back(torch.from_numpy(decoded)).argmax(1).numpy()
             checked += c
             worker_seconds += sec
-            if progress:
-                print(f"\r{done}/{n_img} images", end="", file=sys.stderr, flush=True)
-        if progress:
-            print(file=sys.stderr)
-    finally:
-        if pool:
-            pool.close()
-            pool.join()
     wall = time.perf_counter() - t0
 
     print(f"EfficientNet-Lite0 backbone features: {n_img} images of {args.cache}, each "

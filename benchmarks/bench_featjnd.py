@@ -60,7 +60,6 @@ from __future__ import annotations
 import argparse
 import glob
 import json
-import multiprocessing as mp
 import os
 import shlex
 import sys
@@ -74,7 +73,7 @@ sys.path.insert(0, str(HERE))
 
 import numpy as np  # noqa: E402
 
-from bench_effnet_rate import DEFAULT_CACHE, DEFAULT_DATA, ensure_cache  # noqa: E402
+from bench_effnet_rate import DEFAULT_CACHE, DEFAULT_DATA, ensure_cache, worker_pool  # noqa: E402
 from ctc.stats import Bootstrap, bd_rate, interval  # noqa: E402
 
 WEIGHTS_GLOB = str(REPO / "encoder" / "featjnd" / "weights" / "featjnd_{model}_*.safetensors")
@@ -355,8 +354,7 @@ def main(argv=None):
     n_cfg = n_a + n_d + n_c
 
     # The pool forks before torch is imported, so the workers stay torch-free (and fork-safe).
-    pool = mp.Pool(args.workers, _init_worker, (cfg,)) if args.workers > 1 else None
-    try:
+    with worker_pool(args.workers, _init_worker, (cfg,)) as imap:
         import torch
 
         from ctc.tasks.efficientnet_lite import EfficientNetLiteSplit
@@ -376,20 +374,13 @@ def main(argv=None):
         diag = np.zeros((n, 6))
         checked, worker_seconds, errors = 0, 0.0, []
         jobs = [(i, p, delta[i]) for i, p in enumerate(paths)]
-        results = pool.imap_unordered(code_image, jobs) if pool else (
-            _init_worker(cfg) or map(code_image, jobs))
-        progress = sys.stderr.isatty()
         map_bits = np.zeros((n_c, n), dtype=np.int64)
-        for done, (i, rec, b, e, dg, c, errs, mb, sec) in enumerate(results, 1):
+        for i, rec, b, e, dg, c, errs, mb, sec in imap(code_image, jobs):
             pred[:, i] = predict(np.nan_to_num(rec))
             bits[:, i], nrmse[:, i], diag[i], map_bits[:, i] = b, e, dg, mb
             checked += c
             errors += errs
             worker_seconds += sec
-            if progress:
-                print(f"\r{done}/{n} images", end="", file=sys.stderr, flush=True)
-        if progress:
-            print(file=sys.stderr)
 
         # (b) matched NRMSE: no coding, straight in the main process
         F = np.stack([np.load(p) for p in paths]).astype(np.float64)
@@ -408,10 +399,6 @@ def main(argv=None):
         pred_delta1 = predict(F + D)
         pred_clean = predict(F)
         head = head_diagnostics(net.net._fc.weight.detach().double().numpy(), F, D, epsilon)
-    finally:
-        if pool:
-            pool.close()
-            pool.join()
     wall = time.perf_counter() - t0
 
     # ---------------------------------------------------------------------------------------------
