@@ -701,71 +701,53 @@ def head_diagnostics(weight, F, D, epsilon):
                 corr_zeros=float(np.mean(corr)) if corr else float("nan"))
 
 
+def _ci_figure(path, title, xlabel, panels, log_x=False, grid_which="major"):
+    """One figure, a panel per (ylabel, series); a series (x, rows of (mean, lo, hi), label, colour)
+    is drawn with its confidence interval as error bars."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(10, 4))
+    for ax, (ylabel, series) in zip(axes, panels):
+        for x, m, label, color in series:
+            m = np.asarray(m)
+            ax.errorbar(x, m[:, 0], yerr=[m[:, 0] - m[:, 1], m[:, 2] - m[:, 0]], marker="o", capsize=3,
+                        label=label, color=color)
+        ax.set_xlabel(xlabel)
+        if log_x:
+            ax.set_xscale("log")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3, which=grid_which)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def make_plots(out, sigmas, summary_a, targets, summary_b, modes_c, curves, bits, agree, top1, boot, points):
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     colors = {"jnd": "C0", "random": "C1", "uniform": "C2", "gauss": "C1", "gauss_dcfree": "C3"}
-    paths = []
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, which, name in ((axes[0], 0, "agreement with uncompressed %"), (axes[1], 1, "top-1 %")):
-        for mode in ("jnd", "random", "uniform"):
-            m = np.array([summary_a[s, mode][which] for s in sigmas])
-            ax.errorbar(sigmas, m[:, 0], yerr=[m[:, 0] - m[:, 1], m[:, 2] - m[:, 0]], marker="o", capsize=3,
-                        label=mode, color=colors[mode])
-        ax.set_xlabel("σ_tgt (noise budget)")
-        ax.set_ylabel(name)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle("(a) matched noise budget, 95 % bootstrap CI")
-    fig.tight_layout()
-    p = out / "featjnd_matched_sigma.png"
-    fig.savefig(p, dpi=120)
-    plt.close(fig)
-    paths.append(p)
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    names = {"jnd": "f + α·δ", "gauss": "Gaussian", "gauss_dcfree": "Gaussian, DC-free"}
-    for ax, which, name in ((axes[0], 0, "agreement with uncompressed %"), (axes[1], 1, "top-1 %")):
-        for kind in ("jnd", "gauss", "gauss_dcfree"):
-            m = np.array([summary_b[t, kind][which] for t in targets])
-            ax.errorbar(targets, m[:, 0], yerr=[m[:, 0] - m[:, 1], m[:, 2] - m[:, 0]], marker="o", capsize=3,
-                        label=names[kind], color=colors[kind])
-        ax.set_xlabel("NRMSE")
-        ax.set_xscale("log")
-        ax.set_ylabel(name)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle("(b) matched NRMSE, 95 % bootstrap CI")
-    fig.tight_layout()
-    p = out / "featjnd_matched_nrmse.png"
-    fig.savefig(p, dpi=120)
-    plt.close(fig)
-    paths.append(p)
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, correct, name in ((axes[0], agree, "agreement with uncompressed %"), (axes[1], top1, "top-1 %")):
-        for mode, _, qps in modes_c:
-            ks = curves[mode]
-            x = bits[ks].mean(axis=1) / points
-            m = np.array([boot.ci(correct[k]) for k in ks])
-            ax.errorbar(x, m[:, 0], yerr=[m[:, 0] - m[:, 1], m[:, 2] - m[:, 0]], marker="o", capsize=3,
-                        label=mode, color=colors[mode])
-        ax.set_xlabel("bits per feature point (whole stream)")
-        ax.set_xscale("log")
-        ax.set_ylabel(name)
-        ax.grid(alpha=0.3, which="both")
-        ax.legend()
-    fig.suptitle("(c) accuracy vs coded bits, 95 % bootstrap CI")
-    fig.tight_layout()
-    p = out / "featjnd_rate.png"
-    fig.savefig(p, dpi=120)
-    plt.close(fig)
-    paths.append(p)
-    return paths
+    quality_names = ("agreement with uncompressed %", "top-1 %")
+    names_b = {"jnd": "f + α·δ", "gauss": "Gaussian", "gauss_dcfree": "Gaussian, DC-free"}
+    panels_a = [(name, [(sigmas, [summary_a[s, mode][which] for s in sigmas], mode, colors[mode])
+                        for mode in ("jnd", "random", "uniform")])
+                for which, name in enumerate(quality_names)]
+    panels_b = [(name, [(targets, [summary_b[t, kind][which] for t in targets], names_b[kind], colors[kind])
+                        for kind in ("jnd", "gauss", "gauss_dcfree")])
+                for which, name in enumerate(quality_names)]
+    panels_c = [(name, [(bits[curves[mode]].mean(axis=1) / points, [boot.ci(correct[k]) for k in curves[mode]],
+                         mode, colors[mode]) for mode, _, _ in modes_c])
+                for correct, name in zip((agree, top1), quality_names)]
+    return [_ci_figure(out / "featjnd_matched_sigma.png", "(a) matched noise budget, 95 % bootstrap CI",
+                       "σ_tgt (noise budget)", panels_a),
+            _ci_figure(out / "featjnd_matched_nrmse.png", "(b) matched NRMSE, 95 % bootstrap CI", "NRMSE", panels_b,
+                       log_x=True),
+            _ci_figure(out / "featjnd_rate.png", "(c) accuracy vs coded bits, 95 % bootstrap CI",
+                       "bits per feature point (whole stream)", panels_c, log_x=True, grid_which="both")]
 
 
 if __name__ == "__main__":
