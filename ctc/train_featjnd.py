@@ -163,51 +163,71 @@ def cached_features(net, paths, args):
 
 # -- the training loop -----------------------------------------------------------------------------
 
-def train_on_features(estimator, features, distortion, steps, batch, lr, lambda_t, seed, clip=1.0, log=print):
-    """Train estimator on cached features; distortion(f, δ) -> batch-mean D_t.
+def optimise(estimator, epoch_items, step_outputs, steps, lr, lambda_t, clip=1.0, log=print):
+    """Adam on G_θ, gradients clipped to `clip`, for `steps` steps.
 
-    Batches follow one seeded permutation per epoch. Returns the per-epoch history
-    [{epoch, steps, loss, distortion, delta_norm, saturated}, ...].
+    epoch_items() gives the next epoch's items in order; step_outputs(item) -> (D_t, δ), δ being
+    a batch tensor of deltas or a {level: delta} dict of one image's. Returns the per-epoch
+    history [{epoch, steps, loss, distortion, delta_norm, saturated}, ...].
     """
-    order = torch.Generator().manual_seed(seed)
     optimiser = torch.optim.Adam(estimator.parameters(), lr=lr)
     estimator.train()
-    per_epoch = math.ceil(len(features) / batch)
     history, done, epoch = [], 0, 0
     bar = tqdm(total=steps, desc="train", unit="step", file=sys.stderr)
     while done < steps:
         epoch += 1
-        permutation = torch.randperm(len(features), generator=order)
-        sums = np.zeros(4)
-        count = 0
-        for start in range(0, per_epoch * batch, batch):
+        sums, count = np.zeros(4), 0
+        for item in epoch_items():
             if done >= steps:
                 break
-            f = features[permutation[start:start + batch]]
-            delta = estimator(f)
-            d = distortion(f, delta)
+            d, delta = step_outputs(item)
             loss = featjnd_loss(d, delta, lambda_t)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(estimator.parameters(), clip)
             optimiser.step()
-            with torch.no_grad():
-                norm = float(delta.flatten(1).norm(dim=1).mean())
-                saturated = float((delta.abs() >= DELTA_LIMIT).float().mean())
+            norm, saturated = _delta_statistics(delta)
             sums += (loss.item(), d.item(), norm, saturated)
             count += 1
             done += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.1f}", kl=f"{d.item():.4f}", delta=f"{norm:.0f}")
+            bar.set_postfix(loss=f"{loss.item():.1f}", D=f"{d.item():.4f}", delta=f"{norm:.0f}")
         mean = sums / count
-        record = {"epoch": epoch, "steps": done, "loss": mean[0], "distortion": mean[1],
-                  "delta_norm": mean[2], "saturated": mean[3]}
-        history.append(record)
+        history.append({"epoch": epoch, "steps": done, "loss": mean[0], "distortion": mean[1],
+                        "delta_norm": mean[2], "saturated": mean[3]})
         log(f"epoch {epoch:3d}  steps {done:6d}  loss {mean[0]:10.3f}  D {mean[1]:.5f}  "
             f"|delta|_2 {mean[2]:8.2f}  saturated {mean[3]:.3f}")
     bar.close()
     estimator.eval()
     return history
+
+
+def _delta_statistics(delta):
+    """(mean ‖δ‖₂ per image, share of δ values at the clamp) of a batch tensor or one image's level dict."""
+    with torch.no_grad():
+        if isinstance(delta, dict):
+            flat = torch.cat([level.flatten() for level in delta.values()])
+            return float(flat.norm()), float((flat.abs() >= DELTA_LIMIT).float().mean())
+        return (float(delta.flatten(1).norm(dim=1).mean()), float((delta.abs() >= DELTA_LIMIT).float().mean()))
+
+
+def train_on_features(estimator, features, distortion, steps, batch, lr, lambda_t, seed, clip=1.0, log=print):
+    """Train estimator on cached features; distortion(f, δ) -> batch-mean D_t.
+
+    Batches follow one seeded permutation per epoch. Returns the per-epoch history (see optimise).
+    """
+    order = torch.Generator().manual_seed(seed)
+    per_epoch = math.ceil(len(features) / batch)
+
+    def batches():
+        permutation = torch.randperm(len(features), generator=order)
+        return (features[permutation[start:start + batch]] for start in range(0, per_epoch * batch, batch))
+
+    def outputs(f):
+        delta = estimator(f)
+        return distortion(f, delta), delta
+
+    return optimise(estimator, batches, outputs, steps, lr, lambda_t, clip, log)
 
 
 def run_classification(args, net=None):
@@ -276,8 +296,7 @@ def run_detection(args):
     instance_distortion with the mask head on the first --mask-rois proposals
     (ins), and L = λ_t·D − ‖δ‖₂ over all levels together.
     """
-    from PIL import Image
-
+    from ctc.coco import load_image
     from ctc.featjnd_losses import detection_distortion, instance_distortion
     from ctc.tasks.rcnn_fpn import RcnnFpnSplit
 
@@ -296,49 +315,23 @@ def run_detection(args):
 
     torch.manual_seed(args.seed)
     estimator = FeatJNDEstimator(256, width=args.width, num_blocks=args.blocks)
-    optimiser = torch.optim.Adam(estimator.parameters(), lr=args.lr)
     order = torch.Generator().manual_seed(args.seed)
-    history, done, epoch = [], 0, 0
-    bar = tqdm(total=steps, desc="train", unit="step", file=sys.stderr)
-    estimator.train()
-    while done < steps:
-        epoch += 1
-        sums, count = np.zeros(4), 0
-        for index in torch.randperm(len(paths), generator=order).tolist():
-            if done >= steps:
-                break
-            with Image.open(paths[index]) as image:
-                x = torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).float() / 255.0
-            with torch.no_grad():
-                clean, image_sizes, _ = net.front([x])
-                proposals = net.proposals(clean, image_sizes)
-            deltas = {name: estimator(f) for name, f in clean.items()}
-            perturbed = {name: clean[name] + deltas[name] for name in clean}
-            if args.task == "ins":
-                d = instance_distortion(net, clean, perturbed, image_sizes, proposals,
-                                        mask_proposals=[boxes[:args.mask_rois] for boxes in proposals])
-            else:
-                d = detection_distortion(net, clean, perturbed, image_sizes, proposals)
-            loss = featjnd_loss(d, deltas, args.lambda_t)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(estimator.parameters(), 1.0)
-            optimiser.step()
-            with torch.no_grad():
-                flat = torch.cat([delta.flatten() for delta in deltas.values()])
-                norm, saturated = float(flat.norm()), float((flat.abs() >= DELTA_LIMIT).float().mean())
-            sums += (loss.item(), d.item(), norm, saturated)
-            count += 1
-            done += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.1f}", D=f"{d.item():.4f}", delta=f"{norm:.0f}")
-        mean = sums / count
-        history.append({"epoch": epoch, "steps": done, "loss": mean[0], "distortion": mean[1],
-                        "delta_norm": mean[2], "saturated": mean[3]})
-        print(f"epoch {epoch:3d}  steps {done:6d}  loss {mean[0]:10.3f}  D {mean[1]:.5f}  "
-              f"|delta|_2 {mean[2]:8.2f}  saturated {mean[3]:.3f}")
-    bar.close()
-    estimator.eval()
+
+    def outputs(index):
+        with torch.no_grad():
+            clean, image_sizes, _ = net.front([load_image(paths[index])])
+            proposals = net.proposals(clean, image_sizes)
+        deltas = {name: estimator(f) for name, f in clean.items()}
+        perturbed = {name: clean[name] + deltas[name] for name in clean}
+        if args.task == "ins":
+            d = instance_distortion(net, clean, perturbed, image_sizes, proposals,
+                                    mask_proposals=[boxes[:args.mask_rois] for boxes in proposals])
+        else:
+            d = detection_distortion(net, clean, perturbed, image_sizes, proposals)
+        return d, deltas
+
+    history = optimise(estimator, lambda: torch.randperm(len(paths), generator=order).tolist(), outputs, steps,
+                       args.lr, args.lambda_t)
     model = f"{kind}-rcnn-r50-fpn"
     final = history[-1]
     metadata = {"task": args.task, "model": model, "steps": steps, "seed": args.seed, "lambda_t": args.lambda_t,
