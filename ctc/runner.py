@@ -18,6 +18,7 @@ bounded by one image's features per worker; records stream to disk.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -67,12 +68,7 @@ class Evaluator:
     def evaluate(self, job):
         """Records of one image: the reference (when missing) and each (tool, rate point) asked for."""
         sample, want_reference, pairs = job
-        rgb_cache = []
-
-        def rgb():
-            if not rgb_cache:
-                rgb_cache.append(read_rgb(sample.path))
-            return rgb_cache[0]
+        rgb = functools.cache(lambda: read_rgb(sample.path))     # read only when needed, then once
 
         tensors, context, front_seconds = self.cache.features(file_digest(sample.path), rgb)
         feature_points = int(sum(t.size for t in tensors.values()))
