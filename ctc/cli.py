@@ -27,8 +27,8 @@ def parse_args(argv):
     run = commands.add_parser("run", help="run (or resume) a CTC configuration, then write its report")
     run.add_argument("config", help="ctc/cfg/<name>.yaml, or its name")
     run.add_argument("--data", help="dataset folder (the config names no machine path)")
-    run.add_argument("--weights", help="task network weights when the config needs them (R-CNN state_dict; "
-                     "'random': seeded random weights, plumbing only)")
+    run.add_argument("--weights", help="task network weights when the config needs them (YOLOv5n safetensors, "
+                     "R-CNN state_dict; 'random': R-CNN with seeded random weights, plumbing only)")
     run.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes (default: CPUs)")
     run.add_argument("--limit", type=int, help="only the first N images")
     run.add_argument("--out", help="run folder (default out/ctc/<config name>); an interrupted run resumes there")

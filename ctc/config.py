@@ -31,9 +31,10 @@ CONFIG_FOLDER = REPO / "ctc" / "cfg"
 DATASET_KINDS = ("image_folder", "coco", "package_images")
 TOOL_KINDS = ("features", "image")
 CLASSIFICATION_NETWORKS = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
-DETECTION_NETWORKS = ("fasterrcnn_r50fpn", "maskrcnn_r50fpn")
+DETECTION_NETWORKS = ("yolov5n", "fasterrcnn_r50fpn", "maskrcnn_r50fpn")
 SPLIT_POINTS = {"efficientnet-lite0": ("backbone",), "efficientnet-lite1": ("backbone",),
-                "efficientnet-lite2": ("backbone",), "fasterrcnn_r50fpn": ("fpn",), "maskrcnn_r50fpn": ("fpn",)}
+                "efficientnet-lite2": ("backbone",), "yolov5n": ("neck", "backbone"),
+               "fasterrcnn_r50fpn": ("fpn",), "maskrcnn_r50fpn": ("fpn",)}
 IMAGE_ANCHOR_QP = (0, 51)         # x265's QP range for 8-bit pictures
 CLASSIFICATION_METRICS = ("top1", "top5", "agreement")
 DETECTION_METRICS = ("bbox_ap", "bbox_ap50", "bbox_ap75", "segm_ap", "segm_ap50", "segm_ap75")
@@ -57,11 +58,13 @@ DATASET_KEYS = {
     "labels": (dict, False, "package_images: file name -> class index"),
 }
 TASK_KEYS = {
-    "network": (str, True, "efficientnet-lite0/1/2, fasterrcnn_r50fpn, maskrcnn_r50fpn"),
-    "split": (str, True, "split point: backbone (EfficientNet-Lite), fpn (R-CNN p2..p6)"),
-    "weights": (str, False, "R-CNN state_dict path ('random': seeded random weights, plumbing only); "
-                "normally given with `ctc run --weights PATH`"),
-    "options": (dict, False, "network options (R-CNN: min_size, max_size, box_score_thresh, ...)"),
+    "network": (str, True, "efficientnet-lite0/1/2, yolov5n, fasterrcnn_r50fpn, maskrcnn_r50fpn"),
+    "split": (str, True, "split point: backbone (EfficientNet-Lite; YOLOv5n C3-C5), neck (YOLOv5n P3-P5), "
+              "fpn (R-CNN p2..p6)"),
+    "weights": (str, False, "YOLOv5n safetensors or R-CNN state_dict path ('random': R-CNN with seeded random "
+                "weights, plumbing only); normally given with `ctc run --weights PATH`"),
+    "options": (dict, False, "network options (YOLOv5n: multi_label; R-CNN: min_size, max_size, "
+                "box_score_thresh, ...)"),
 }
 TOOL_KEYS = {
     "kind": (str, False, "features (default: an FCRS cfg codes the features) or image (image anchor)"),

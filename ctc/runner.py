@@ -221,8 +221,9 @@ def run(config, config_path, out, data=None, weights=None, workers=1, limit=None
         progress=True, command=""):
     """Run (or resume) the CTC of `config` into `out`; returns (records written, wall seconds, mismatches)."""
     if not config.is_classification and not (weights or config.task.get("weights")):
-        raise ConfigError(f"{config.task['network']} needs weights: pass --weights PATH (a torchvision COCO "
-                          "state_dict), or --weights random to test the plumbing with seeded random weights")
+        from ctc.tasks.evaluation import missing_weights_message
+
+        raise ConfigError(missing_weights_message(config.task["network"]))
     root = dataset_root(config, data)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

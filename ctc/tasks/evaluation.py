@@ -5,6 +5,9 @@
     DetectionTask       Faster / Mask R-CNN R50-FPN split after the FPN: tensors p2..p6
                         (1×256×h×w); prediction = COCO result entries (bbox, score,
                         category, RLE mask)
+    YoloTask            YOLOv5n split after its PAN neck (p3, p4, p5: 1×64×80×80, 1×128×40×40,
+                        1×256×20×20 at 640×640) or its backbone (c3, c4, c5); prediction =
+                        COCO result entries (bbox, score, category)
 
 Features and predictions are numpy / JSON-ready, so the runner stores them in the
 feature cache and the records without knowing the network. Scoring (top-k, COCO
@@ -13,6 +16,7 @@ AP) happens in ctc/metrics.py from the stored predictions.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 
 import numpy as np
@@ -22,6 +26,15 @@ from common.errors import ConfigError
 TOP_K = 5
 BOX_DECIMALS = 2
 SCORE_DECIMALS = 5
+
+
+def missing_weights_message(network):
+    """What to pass when a detection network's weights were not given (no download is possible)."""
+    if network == "yolov5n":
+        return ("yolov5n needs weights: pass --weights PATH (the YOLOv5n safetensors file, e.g. "
+                "../shared/data/weights/yolov5n_coco.safetensors)")
+    return (f"{network} needs weights: pass --weights PATH (a torchvision COCO state_dict), "
+            "or --weights random to test the plumbing with seeded random weights")
 
 
 class ClassificationTask:
@@ -57,8 +70,7 @@ class DetectionTask:
         from ctc.tasks.rcnn_fpn import RcnnFpnSplit
 
         if not weights:
-            raise ConfigError(f"{network} needs weights: pass --weights PATH (a torchvision COCO state_dict), "
-                              "or --weights random to test the plumbing with seeded random weights")
+            raise ConfigError(missing_weights_message(network))
         model = "mask" if network.startswith("mask") else "faster"
         self.split = RcnnFpnSplit(model, weights=None if weights == "random" else weights, **(options or {}))
         self.has_masks = model == "mask"
@@ -102,8 +114,52 @@ class DetectionTask:
         return {"detections": results}
 
 
+class YoloTask:
+    kind = "detection"
+
+    def __init__(self, split, weights, options):
+        from ctc.datasets import file_digest
+        from ctc.tasks.yolov5n import Yolov5n
+
+        if not weights:
+            raise ConfigError(missing_weights_message("yolov5n"))
+        self.net = Yolov5n(weights, split)
+        self.multi_label = bool(options.get("multi_label", True))
+        self.cache_key = f"yolov5n_{split}_{file_digest(weights, 12)}"
+
+    def front(self, rgb):
+        """({p3, p4, p5} or {c3, c4, c5}: 1×C×h×w float32, {letterbox placement}) of one RGB image."""
+        import torch
+
+        from ctc.tasks.yolov5n import letterbox, to_input
+
+        letterboxed, placement = letterbox(rgb)
+        with torch.no_grad():
+            features = self.net.front(to_input(letterboxed))
+        return {name: value.numpy() for name, value in features.items()}, dataclasses.asdict(placement)
+
+    def back(self, tensors, context):
+        """COCO result entries (without image_id): NMS at confidence 0.001 / IoU 0.6, ≤ 300 boxes."""
+        import torch
+
+        from ctc.tasks.yolov5n import COCO_CATEGORY_IDS, Letterbox, non_max_suppression, scale_boxes
+
+        features = {name: torch.from_numpy(np.ascontiguousarray(tensors[name], dtype=np.float32))
+                    for name in self.net.names}
+        with torch.no_grad():
+            detections = non_max_suppression(self.net.back(features), multi_label=self.multi_label)[0]
+        detections = scale_boxes(detections, Letterbox(**context)).numpy().astype(np.float64)
+        return {"detections": [{"category_id": COCO_CATEGORY_IDS[int(cls)],
+                                "bbox": [round(float(v), BOX_DECIMALS) for v in (x0, y0, x1 - x0, y1 - y0)],
+                                "score": round(float(score), SCORE_DECIMALS)}
+                               for x0, y0, x1, y1, score, cls in detections]}
+
+
 def build_task(config, weights=None):
     network = config.task["network"]
     if config.is_classification:
         return ClassificationTask(network)
+    if network == "yolov5n":
+        return YoloTask(config.task["split"], weights or config.task.get("weights"),
+                        config.task.get("options") or {})
     return DetectionTask(network, weights or config.task.get("weights"), config.task.get("options") or {})
