@@ -69,12 +69,13 @@ def to_tensor_info(spec):
 
 def to_video_anchor_params(anchor):
     info = anchor.encoder_info.encode("utf-8")
-    s = SyntaxStructure(va_inner_codec_idc=anchor.inner_codec, va_bit_depth_minus8=anchor.bit_depth - 8,
+    s = SyntaxStructure(va_shared_picture_flag=int(anchor.shared_picture), va_inner_codec_idc=anchor.inner_codec, va_bit_depth_minus8=anchor.bit_depth - 8,
                         va_min_value=anchor.min_value, va_max_value=anchor.max_value,
                         va_picture_width_minus1=anchor.picture_width - 1,
                         va_picture_height_minus1=anchor.picture_height - 1,
                         va_tile_columns_minus1=anchor.tile_columns - 1,
-                        va_tile_channels_minus1=anchor.tile_channels - 1, va_encoder_info_flag=int(bool(info)))
+                        va_tile_channels_minus1=anchor.tile_channels - 1, va_tile_origin_x=anchor.origin_x,
+                        va_tile_origin_y=anchor.origin_y, va_encoder_info_flag=int(bool(info)))
     if info:
         s.va_encoder_info_length, s.va_encoder_info = len(info), info
     return s
@@ -86,7 +87,8 @@ def from_video_anchor_params(s):
                         min_value=s.va_min_value, max_value=s.va_max_value,
                         picture_width=s.va_picture_width_minus1 + 1, picture_height=s.va_picture_height_minus1 + 1,
                         tile_columns=s.va_tile_columns_minus1 + 1, tile_channels=s.va_tile_channels_minus1 + 1,
-                        encoder_info=info)
+                        encoder_info=info, shared_picture=bool(s.va_shared_picture_flag),
+                        origin_x=s.va_tile_origin_x, origin_y=s.va_tile_origin_y)
 
 
 def from_tensor_info(s):

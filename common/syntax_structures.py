@@ -19,7 +19,7 @@ Stream layout::
 from common.codepoints import (DType, HashType, InnerCodec, Layout, STREAM_MAGIC, STREAM_VERSION_MAJOR, Tool)
 from common.syntax import SyntaxStructure
 from common.video_anchor import (ANCHOR_BIT_DEPTH, F32_MAX, MAX_PICTURE_DIM, MAX_PICTURE_SAMPLES, grid_fits,
-                                 tile_grid)
+                                 grids_overlap, tile_grid)
 
 MAX_TENSORS = 256
 MAX_NAME_BYTES = 255
@@ -48,6 +48,9 @@ def feature_parameter_set(rw, s):
         tensor_info(rw, t)
     rw.require(sum(tensor_num_elements(t) for t in s.fps_tensors) <= MAX_DECODED_ELEMENTS,
                "the tensors hold at most MAX_DECODED_ELEMENTS feature points in total")
+    rw.require(shared_pictures_consistent(s.fps_tensors), "a tensor with va_shared_picture_flag = 1 follows "
+               "video-anchor tensors of the picture it shares, signals that picture's codec, bit depth and size, "
+               "and its tile grid overlaps no other of that picture (section Video anchor)")
     rw.flag(s, "fps_extension_flag")
     rw.byte_alignment()
     if s.fps_extension_flag:
@@ -81,6 +84,7 @@ def tokenwise_sq_params(rw, s):
 
 
 def video_anchor_params(rw, s):
+    rw.flag(s, "va_shared_picture_flag")
     rw.u(4, s, "va_inner_codec_idc", hi=InnerCodec.VVC)
     rw.u(4, s, "va_bit_depth_minus8", lo=ANCHOR_BIT_DEPTH - 8, hi=ANCHOR_BIT_DEPTH - 8)
     rw.f32(s, "va_min_value")
@@ -93,6 +97,8 @@ def video_anchor_params(rw, s):
                "the picture has at most MAX_PICTURE_SAMPLES samples")
     rw.ue(s, "va_tile_columns_minus1", hi=MAX_PICTURE_DIM - 1)
     rw.ue(s, "va_tile_channels_minus1", hi=MAX_DIM - 1)
+    rw.ue(s, "va_tile_origin_x", hi=MAX_PICTURE_DIM - 1)
+    rw.ue(s, "va_tile_origin_y", hi=MAX_PICTURE_DIM - 1)
     rw.flag(s, "va_encoder_info_flag")
     if s.va_encoder_info_flag:
         rw.ue(s, "va_encoder_info_length", hi=MAX_NAME_BYTES)
@@ -116,14 +122,45 @@ def decoded_feature_hash(rw, s):
 def anchor_tiles_fit(s):
     """The tile-grid constraints of a video-anchor tensor_info() (section Video anchor)."""
     params = s.ti_video_anchor_params
+    if s.ti_layout_idc == Layout.CHW and params.va_tile_channels_minus1 != 0:
+        return False
+    return grid_fits(anchor_tile_grid(s), params.va_picture_width_minus1 + 1, params.va_picture_height_minus1 + 1,
+                     params.va_tile_origin_x, params.va_tile_origin_y)
+
+
+def anchor_tile_grid(s):
+    """The TileGrid of a video-anchor tensor_info()."""
+    params = s.ti_video_anchor_params
     if s.ti_layout_idc == Layout.CHW:
-        if params.va_tile_channels_minus1 != 0:
-            return False
         shape = (s.ti_num_channels_minus1 + 1, s.ti_height_minus1 + 1, s.ti_width_minus1 + 1)
     else:
         shape = (s.ti_num_tokens_minus1 + 1, s.ti_num_channels_minus1 + 1)
-    grid = tile_grid(s.ti_layout_idc, shape, params.va_tile_channels_minus1 + 1, params.va_tile_columns_minus1 + 1)
-    return grid_fits(grid, params.va_picture_width_minus1 + 1, params.va_picture_height_minus1 + 1)
+    return tile_grid(s.ti_layout_idc, shape, params.va_tile_channels_minus1 + 1, params.va_tile_columns_minus1 + 1)
+
+
+def shared_pictures_consistent(tensors):
+    """The constraints on tensors with va_shared_picture_flag = 1 (section Video anchor: pictures
+    shared by several tensors)."""
+    picture = []                        # tensor_info() of the tensors in the current picture
+    for t in tensors:
+        params = t.ti_video_anchor_params if t.ti_tool_idc == Tool.VIDEO_ANCHOR else None
+        if params is None or not params.va_shared_picture_flag:
+            picture = [t] if params is not None else []
+            continue
+        if not picture:
+            return False
+        first = picture[0].ti_video_anchor_params
+        same = ("va_inner_codec_idc", "va_bit_depth_minus8", "va_picture_width_minus1", "va_picture_height_minus1")
+        if any(getattr(params, name) != getattr(first, name) for name in same):
+            return False
+        placed = (params.va_tile_origin_x, params.va_tile_origin_y, anchor_tile_grid(t))
+        for other in picture:
+            other_params = other.ti_video_anchor_params
+            if grids_overlap(placed, (other_params.va_tile_origin_x, other_params.va_tile_origin_y,
+                                      anchor_tile_grid(other))):
+                return False
+        picture.append(t)
+    return True
 
 
 def tensor_num_elements(s):
@@ -168,6 +205,10 @@ SEMANTICS = {
               "Δ_t = 2^((e_t − 48) / 8) with e_t = tsq_qp + (step offset of t); +8 doubles the step.",
     "tsq_step_map_flag": "0: every token uses e_t = tsq_qp. 1: a per-token step-offset map is coded at "
                          "the start of the tensor's entropy payload.",
+    "va_shared_picture_flag": "0: the tensor starts a picture; its tensor data unit carries the inner bitstream. "
+                              "1: its tiles lie in the picture of the preceding tensor, and its tensor data "
+                              "unit's tdu_entropy_payload is empty (section Video anchor: pictures shared by "
+                              "several tensors).",
     "va_inner_codec_idc": "Standard of the inner bitstream in the tensor's data unit (InnerCodec): 0 HEVC, "
                           "1 VVC.",
     "va_bit_depth_minus8": "Bit depth B of the levels and of the inner picture, minus 8. B = 10 in this "
@@ -182,6 +223,9 @@ SEMANTICS = {
                               "(section Video anchor).",
     "va_tile_channels_minus1": "Channels per tile, minus 1: 0 for a C×H×W map (a tile is one H×W channel); "
                                "for an N×C token matrix the width S of each N×S column strip, minus 1.",
+    "va_tile_origin_x": "Column OX of the picture sample where the tensor's tile grid starts (0 for a "
+                        "tensor alone in its picture).",
+    "va_tile_origin_y": "Row OY of the picture sample where the tensor's tile grid starts.",
     "va_encoder_info_flag": "1: va_encoder_info follows. 0: it is absent.",
     "va_encoder_info_length": "Length in bytes of va_encoder_info.",
     "va_encoder_info": "Informative UTF-8 text naming the inner encoder and its version (e.g. "
@@ -190,7 +234,8 @@ SEMANTICS = {
                       "Tensor data units appear in increasing tdu_tensor_idx, one per tensor.",
     "tdu_entropy_payload": "Coded data of the tensor, to the end of the unit: for the token-wise tool its "
                            "ANS-coded payload (section Token-wise scalar quantisation: entropy payload), for "
-                           "the video anchor the inner codec's bitstream (section Video anchor).",
+                           "the video anchor the inner codec's bitstream (section Video anchor), empty for "
+                           "a tensor with va_shared_picture_flag = 1.",
     "dfh_hash_type_idc": "0: MD5. Other values reserved.",
     "dfh_num_tensors_minus1": "Number of hashes minus 1; equals fps_num_tensors_minus1.",
     "dfh_md5": "MD5 of the decoded tensor: its elements in C order, as little-endian values of its "

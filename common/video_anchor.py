@@ -45,9 +45,28 @@ HEVC and VVC) and to at least 64 × 64 (one x265 CTU: x265 refuses smaller
 pictures), fills the padding with the level of 0.0, and chooses G for the
 smallest picture, then the fewest empty tiles, then the squarest picture
 (1280 tiles of 7 × 7: 40 tile columns, a 280 × 224 picture); for token matrices it uses
-round(sqrt(C / N)) strips so that the stacked strips are near-square. Every
-tensor of a stream is its own picture and tensor data unit (an FPN pyramid
-p2..p6 is five pictures).
+round(sqrt(C / N)) strips so that the stacked strips are near-square.
+
+## Pictures shared by several tensors
+
+The tile grid of a tensor starts at sample (OX, OY) = (va_tile_origin_x,
+va_tile_origin_y) of its picture: tile k's sample (y, x) is the picture sample at
+row OY + (k div G) · TH + y and column OX + (k mod G) · TW + x, with
+OX + G · TW ≤ PW and OY + R · TH ≤ PH. A tensor with va_shared_picture_flag = 0
+starts a picture: its tensor data unit carries the inner bitstream. A tensor with
+va_shared_picture_flag = 1 lies in the picture of the nearest preceding tensor
+that started one; it is not the first tensor, the tensors between are video-anchor
+tensors of the same picture, it signals the same va_inner_codec_idc,
+va_bit_depth_minus8 and picture size, its tensor data unit has an empty
+tdu_entropy_payload, and its tile grid overlaps no other tile grid of that
+picture. Each tensor keeps its own m and M. Informative: the encoder's picture-per-
+tensor packing (AnchorPacking tensor) gives every tensor its own picture with origin
+(0, 0), an FPN pyramid p2..p6 five pictures; its one-frame packing (AnchorPacking frame,
+MPEG-VCM's feature anchor) tiles all channels of all tensors into one picture, each
+tensor's grid a band of the picture's full width below the previous one (YOLOv5n
+P3, P4, P5 at 640 × 640: 8, 16 and 32 tile columns of 80, 40 and 20 samples, one
+640 × 1120 picture), the common width chosen for the smallest padded picture, then the
+fewest empty tiles, then the squarest.
 
 ## Inner bitstream
 
@@ -86,6 +105,9 @@ class AnchorParams:
     tile_columns: int
     tile_channels: int        # channels per tile: 1 for C×H×W maps, the strip width for N×C tokens
     encoder_info: str = ""    # informative: the inner encoder and its version
+    shared_picture: bool = False   # the tiles lie in the picture of the preceding tensor
+    origin_x: int = 0         # the tile grid's top-left sample in the picture
+    origin_y: int = 0
 
 
 @dataclass(frozen=True)
@@ -118,10 +140,17 @@ def tile_grid(layout, shape, tile_channels, tile_columns):
     return TileGrid(num_tokens, tile_channels, -(-channels // tile_channels), tile_columns)
 
 
-def grid_fits(grid, picture_width, picture_height):
-    """The constraints of the tile grid against its picture (section Tiles)."""
-    return (1 <= grid.columns <= grid.num_tiles and grid.width <= picture_width
-            and grid.height <= picture_height)
+def grid_fits(grid, picture_width, picture_height, origin_x=0, origin_y=0):
+    """The constraints of the tile grid against its picture (sections Tiles and Pictures shared by
+    several tensors)."""
+    return (1 <= grid.columns <= grid.num_tiles and origin_x + grid.width <= picture_width
+            and origin_y + grid.height <= picture_height)
+
+
+def grids_overlap(a, b):
+    """Whether two tile grids, each (origin_x, origin_y, TileGrid), share a picture sample."""
+    (ax, ay, ga), (bx, by, gb) = a, b
+    return ax < bx + gb.width and bx < ax + ga.width and ay < by + gb.height and by < ay + ga.height
 
 
 def dequantise_levels(levels, params):
@@ -134,17 +163,18 @@ def dequantise_levels(levels, params):
 def picture_to_levels(layout, shape, picture, params):
     """Decoder: the tensor's levels ((C, H, W) or (N, C)) from its decoded PH × PW picture."""
     grid = tile_grid(layout, shape, params.tile_channels, params.tile_columns)
-    tiles = (picture[:grid.height, :grid.width]
-             .reshape(grid.rows, grid.tile_height, grid.columns, grid.tile_width)
-             .transpose(0, 2, 1, 3).reshape(-1, grid.tile_height, grid.tile_width)[:grid.num_tiles])
+    region = picture[params.origin_y:params.origin_y + grid.height, params.origin_x:params.origin_x + grid.width]
+    tiles = (region.reshape(grid.rows, grid.tile_height, grid.columns, grid.tile_width)
+                   .transpose(0, 2, 1, 3).reshape(-1, grid.tile_height, grid.tile_width)[:grid.num_tiles])
     if layout == Layout.CHW:
         return tiles
     num_tokens, channels = shape
     return tiles.transpose(1, 0, 2).reshape(num_tokens, -1)[:, :channels]
 
 
-def levels_to_picture(layout, shape, levels, params, fill):
-    """Encoder: the PH × PW picture of a tensor's levels (uint16), padding set to `fill`."""
+def place_levels(picture, layout, shape, levels, params, fill):
+    """Encoder: writes a tensor's levels into its tile grid of `picture` (uint16), empty tiles
+    set to `fill`."""
     grid = tile_grid(layout, shape, params.tile_channels, params.tile_columns)
     tiles = np.full((grid.rows * grid.columns, grid.tile_height, grid.tile_width), fill, dtype=np.uint16)
     if layout == Layout.CHW:
@@ -154,7 +184,14 @@ def levels_to_picture(layout, shape, levels, params, fill):
         strips = np.full((num_tokens, grid.num_tiles * grid.tile_width), fill, dtype=np.uint16)
         strips[:, :channels] = levels
         tiles[:grid.num_tiles] = strips.reshape(num_tokens, grid.num_tiles, grid.tile_width).transpose(1, 0, 2)
+    region = (slice(params.origin_y, params.origin_y + grid.height),
+              slice(params.origin_x, params.origin_x + grid.width))
+    picture[region] = (tiles.reshape(grid.rows, grid.columns, grid.tile_height, grid.tile_width)
+                       .transpose(0, 2, 1, 3).reshape(grid.height, grid.width))
+
+
+def levels_to_picture(layout, shape, levels, params, fill):
+    """Encoder: the PH × PW picture of one tensor's levels (uint16), padding set to `fill`."""
     picture = np.full((params.picture_height, params.picture_width), fill, dtype=np.uint16)
-    picture[:grid.height, :grid.width] = (tiles.reshape(grid.rows, grid.columns, grid.tile_height, grid.tile_width)
-                                          .transpose(0, 2, 1, 3).reshape(grid.height, grid.width))
+    place_levels(picture, layout, shape, levels, params, fill)
     return picture

@@ -2,14 +2,15 @@
 
     read_units ─► feature_parameter_set ─► per tensor, by its tool:
         token-wise SQ: entropy payload ─► levels, step offsets ─► q·Δ_t ─► dtype
-        video anchor:  inner bitstream ─► external video decoder ─► picture ─► tiles ─► levels
-                       ─► m + v·(M − m)/L ─► dtype
+        video anchor:  inner bitstream ─► external video decoder ─► picture (once, shared by the
+                       tensors whose va_shared_picture_flag is 1) ─► tiles ─► levels ─► m + v·(M − m)/L ─► dtype
     ─► (hash check)
 
 Imports only `common/` (and its own inner_codec module); token-wise decoding needs numpy and
 constriction, not torch; the video anchor runs libde265-dec265 or VTM's DecoderApp.
 """
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -76,11 +77,13 @@ def decode_stream(data, trace=None, threads=1):
     if len(payloads) != len(specs):
         raise BitstreamError(f"the stream has data for {len(payloads)} of {len(specs)} tensors")
 
+    inner_pictures = shared_picture_sources(specs, payloads)
+    jobs = [(spec, payload, inner_pictures[index]) for index, (spec, payload) in enumerate(zip(specs, payloads))]
     if threads > 1 and len(specs) > 1:
         with ThreadPoolExecutor(threads) as pool:
-            arrays = list(pool.map(decode_tensor, specs, payloads))
+            arrays = list(pool.map(lambda job: decode_tensor(*job), jobs))
     else:
-        arrays = [decode_tensor(spec, payload) for spec, payload in zip(specs, payloads)]
+        arrays = [decode_tensor(*job) for job in jobs]
     result = DecodedStream(specs=specs, tensors=dict(zip(names, arrays)))
     if hash_unit is not None:
         if hash_unit.dfh_num_tensors_minus1 + 1 != len(specs):
@@ -90,8 +93,45 @@ def decode_stream(data, trace=None, threads=1):
     return result
 
 
-def decode_tensor(spec, payload):
-    """One tensor from its data unit's payload, by its coding tool."""
+class InnerPicture:
+    """A video-anchor picture decoded once, when the first tensor that lies in it needs it
+    (several tensors share one picture with the one-frame packing)."""
+
+    def __init__(self, params, bitstream):
+        self.params, self.bitstream = params, bitstream
+        self._lock = threading.Lock()
+        self._picture = None
+
+    def picture(self):
+        with self._lock:
+            if self._picture is None:
+                anchor = self.params
+                (self._picture,) = decode_picture(anchor.inner_codec, self.bitstream, anchor.picture_width,
+                                                  anchor.picture_height, anchor.bit_depth)
+            return self._picture
+
+
+def shared_picture_sources(specs, payloads):
+    """Per tensor, the InnerPicture its tiles lie in (None for other tools). A tensor with
+    va_shared_picture_flag = 1 takes its predecessor's; its own payload must be empty."""
+    sources, current = [], None
+    for spec, payload in zip(specs, payloads):
+        if spec.tool != Tool.VIDEO_ANCHOR:
+            current = None
+        elif not spec.anchor.shared_picture:
+            current = InnerPicture(spec.anchor, payload)
+        elif payload:
+            raise BitstreamError(f"tensor '{spec.name}' shares the previous tensor's picture but its data unit "
+                                 "carries a payload")
+        sources.append(current)
+    return sources
+
+
+def decode_tensor(spec, payload, inner_picture=None):
+    """One tensor from its data unit's payload by its coding tool; a video-anchor tensor from the
+    InnerPicture its tiles lie in, when given (decode_stream gives every one its picture)."""
+    if inner_picture is not None:
+        return video_anchor_tensor(spec, inner_picture.picture())
     return TENSOR_DECODERS[spec.tool](spec, payload)
 
 
@@ -104,10 +144,13 @@ def decode_tokenwise_tensor(spec, payload):
 
 
 def decode_video_anchor_tensor(spec, payload):
-    """The inner bitstream through the external video decoder, then levels from the tiles."""
+    """A tensor alone in its picture: the inner bitstream through the external video decoder."""
+    return video_anchor_tensor(spec, InnerPicture(spec.anchor, payload).picture())
+
+
+def video_anchor_tensor(spec, picture):
+    """A tensor's levels from its tiles of the decoded picture, then m + v·(M − m)/L."""
     anchor = spec.anchor
-    (picture,) = decode_picture(anchor.inner_codec, payload, anchor.picture_width, anchor.picture_height,
-                                anchor.bit_depth)
     levels = picture_to_levels(spec.layout, spec.shape, picture, anchor)
     if levels.max(initial=0) >= 1 << anchor.bit_depth:
         raise BitstreamError(f"tensor '{spec.name}': the inner picture has samples beyond {anchor.bit_depth} bits")

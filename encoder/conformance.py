@@ -69,6 +69,10 @@ def stream_inputs(name):
         tokens = rng.normal(size=(40, 96)) * np.exp(rng.normal(size=96) * 0.5)
         tokens[:, 7] *= 25.0                                                # an outlier channel
         return {"map": _relu6_map(rng, 48, 7, 7)[None].astype(np.float32), "tokens": tokens}, None
+    if name == "video_anchor_frame_hevc":
+        sizes = {"p3": (16, 16, 16), "p4": (32, 8, 8), "p5": (64, 4, 4)}      # a YOLO-like pyramid, 1/5 scale
+        return {level: (rng.normal(scale=0.8, size=(1,) + shape) - 0.2).astype(np.float32)
+                for level, shape in sizes.items()}, None
     raise KeyError(name)
 
 
@@ -94,6 +98,14 @@ STREAMS = (
                       "va_max_value rounded outwards to float32), each its own x265 picture at QP 27 with "
                       "va_encoder_info. Decoding needs libde265-dec265.", qp=27,
                       options=(("Tool", "anchor"), ("InnerCodec", "hevc")),
+                      decoder_programs=("libde265-dec265",), encoder_programs=("x265", "libde265-dec265")),
+    ConformanceStream("video_anchor_frame_hevc", "Video anchor, MPEG-VCM one-frame packing: three tensors "
+                      "p3, p4, p5 (1×16×16×16, 1×32×8×8, 1×64×4×4 float32, signed) tiled into one x265 "
+                      "picture at QP 32, each a full-width band below the previous one "
+                      "(va_tile_origin_y 0, 64, 96; 4, 8 and 16 tile columns; a 64×112 picture); p4 and p5 "
+                      "have va_shared_picture_flag = 1 and empty tensor data units, each tensor its own "
+                      "va_min_value / va_max_value. Decoding needs libde265-dec265.", qp=32,
+                      options=(("Tool", "anchor"), ("InnerCodec", "hevc"), ("AnchorPacking", "frame")),
                       decoder_programs=("libde265-dec265",), encoder_programs=("x265", "libde265-dec265")),
 )
 

@@ -3,8 +3,9 @@
     validate ─► per tensor, by the Tool option (TENSOR_CODERS):
         tokenwise: TensorSpec ─► exponents (QP [+ step map]) ─► quantise ─► entropy payload
                    ─► reconstruct (decoder's code)
-        anchor:    encoder/video_anchor.py: levels ─► tiled picture ─► x265 / VTM ─► inner
-                   bitstream ─► reconstruct (decoder's code: libde265 / VTM)
+        anchor:    encoder/video_anchor.py: levels ─► tiled picture (one per tensor, or one for
+                   all: AnchorPacking) ─► x265 / VTM ─► inner bitstream ─► reconstruct (decoder's
+                   code: libde265 / VTM)
     ─► tensor data units ─► hash ─► units
 
 Analysis tools (e.g. FeatJND step allocation) only decide the per-token step
@@ -28,7 +29,7 @@ from common.syntax_structures import (MAX_DECODED_ELEMENTS, MAX_DIM, MAX_NAME_BY
 from common.tokenwise_sq import TokenwiseEntropyCoder
 from decoder.decoder import reconstruct
 from encoder.quantiser import quantise
-from encoder.video_anchor import encode_video_anchor_tensor
+from encoder.video_anchor import encode_video_anchor
 
 DTYPE_OF_NUMPY = {np.dtype(np.float16): DType.FLOAT16, np.dtype(np.float32): DType.FLOAT32,
                   np.dtype(np.float64): DType.FLOAT64}
@@ -132,6 +133,7 @@ class CodedTensor:
     spec: TensorSpec
     payload: bytes                 # tdu_entropy_payload
     reconstruction: np.ndarray     # exactly what the decoder will output
+    seconds: float                 # encoding wall time of this tensor
     ideal_bits: float = None
     inner_codec: str = ""
     inner_seconds: float = 0.0
@@ -140,6 +142,7 @@ class CodedTensor:
 def code_tokenwise_tensor(name, array, options, offsets, step_allocator):
     """Token-wise SQ: per-token steps from `offsets` ((H, W) or (N,) offsets to QP), else the
     step allocator when active, else QP everywhere; quantise, entropy code, reconstruct."""
+    start = time.perf_counter()
     spec = tensor_spec(name, array, options["QP"], step_map=False)
     grid = to_grid(spec, array.astype(np.float64))
     if offsets is not None:
@@ -156,19 +159,34 @@ def code_tokenwise_tensor(name, array, options, offsets, step_allocator):
     levels = quantise(grid, exponents, options["RoundingOffset"], np.dtype(spec.numpy_dtype))
     coder = TokenwiseEntropyCoder()
     coder.code_tensor(levels, offsets, spec.grid, spec.step_map)
-    return CodedTensor(spec=spec, payload=coder.finish(), reconstruction=reconstruct(spec, levels, offsets),
-                       ideal_bits=coder.ideal_bits)
+    payload = coder.finish()
+    return CodedTensor(spec=spec, payload=payload, reconstruction=reconstruct(spec, levels, offsets),
+                       seconds=time.perf_counter() - start, ideal_bits=coder.ideal_bits)
 
 
-def code_anchor_tensor(name, array, options, offsets, step_allocator):
-    """Video anchor: min-max levels tiled into one picture, coded by the inner video codec."""
-    coding = encode_video_anchor_tensor(tensor_spec(name, array, 0, step_map=False), array, options)
-    return CodedTensor(spec=coding.spec, payload=coding.payload, reconstruction=coding.reconstruction,
-                       inner_codec=coding.encoder_info, inner_seconds=coding.encoder_seconds)
+def code_tokenwise_tensors(tensors, options, step_offsets, step_allocator):
+    """Token-wise SQ, tensor by tensor."""
+    return [code_tokenwise_tensor(name, array, options, step_offsets.get(name), step_allocator)
+            for name, array in tensors.items()]
 
 
-# The coder of each value of the Tool option.
-TENSOR_CODERS = {"tokenwise": code_tokenwise_tensor, "anchor": code_anchor_tensor}
+def code_anchor_tensors(tensors, options, step_offsets, step_allocator):
+    """Video anchor: min-max levels tiled into one picture per tensor or one for all (AnchorPacking),
+    coded by the inner video codec; the encoding time of a picture goes to its first tensor."""
+    start = time.perf_counter()
+    codings = encode_video_anchor([tensor_spec(name, array, 0, step_map=False) for name, array in tensors.items()],
+                                  list(tensors.values()), options)
+    seconds = time.perf_counter() - start
+    total_inner = sum(coding.encoder_seconds for coding in codings) or 1.0
+    # the wall time goes to the tensors that carry a picture, in proportion to their inner encoders
+    coded = [CodedTensor(spec=coding.spec, payload=coding.payload, reconstruction=coding.reconstruction,
+                         seconds=seconds * coding.encoder_seconds / total_inner, inner_codec=coding.encoder_info,
+                         inner_seconds=coding.encoder_seconds) for coding in codings]
+    return coded
+
+
+# The coder of each value of the Tool option: (tensors, options, step offsets, step allocator) -> [CodedTensor].
+TENSOR_CODERS = {"tokenwise": code_tokenwise_tensors, "anchor": code_anchor_tensors}
 
 
 def encode_features(tensors, options, step_offsets=None, step_allocator=None, trace=None):
@@ -182,11 +200,9 @@ def encode_features(tensors, options, step_offsets=None, step_allocator=None, tr
     if tool != "tokenwise" and (step_offsets or (step_allocator is not None and step_allocator.active)):
         raise ConfigError(f"per-token steps (step-offset maps, StepAllocation {options['StepAllocation']}) "
                           f"apply to the token-wise tool only, not to Tool {tool}")
-    code_tensor = TENSOR_CODERS[tool]
     specs, payload_units, reports, reconstruction = [], [], [], {}
-    for index, (name, array) in enumerate(tensors.items()):
-        start = time.perf_counter()
-        coded = code_tensor(name, array, options, step_offsets.get(name), step_allocator)
+    coded_tensors = TENSOR_CODERS[tool](tensors, options, step_offsets, step_allocator)
+    for index, ((name, array), coded) in enumerate(zip(tensors.items(), coded_tensors)):
         unit_trace = Trace() if trace is not None else None
         rw = SyntaxWriter(unit_trace)
         tensor_data_unit(rw, SyntaxStructure(tdu_tensor_idx=index, tdu_entropy_payload=coded.payload))
@@ -197,7 +213,7 @@ def encode_features(tensors, options, step_offsets=None, step_allocator=None, tr
         reconstruction[name] = coded.reconstruction
         reports.append(TensorReport(name=name, shape=array.shape, bits=8 * len(payload),
                                     ideal_bits=coded.ideal_bits, num_elements=array.size,
-                                    mse=float(np.mean(error ** 2)), seconds=time.perf_counter() - start,
+                                    mse=float(np.mean(error ** 2)), seconds=coded.seconds,
                                     inner_codec=coded.inner_codec,
                                     inner_bits=8 * len(coded.payload) if coded.spec.tool == Tool.VIDEO_ANCHOR else 0,
                                     inner_seconds=coded.inner_seconds))

@@ -39,6 +39,9 @@ OPTIONS = (
     Option("RandomSeed", int, 0, "seed of the token permutation of StepAllocation random", lo=0, hi=2**31 - 1),
     Option("InnerCodec", str, "hevc", "anchor: inner video codec: hevc (x265, decoded by libde265-dec265), "
            "vtm (VVC with VTM's EncoderAppStatic / DecoderAppStatic from PATH)", choices=("hevc", "vtm")),
+    Option("AnchorPacking", str, "frame", "anchor: frame (MPEG-VCM's feature anchor: all channels of all tensors "
+           "tiled into one picture, each tensor a full-width band) or tensor (one picture per tensor)",
+           choices=("frame", "tensor")),
     Option("TruncationMin", float, -math.inf, "anchor: values below are clipped to it before the min-max "
            "quantisation (-inf: no truncation)", lo=-math.inf, hi=math.inf),
     Option("TruncationMax", float, math.inf, "anchor: values above are clipped to it before the min-max "

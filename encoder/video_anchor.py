@@ -1,8 +1,10 @@
 """Encoder side of the video anchor (MPEG-VCM track 1 / FCM-LM "VTM baseline" style).
 
-    tensor ─► clip to [TruncationMin, TruncationMax] ─► m, M (binary32, rounded outwards)
-    ─► levels v = round((f − m) / s), s = (M − m) / 1023 ─► tiles ─► one 10-bit 4:0:0 picture
-    ─► x265 (or VTM) intra at QP ─► inner bitstream = tdu_entropy_payload
+    each tensor ─► clip to [TruncationMin, TruncationMax] ─► m, M (binary32, rounded outwards)
+    ─► levels v = round((f − m) / s), s = (M − m) / 1023 ─► tiles
+    ─► one 10-bit 4:0:0 picture per tensor (AnchorPacking tensor), or one for all (frame:
+       MPEG-VCM's packing, each tensor a full-width band below the previous one)
+    ─► x265 (or VTM) intra at QP ─► inner bitstream = tdu_entropy_payload of the picture's first tensor
 
 The reconstruction comes from the decoder's own code (libde265-dec265 or VTM's
 DecoderApp on the inner bitstream), so the encoder's decoded-feature hash is
@@ -21,8 +23,8 @@ from common.errors import ConfigError, InputError
 from common.features import TensorSpec
 from common.syntax_structures import MAX_NAME_BYTES
 from common.video_anchor import (ANCHOR_BIT_DEPTH, F32_MAX, MAX_PICTURE_DIM, MAX_PICTURE_SAMPLES, AnchorParams,
-                                 levels_to_picture, tile_grid)
-from decoder.decoder import decode_video_anchor_tensor
+                                 place_levels, tile_grid)
+from decoder.decoder import InnerPicture, video_anchor_tensor
 from encoder.inner_codec import encode_picture
 
 PICTURE_ALIGNMENT = 8          # picture sizes: multiples of the minimum coding block of HEVC and VVC
@@ -68,59 +70,119 @@ def padded_size(samples):
     return max(MIN_PICTURE_SIZE, -(-samples // PICTURE_ALIGNMENT) * PICTURE_ALIGNMENT)
 
 
-def choose_tile_layout(layout, shape):
-    """(tile_channels, tile_columns): the smallest padded picture, then the fewest empty
-    tiles, then the squarest, then the most tile columns, among grids with an aspect ratio
-    of at most 2 (any grid that fits if none has). Token matrices are cut into round(sqrt(C / N)) column strips so
-    that the stacked strips are near-square. None when no grid fits the picture limits."""
+@dataclass(frozen=True)
+class PictureLayout:
+    """Where the tensors of one picture go: per tensor (tile_channels, tile_columns, origin_y),
+    and the padded picture size."""
+    tensors: tuple
+    width: int
+    height: int
+
+
+def tile_channels_of(layout, shape):
+    """Channels per tile: 1 for a C×H×W map; a token matrix is cut into round(sqrt(C / N))
+    column strips so that the stacked strips are near-square."""
     if layout == Layout.CHW:
-        tile_channels = 1
-    else:
-        num_tokens, channels = shape
-        strips = min(channels, max(1, round(math.sqrt(channels / num_tokens))))
-        tile_channels = -(-channels // strips)
-    grid = tile_grid(layout, shape, tile_channels, 1)
+        return 1
+    num_tokens, channels = shape
+    strips = min(channels, max(1, round(math.sqrt(channels / num_tokens))))
+    return -(-channels // strips)
+
+
+def choose_picture_layout(tensors):
+    """The PictureLayout of tensors [(layout, shape)] stacked in one picture, each a band of the
+    picture's full width below the previous one (MPEG-VCM's one-frame packing; one tensor: its own
+    picture). The common width is chosen for the smallest padded picture, then the fewest empty
+    tiles, then the squarest, then the widest, among pictures with an aspect ratio of at most 2
+    (any that fits if none has). None when no width fits the picture limits."""
+    channels = [tile_channels_of(layout, shape) for layout, shape in tensors]
+    grids = [tile_grid(layout, shape, c, 1) for (layout, shape), c in zip(tensors, channels)]
+    widest_tile = max(grid.tile_width for grid in grids)
+    widths = sorted({columns * grid.tile_width for grid in grids
+                     for columns in range(1, min(grid.num_tiles, MAX_PICTURE_DIM // grid.tile_width) + 1)})
     best = None
-    for columns in range(1, min(grid.num_tiles, MAX_PICTURE_DIM // grid.tile_width) + 1):
-        candidate = tile_grid(layout, shape, tile_channels, columns)
-        width, height = padded_size(candidate.width), padded_size(candidate.height)
-        if width > MAX_PICTURE_DIM or height > MAX_PICTURE_DIM or width * height > MAX_PICTURE_SAMPLES:
+    for width in (w for w in widths if w >= widest_tile):
+        placed, height, empty_tiles = [], 0, 0
+        for (layout, shape), c, grid in zip(tensors, channels, grids):
+            candidate = tile_grid(layout, shape, c, min(grid.num_tiles, width // grid.tile_width))
+            placed.append((c, candidate.columns, height))
+            height += candidate.height
+            empty_tiles += candidate.rows * candidate.columns - candidate.num_tiles
+        picture_width, picture_height = padded_size(width), padded_size(height)
+        if (picture_width > MAX_PICTURE_DIM or picture_height > MAX_PICTURE_DIM
+                or picture_width * picture_height > MAX_PICTURE_SAMPLES):
             continue
-        aspect = round(abs(math.log(width / height)), 9)   # w×h and h×w tie exactly
-        empty_tiles = candidate.rows * columns - candidate.num_tiles
-        key = (aspect > math.log(2), width * height, empty_tiles, aspect, -columns)
-        best = key if best is None or key < best else best
-    return None if best is None else (tile_channels, -best[-1])
+        aspect = round(abs(math.log(picture_width / picture_height)), 9)   # w×h and h×w tie exactly
+        key = (aspect > math.log(2), picture_width * picture_height, empty_tiles, aspect, -width)
+        if best is None or key < best[0]:
+            best = key, PictureLayout(tuple(placed), picture_width, picture_height)
+    return None if best is None else best[1]
 
 
-def encode_video_anchor_tensor(base_spec, array, options):
-    """Code one tensor with the video anchor. `base_spec` (a TensorSpec) gives its name,
-    layout, dtype, shape and batch axis; returns an AnchorCoding."""
-    name, layout, shape = base_spec.name, base_spec.layout, base_spec.shape
-    label = f"tensor '{name}'" if name else "the input tensor"
+def choose_tile_layout(layout, shape):
+    """(tile_channels, tile_columns) of a tensor alone in its picture; None when it does not fit."""
+    picture = choose_picture_layout([(layout, shape)])
+    return None if picture is None else picture.tensors[0][:2]
+
+
+@dataclass(frozen=True)
+class TensorLevels:
+    """One tensor min-max quantised: its signalled range and levels."""
+    spec: TensorSpec
+    min_value: float
+    max_value: float
+    levels: np.ndarray
+    zero_level: int
+
+
+def tensor_levels(base_spec, array, options):
+    """Clip to the truncation range, bound in binary32, quantise to ANCHOR_BIT_DEPTH-bit levels."""
     low_clip, high_clip = options["TruncationMin"], options["TruncationMax"]
     if low_clip > high_clip:
         raise ConfigError(f"TruncationMin ({low_clip:g}) is above TruncationMax ({high_clip:g})")
-    values = np.clip(array.astype(np.float64).reshape(shape), low_clip, high_clip)
+    values = np.clip(array.astype(np.float64).reshape(base_spec.shape), low_clip, high_clip)
     low, high = float32_bounds(float(values.min()), float(values.max()))
     levels, zero_level = quantise_levels(values, low, high, ANCHOR_BIT_DEPTH)
+    return TensorLevels(base_spec, low, high, levels, zero_level)
 
-    layout_choice = choose_tile_layout(layout, shape)
-    if layout_choice is None:
-        raise InputError(f"{label}: shape {shape} does not fit in a {MAX_PICTURE_DIM}×{MAX_PICTURE_DIM} picture "
-                         f"of at most {MAX_PICTURE_SAMPLES} samples")
-    tile_channels, tile_columns = layout_choice
-    grid = tile_grid(layout, shape, tile_channels, tile_columns)
+
+def encode_video_anchor(base_specs, arrays, options):
+    """Code tensors with the video anchor: one picture per tensor (AnchorPacking tensor) or all in
+    one picture (frame). `base_specs` (TensorSpecs) give names, layouts, dtypes, shapes and batch
+    axes; returns one AnchorCoding per tensor (a tensor sharing a picture has an empty payload)."""
+    quantised = [tensor_levels(spec, array, options) for spec, array in zip(base_specs, arrays)]
+    if options["AnchorPacking"] == "frame":
+        return _code_picture(quantised, options)
+    return [coding for tensor in quantised for coding in _code_picture([tensor], options)]
+
+
+def _code_picture(quantised, options):
+    """One inner picture holding the tensors `quantised` (TensorLevels), coded and decoded back."""
+    layout = choose_picture_layout([(t.spec.layout, t.spec.shape) for t in quantised])
+    if layout is None:
+        limit = f"a {MAX_PICTURE_DIM}×{MAX_PICTURE_DIM} picture of at most {MAX_PICTURE_SAMPLES} samples"
+        if len(quantised) > 1:
+            raise InputError(f"the {len(quantised)} tensors do not fit together in {limit} (AnchorPacking tensor "
+                             "gives each its own picture)")
+        name, shape = quantised[0].spec.name, quantised[0].spec.shape
+        raise InputError(f"{f'tensor {name!r}' if name else 'the input tensor'}: shape {shape} does not fit in {limit}")
     codec = INNER_CODECS[options["InnerCodec"]]
-    params = AnchorParams(inner_codec=codec, bit_depth=ANCHOR_BIT_DEPTH, min_value=low, max_value=high,
-                          picture_width=padded_size(grid.width), picture_height=padded_size(grid.height),
-                          tile_columns=tile_columns, tile_channels=tile_channels)
-    picture = levels_to_picture(layout, shape, levels, params, fill=zero_level)
+    picture = np.full((layout.height, layout.width), quantised[0].zero_level, dtype=np.uint16)
+    specs = []
+    for index, (tensor, (tile_channels, tile_columns, origin_y)) in enumerate(zip(quantised, layout.tensors)):
+        params = AnchorParams(inner_codec=codec, bit_depth=ANCHOR_BIT_DEPTH, min_value=tensor.min_value,
+                              max_value=tensor.max_value, picture_width=layout.width, picture_height=layout.height,
+                              tile_columns=tile_columns, tile_channels=tile_channels, shared_picture=index > 0,
+                              origin_x=0, origin_y=origin_y)
+        place_levels(picture, tensor.spec.layout, tensor.spec.shape, tensor.levels, params, fill=tensor.zero_level)
+        specs.append(dataclasses.replace(tensor.spec, tool=Tool.VIDEO_ANCHOR, qp=0, step_map=False, anchor=params))
     inner = encode_picture(codec, [picture], ANCHOR_BIT_DEPTH, options["QP"], vtm_cfg=options["VtmEncoderCfg"])
     if options["InnerCodecInfo"]:
         info = inner.encoder_info.encode("utf-8")[:MAX_NAME_BYTES].decode("utf-8", "ignore")
-        params = dataclasses.replace(params, encoder_info=info)
-    spec = dataclasses.replace(base_spec, tool=Tool.VIDEO_ANCHOR, qp=0, step_map=False, anchor=params)
-    reconstruction = decode_video_anchor_tensor(spec, inner.data)
-    return AnchorCoding(spec=spec, payload=inner.data, reconstruction=reconstruction,
-                        encoder_info=inner.encoder_info, encoder_seconds=inner.seconds)
+        specs[0] = dataclasses.replace(specs[0], anchor=dataclasses.replace(specs[0].anchor, encoder_info=info))
+    decoded = InnerPicture(specs[0].anchor, inner.data)       # the decoder's own code reconstructs
+    return [AnchorCoding(spec=spec, payload=inner.data if index == 0 else b"",
+                         reconstruction=video_anchor_tensor(spec, decoded.picture()),
+                         encoder_info=inner.encoder_info if index == 0 else "",
+                         encoder_seconds=inner.seconds if index == 0 else 0.0)
+            for index, spec in enumerate(specs)]

@@ -118,10 +118,10 @@ def test_min_max_quantisation_error():
 # -- syntax --------------------------------------------------------------------------------------
 
 def va_structure(**changes):
-    s = SyntaxStructure(va_inner_codec_idc=0, va_bit_depth_minus8=2, va_min_value=-0.5, va_max_value=6.0,
-                        va_picture_width_minus1=279, va_picture_height_minus1=223, va_tile_columns_minus1=39,
-                        va_tile_channels_minus1=0, va_encoder_info_flag=1, va_encoder_info_length=4,
-                        va_encoder_info=b"x265")
+    s = SyntaxStructure(va_shared_picture_flag=0, va_inner_codec_idc=0, va_bit_depth_minus8=2, va_min_value=-0.5,
+                        va_max_value=6.0, va_picture_width_minus1=279, va_picture_height_minus1=223,
+                        va_tile_columns_minus1=39, va_tile_channels_minus1=0, va_tile_origin_x=0,
+                        va_tile_origin_y=0, va_encoder_info_flag=1, va_encoder_info_length=4, va_encoder_info=b"x265")
     s.__dict__.update(changes)
     return s
 
@@ -170,13 +170,53 @@ TOKENS_300x16 = dict(va_tile_channels_minus1=15, va_tile_columns_minus1=0, va_pi
     (Layout.CHW, (1280, 7, 7), {}, dict(va_picture_width_minus1=278)),    # grid wider than the picture
     (Layout.CHW, (1280, 7, 7), {}, dict(va_tile_columns_minus1=29)),      # 43 tile rows: too high
     (Layout.TOKENS, (300, 16), TOKENS_300x16, dict(va_picture_height_minus1=298)),
-    (Layout.TOKENS, (300, 16), TOKENS_300x16, dict(va_tile_columns_minus1=1))])
+    (Layout.TOKENS, (300, 16), TOKENS_300x16, dict(va_tile_columns_minus1=1)),
+    (Layout.CHW, (1280, 7, 7), {}, dict(va_tile_origin_x=1)),             # the origin pushes it out
+    (Layout.TOKENS, (300, 16), TOKENS_300x16, dict(va_tile_origin_y=5))])
 def test_tile_grid_constraints(layout, shape, good, changes):
     rw = SyntaxWriter()
     feature_parameter_set(rw, anchor_fps(layout, shape, **good))
     feature_parameter_set(SyntaxReader(rw.getvalue()), SyntaxStructure())
     with pytest.raises(BitstreamError, match="tile grid"):
         feature_parameter_set(SyntaxWriter(), anchor_fps(layout, shape, **{**good, **changes}))
+
+
+def pyramid_fps(*va_changes):
+    """A feature_parameter_set of a 16×8×8 and an 8×4×4 map in one 32×48 picture (origins 0 and 32)."""
+    tensors = []
+    for (channels, side), origin_y, columns, changes in zip(((16, 8), (8, 4)), (0, 32), (4, 8), va_changes):
+        placement = dict(va_picture_width_minus1=31, va_picture_height_minus1=47, va_tile_columns_minus1=columns - 1,
+                         va_tile_origin_y=origin_y, va_shared_picture_flag=int(origin_y > 0))
+        info = anchor_fps(Layout.CHW, (channels, side, side), **{**placement, **changes}).fps_tensors[0]
+        tensors.append(info)
+    return SyntaxStructure(fps_num_tensors_minus1=1, fps_tensors=tensors, fps_extension_flag=0)
+
+
+@pytest.mark.parametrize("first,second", [
+    (dict(va_shared_picture_flag=1), {}),                   # the first tensor cannot share a picture
+    ({}, dict(va_picture_height_minus1=63)),                # a shared picture's size differs
+    ({}, dict(va_inner_codec_idc=1)),                       # ... or its codec
+    ({}, dict(va_tile_origin_y=24))])                       # the grids overlap
+def test_shared_picture_constraints(first, second):
+    rw = SyntaxWriter()
+    feature_parameter_set(rw, pyramid_fps({}, {}))
+    back = SyntaxStructure()
+    feature_parameter_set(SyntaxReader(rw.getvalue()), back)
+    assert back.fps_tensors[1].ti_video_anchor_params.va_shared_picture_flag == 1
+    with pytest.raises(BitstreamError, match="va_shared_picture_flag"):
+        feature_parameter_set(SyntaxWriter(), pyramid_fps(first, second))
+
+
+def test_frame_packing_layout_of_yolov5n_p3_p5():
+    """MPEG-VCM's packing: 64×80×80, 128×40×40, 256×20×20 as full-width bands of one 640×1120 picture."""
+    from encoder.video_anchor import choose_picture_layout
+
+    layout = choose_picture_layout([(Layout.CHW, (64, 80, 80)), (Layout.CHW, (128, 40, 40)),
+                                    (Layout.CHW, (256, 20, 20))])
+    assert (layout.width, layout.height) == (640, 1120)
+    assert layout.tensors == ((1, 8, 0), (1, 16, 640), (1, 32, 960))
+    alone = choose_picture_layout([(Layout.CHW, (1280, 7, 7))])              # one tensor: its own layout
+    assert (alone.width, alone.height, alone.tensors) == (280, 224, ((1, 40, 0),))
 
 
 # -- round trips through x265 / libde265-dec265 --------------------------------------------------
@@ -218,17 +258,51 @@ def test_round_trip(shape, dtype):
     assert anchor.encoder_info == report.inner_codec
 
 
+def fpn_pyramid(seed=7):
+    rng = np.random.default_rng(seed)
+    sizes = {"p2": (32, 48), "p3": (16, 24), "p4": (8, 12), "p5": (4, 6), "p6": (2, 3)}
+    return {level: (rng.standard_normal((1, 16) + hw) * 1.5).astype(np.float32) for level, hw in sizes.items()}
+
+
 @needs_hevc
 def test_pyramid_is_one_picture_per_tensor():
-    rng = np.random.default_rng(7)
-    sizes = {"p2": (32, 48), "p3": (16, 24), "p4": (8, 12), "p5": (4, 6), "p6": (2, 3)}
-    tensors = {level: (rng.standard_normal((1, 16) + hw) * 1.5).astype(np.float32) for level, hw in sizes.items()}
-    result, decoded = round_trip(tensors, QP=12)
+    tensors = fpn_pyramid()
+    result, decoded = round_trip(tensors, QP=12, AnchorPacking="tensor")
     tensor_units = [u for u in split_units(result.stream) if u.unit_type == 2]
     assert len(tensor_units) == 5 and len(result.reports) == 5
     for name, array in tensors.items():
         assert nrmse(decoded.tensors[name], array) < 0.05
     assert len({spec.anchor.picture_width for spec in decoded.specs}) > 1      # each level its own picture
+    assert not any(spec.anchor.shared_picture for spec in decoded.specs)
+
+
+@needs_hevc
+def test_pyramid_in_one_frame():
+    """AnchorPacking frame (the default): one inner picture, later tensors' data units empty."""
+    tensors = fpn_pyramid()
+    result, decoded = round_trip(tensors, QP=12)
+    payloads = [u.payload for u in split_units(result.stream) if u.unit_type == 2]
+    assert len(payloads) == 5 and len(payloads[0]) > 100 and all(len(p) == 1 for p in payloads[1:])  # tdu idx only
+    anchors = [spec.anchor for spec in decoded.specs]
+    assert [a.shared_picture for a in anchors] == [False, True, True, True, True]
+    assert len({(a.picture_width, a.picture_height) for a in anchors}) == 1
+    assert [a.origin_y for a in anchors] == sorted(a.origin_y for a in anchors) and anchors[0].origin_y == 0
+    for name, array in tensors.items():
+        assert nrmse(decoded.tensors[name], array) < 0.05
+
+
+@needs_hevc
+def test_shared_picture_tensor_with_a_payload_is_refused():
+    from decoder.decoder import decode_stream
+    from encoder.encoder import encode_features
+    from tests.helpers import STREAM_HEADER_BYTES, join_units
+
+    stream = encode_features(fpn_pyramid(), anchor_options(QP=30, DecodedFeatureHash=False)).stream
+    units = [(u.unit_type, u.payload) for u in split_units(stream)]
+    second = [k for k, (unit_type, _) in enumerate(units) if unit_type == 2][1]      # p3's empty data unit
+    units[second] = (2, units[second][1] + b"\x00\x01")
+    with pytest.raises(BitstreamError, match="carries a payload"):
+        decode_stream(join_units(stream[:STREAM_HEADER_BYTES], units))
 
 
 @needs_hevc
