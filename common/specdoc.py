@@ -141,7 +141,7 @@ def _constants():
     out += [f"| {n} | {getattr(syntax_structures, n)} |" for n in names]
     for n in ["STEP_EXPONENTS_PER_OCTAVE", "UNIT_STEP_EXPONENT", "MAX_ABS_LEVEL", "MAG_CAP", "RESCALE_LIMIT",
               "PROB_BITS", "FIRST_CHUNK", "EG_PREFIX_SYMBOLS", "EG_MAX_ORDER", "BYPASS_CHUNK_BITS",
-              "OFFSET_CLIP", "MAX_ELEMENTS_PER_PAYLOAD_BIT", "PAYLOAD_SLACK_ELEMENTS", "SIG_RATE_THRESHOLDS", "LEVEL_RATE_THRESHOLDS"]:
+              "OFFSET_CLIP", "SIG_RATE_THRESHOLDS", "LEVEL_RATE_THRESHOLDS"]:
         out.append(f"| {n} | {getattr(tokenwise_sq, n)} |")
     for n in ["ANCHOR_BIT_DEPTH", "MAX_PICTURE_DIM", "MAX_PICTURE_SAMPLES"]:
         out.append(f"| {n} | {getattr(video_anchor, n)} |")

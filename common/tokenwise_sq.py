@@ -42,10 +42,9 @@ to n0 or n1, a categorical symbol adds 2 to its count. When a context's total
 exceeds RESCALE_LIMIT after an update, every count of that context is halved,
 rounding up, until it does not.
 
-A conforming payload of b bytes belongs to a tensor of at most
-MAX_ELEMENTS_PER_PAYLOAD_BIT · 8b + PAYLOAD_SLACK_ELEMENTS feature points (an
-encoder cannot produce a shorter one); decoders reject shorter payloads before
-decoding.
+No payload length bounds the tensor it codes: ANS codes the most probable symbol
+at no cost while its state is small, so an all-zero tensor of any size has an
+empty payload. The decoder's memory is bounded by MAX_DECODED_ELEMENTS instead.
 
 ## Step-offset map (only when tsq_step_map_flag = 1)
 
@@ -112,12 +111,6 @@ EG_PREFIX_SYMBOLS = 32
 EG_MAX_ORDER = 15
 BYPASS_CHUNK_BITS = 16
 OFFSET_CLIP = 16
-# Every element costs at least −log2(1 − 1/(2·RESCALE_LIMIT + 2)) > 1/5681 bit, so a
-# payload of b bits never carries more than MAX_ELEMENTS_PER_PAYLOAD_BIT · b +
-# PAYLOAD_SLACK_ELEMENTS elements. The decoder checks this before allocating, so a
-# small corrupt payload cannot make it allocate or loop for a huge declared tensor.
-MAX_ELEMENTS_PER_PAYLOAD_BIT = 5000
-PAYLOAD_SLACK_ELEMENTS = 1 << 16
 
 SIG_LOCAL_CLASS = np.array([0, 1, 2, 3, 4, 5, 5, 6, 6, 7, 7, 7, 7])
 SIG_RATE_THRESHOLDS = (1, 2, 4, 8, 16, 32, 48)          # ×1/64
@@ -222,7 +215,6 @@ class TokenwiseEntropyCoder:
             if len(payload) % 4:
                 raise BitstreamError("entropy payload length is not a multiple of 4 bytes")
             words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
-            self._payload_bits = 8 * len(payload)
             try:
                 self._coder = constriction.stream.stack.AnsCoder(words)
             except ValueError as exc:   # e.g. "ANS compressed data never ends in a zero word"
@@ -322,10 +314,6 @@ class TokenwiseEntropyCoder:
         when encoding; None when decoding. Returns (levels, offsets)."""
         channels, height, width = grid
         num_elements = channels * height * width
-        if not self.encoding and num_elements > (MAX_ELEMENTS_PER_PAYLOAD_BIT * self._payload_bits
-                                                 + PAYLOAD_SLACK_ELEMENTS):
-            raise BitstreamError(f"entropy payload of {self._payload_bits // 8} bytes is too short for "
-                                 f"{num_elements} feature points: the stream is corrupt")
         self._limit = chunk_limit(num_elements)
         self._chunk = FIRST_CHUNK
         if step_map_flag:

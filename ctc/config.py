@@ -79,7 +79,10 @@ REPORT_KEYS = {
     "near_lossless_drop": (float, False, "relative task drop defining R_NL (default 0.01)"),
     "seed": (int, False, "seed of the bootstrap resamples (default 0)"),
     "baselines": (list, False, "tools to report BD-rates against besides the anchor (e.g. [uniform])"),
+    "rate": (str, False, "rate axis of the BD-rates, plots and first R_NL column: bpfp (bits per feature point, "
+             "default) or bpp (bits per original-image pixel, MPEG-VCM's)"),
 }
+RATE_AXES = ("bpfp", "bpp")
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,7 @@ class CtcConfig:
     near_lossless_drop: float
     seed: int
     baselines: tuple = ()
+    rate_axis: str = "bpfp"
     source: str = ""
     raw: dict = field(default_factory=dict, compare=False)
 
@@ -264,10 +268,11 @@ def parse_config(raw, source="<config>"):
     for baseline in baselines:
         if baseline not in raw["tools"] or baseline == raw["anchor"]:
             raise ConfigError(f"{source}: report.baselines: '{baseline}' is not a tool other than the anchor")
+    rate_axis = _choice(report.get("rate", "bpfp"), RATE_AXES, f"{source}: report.rate")
     return CtcConfig(name=raw["name"], description=raw.get("description") or "", dataset=dict(dataset),
                      task=dict(task), tools=tools, anchor=raw["anchor"], metrics=metrics, bootstrap=bootstrap,
-                     near_lossless_drop=drop, seed=report.get("seed", 0), baselines=baselines, source=source,
-                     raw=raw)
+                     near_lossless_drop=drop, seed=report.get("seed", 0), baselines=baselines,
+                     rate_axis=rate_axis, source=source, raw=raw)
 
 
 def resolve_config_path(name_or_path):

@@ -5,12 +5,15 @@
     DIR/bd_rate.csv               BD-rate of every tool vs the anchor, per quality metric, with CI
     DIR/near_lossless.csv         R_NL and CR_NL per tool and metric, with CI
     DIR/compressai_vision/<tool>.csv   CompressAI-Vision's summary columns, one row per rate point
-    DIR/rate_accuracy.png         quality vs bits per feature point, one panel per metric
+    DIR/rate_accuracy.png         quality vs rate, one panel per metric
 
 Only images with every record (reference and all tools and rate points) enter
 the statistics, so every number is over the same images and the bootstrap is
-paired. Rates on the BD-rate and R_NL axes are bits per feature point (bpfp:
-total bits / total feature points of the images); the rules are in ctc/stats.py.
+paired. The rate axis of BD-rates and plots is the config's report.rate: bits per
+feature point (bpfp: total bits / total feature points of the images) or bits per
+original-image pixel (bpp: total bits / total pixels, MPEG-VCM's). Over one set of
+images the two differ by a constant factor, so BD-rates and CR_NL agree on both
+axes; R_NL is reported on both. The rules are in ctc/stats.py.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from ctc.runner import CONFIG_SNAPSHOT, RUN_FILE
 from ctc.stats import (UNCOMPRESSED_BITS_PER_POINT, Bootstrap, bd_overlap, bd_rate, interval,
                        near_lossless_rate)
 
+RATE_AXIS_NAMES = {"bpfp": "bits per feature point", "bpp": "bits per original-image pixel (bpp)"}
 COMPRESSAI_VISION_COLUMNS = ("Dataset", "qp", "avg_bpp", "end_accuracy", "nn_part_1", "encode", "decode",
                              "nn_part_2")
 
@@ -52,7 +56,7 @@ class PointResult:
     nn_part_2_ms: float = 0.0
     md5_ok: int = 0
     md5_mismatch: int = 0
-    rate_resamples: np.ndarray = None
+    rate_resamples: dict = None    # rate axis -> bootstrap resamples of the rate
     quality: dict = field(default_factory=dict)     # metric -> (value, resamples)
 
 
@@ -116,7 +120,7 @@ def _point_result(tool, point, recs, bootstrap, quality):
                          md5_ok=sum(r["md5"] == "ok" for r in recs),
                          md5_mismatch=sum(r["md5"] == "mismatch" for r in recs))
     if bootstrap.resamples:
-        result.rate_resamples = bootstrap.ratios(bits, points)
+        result.rate_resamples = {"bpfp": bootstrap.ratios(bits, points), "bpp": bootstrap.ratios(bits, pixels)}
     result.quality = quality.of_point(recs)
     return result
 
@@ -126,6 +130,7 @@ def _point_result(tool, point, recs, bootstrap, quality):
 def bd_rates(config, results, bootstrap, reference=None):
     """[(tool, metric, value, (lo, hi), quality interval)] of every tool vs `reference` (default: the anchor)."""
     reference = reference or config.anchor
+    axis = config.rate_axis
     anchor = results[reference]
     rows = []
     for tool in config.tools:
@@ -133,31 +138,32 @@ def bd_rates(config, results, bootstrap, reference=None):
             continue
         test = results[tool.name]
         for metric in config.metrics:
-            curves = ([p.bpfp for p in anchor], [p.quality[metric][0] for p in anchor],
-                      [p.bpfp for p in test], [p.quality[metric][0] for p in test])
+            curves = ([getattr(p, axis) for p in anchor], [p.quality[metric][0] for p in anchor],
+                      [getattr(p, axis) for p in test], [p.quality[metric][0] for p in test])
             value, overlap = bd_rate(*curves), bd_overlap(*curves)
             ci = (math.nan, math.nan)
             if bootstrap.resamples:
-                samples = [bd_rate([p.rate_resamples[r] for p in anchor], [p.quality[metric][1][r] for p in anchor],
-                                   [p.rate_resamples[r] for p in test], [p.quality[metric][1][r] for p in test])
+                samples = [bd_rate([p.rate_resamples[axis][r] for p in anchor],
+                                   [p.quality[metric][1][r] for p in anchor],
+                                   [p.rate_resamples[axis][r] for p in test], [p.quality[metric][1][r] for p in test])
                            for r in range(bootstrap.resamples)]
                 ci = interval(samples)
             rows.append((tool.name, metric, value, ci, overlap))
     return rows
 
 
-def near_lossless(config, results, reference_quality, bootstrap):
-    """[(tool, metric, NearLossless, (lo, hi) of R_NL, censored share of resamples)]."""
+def near_lossless(config, results, reference_quality, bootstrap, axis="bpfp"):
+    """[(tool, metric, NearLossless, (lo, hi) of R_NL, censored share of resamples)], rates on `axis`."""
     rows = []
     for tool in config.tools:
         points = results[tool.name]
         for metric in config.metrics:
             q0, q0_resamples = reference_quality[metric]
-            value = near_lossless_rate([p.bpfp for p in points], [p.quality[metric][0] for p in points], q0,
-                                       config.near_lossless_drop)
+            value = near_lossless_rate([getattr(p, axis) for p in points], [p.quality[metric][0] for p in points],
+                                       q0, config.near_lossless_drop)
             ci, censored = (math.nan, math.nan), math.nan
             if bootstrap.resamples:
-                samples = [near_lossless_rate([p.rate_resamples[r] for p in points],
+                samples = [near_lossless_rate([p.rate_resamples[axis][r] for p in points],
                                               [p.quality[metric][1][r] for p in points],
                                               q0_resamples[r], config.near_lossless_drop)
                            for r in range(bootstrap.resamples)]
@@ -205,6 +211,7 @@ def write_report(out, data=None):
     bd_rows = bd_rates(config, results, bootstrap)
     baseline_rows = {name: bd_rates(config, results, bootstrap, name) for name in config.baselines}
     nl_rows = near_lossless(config, results, reference_quality, bootstrap)
+    nl_bpp_rows = near_lossless(config, results, reference_quality, bootstrap, "bpp")
     labels = {tool.name: tool.label for tool in config.tools}
 
     _write_points_csv(out / "points.csv", config, results)
@@ -215,12 +222,14 @@ def write_report(out, data=None):
                 for t, m, v, ci, overlap in rows])
     _write_csv(out / "near_lossless.csv",
                ["tool", "metric", "r_nl_bpfp", "censored", "ci_low", "ci_high", "cr_nl", "cr_nl_ci_low",
-                "cr_nl_ci_high", "censored_resamples"],
+                "cr_nl_ci_high", "censored_resamples", "r_nl_bpp", "r_nl_bpp_ci_low", "r_nl_bpp_ci_high"],
                [[t, m, _num(nl.rate), nl.censored, _num(ci[0]), _num(ci[1]), _num(nl.compression_ratio),
-                 _num(UNCOMPRESSED_BITS_PER_POINT / ci[1]), _num(UNCOMPRESSED_BITS_PER_POINT / ci[0]), _num(c)]
-                for t, m, nl, ci, c in nl_rows])
+                 _num(UNCOMPRESSED_BITS_PER_POINT / ci[1]), _num(UNCOMPRESSED_BITS_PER_POINT / ci[0]), _num(c),
+                 _num(nl_bpp.rate), _num(ci_bpp[0]), _num(ci_bpp[1])]
+                for (t, m, nl, ci, c), (_, _, nl_bpp, ci_bpp, _) in zip(nl_rows, nl_bpp_rows)])
     _write_compressai_vision(out / "compressai_vision", config, state, results, reference_quality)
     _plot(out / "rate_accuracy.png", config, results, reference_quality, labels)
+    axis_name = RATE_AXIS_NAMES[config.rate_axis]
 
     last = state["runs"][-1]
     total_wall = sum(run.get("wall_s", 0.0) for run in state["runs"])
@@ -238,14 +247,16 @@ def write_report(out, data=None):
     ref_rows = [[METRIC_NAMES[m], _ci_text(reference_quality[m][0], interval(reference_quality[m][1])
                                            if reference_quality[m][1] is not None else (math.nan, math.nan))]
                 for m in task_metrics(config)]
-    ref_records = records[REFERENCE_TOOL]
+    ref_records = [r for r in records[REFERENCE_TOOL] if r["image"] in set(images)]
     feature_points = np.mean([r["feature_points"] for r in ref_records])
+    r0_bpp = UNCOMPRESSED_BITS_PER_POINT * sum(r["feature_points"] for r in ref_records) / sum(
+        r["pixels"] for r in ref_records)
     md += [_table(["metric", "value [95 % CI]"], ref_rows),
-           f"R_0 = {UNCOMPRESSED_BITS_PER_POINT:g} bits per feature point (float32); {feature_points:,.0f} feature "
-           f"points per image; front (nn_part_1) {1000 * np.mean([r['nn_part_1_s'] for r in ref_records]):.1f} ms, "
+           f"R_0 = {UNCOMPRESSED_BITS_PER_POINT:g} bits per feature point (float32) = {r0_bpp:.2f} bits per "
+           f"original-image pixel; {feature_points:,.0f} feature points per image; front (nn_part_1) {1000 * np.mean([r['nn_part_1_s'] for r in ref_records]):.1f} ms, "
            f"back (nn_part_2) {1000 * np.mean([r['nn_part_2_s'] for r in ref_records]):.1f} ms per image.", ""]
     md += ["## BD-rate vs the anchor", "",
-           f"Bits per feature point at equal quality, each tool vs {labels[config.anchor]} (negative = fewer bits). "
+           f"{axis_name.capitalize()} at equal quality, each tool vs {labels[config.anchor]} (negative = fewer bits). "
            "pchip (`bjontegaard` package); each curve reduced to its envelope, integrated over the quality range "
            "both cover; n/a: fewer than two envelope points or no overlap.", "",
            _bd_table(config, bd_rows, labels)]
@@ -255,12 +266,14 @@ def write_report(out, data=None):
                _bd_table(config, rows, labels)]
     md += ["## Near-lossless rate", "",
            f"R_NL: lowest rate with < {100 * config.near_lossless_drop:g} % relative drop of the metric from the "
-           f"uncompressed value, interpolated in log-rate (bits per feature point); CR_NL = R_0 / R_NL with R_0 = "
-           f"{UNCOMPRESSED_BITS_PER_POINT:g}. '≤': even the lowest rate point is near-lossless (R_NL is at most it); "
+           f"uncompressed value, interpolated in log-rate, in bits per original-image pixel (bpp) and per feature "
+           f"point (bpfp); CR_NL = R_0 / R_NL with R_0 = {UNCOMPRESSED_BITS_PER_POINT:g} bpfp = {r0_bpp:.2f} bpp "
+           "(the same ratio on both axes). '≤': even the lowest rate point is near-lossless (R_NL is at most it); "
            "'>': no rate point is. 'censored' = share of bootstrap resamples where R_NL is such a bound.", "",
-           _table(["tool", "metric", "R_NL bpfp [95 % CI]", "CR_NL [95 % CI]", "censored"],
-                  [[labels[t], METRIC_NAMES[m], _nl_text(nl, ci), _cr_text(nl, ci),
-                    "n/a" if not np.isfinite(c) else f"{100 * c:.0f} %"] for t, m, nl, ci, c in nl_rows])]
+           _table(["tool", "metric", "R_NL bpp [95 % CI]", "R_NL bpfp [95 % CI]", "CR_NL [95 % CI]", "censored"],
+                  [[labels[t], METRIC_NAMES[m], _nl_text(nl_bpp, ci_bpp), _nl_text(nl, ci), _cr_text(nl, ci),
+                    "n/a" if not np.isfinite(c) else f"{100 * c:.0f} %"]
+                   for (t, m, nl, ci, c), (_, _, nl_bpp, ci_bpp, _) in zip(nl_rows, nl_bpp_rows)])]
     md += ["## Per rate point", ""]
     for tool in config.tools:
         cfg = f"`{tool.cfg}`" + (f" + {tool.options}" if tool.options else "") if tool.kind == "features" else \
@@ -359,7 +372,7 @@ def _plot(path, config, results, reference_quality, labels):
         q0 = reference_quality[metric][0]
         for tool in config.tools:
             points = sorted(results[tool.name], key=lambda p: p.bpfp)
-            x = [p.bpfp for p in points]
+            x = [getattr(p, config.rate_axis) for p in points]
             y = [p.quality[metric][0] for p in points]
             errors = None
             if points and points[0].quality[metric][1] is not None:
@@ -372,7 +385,7 @@ def _plot(path, config, results, reference_quality, labels):
         ax.axhline(q0 * (1 - config.near_lossless_drop), color="grey", lw=0.8, ls=":",
                    label=f"-{100 * config.near_lossless_drop:g} % (near-lossless)")
         ax.set_xscale("log")
-        ax.set_xlabel("bits per feature point")
+        ax.set_xlabel(RATE_AXIS_NAMES[config.rate_axis])
         ax.set_ylabel(METRIC_NAMES[metric])
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)

@@ -126,3 +126,14 @@ def test_float64_reconstruction_is_levels_times_step(dtype, qp):
         np.testing.assert_array_equal(rec, levels * step)
     err = np.abs(x.astype(np.float64) - levels * step)
     assert err.max() <= step / 2 * (1 + 1e-12)
+
+
+def test_all_zero_levels_need_no_payload_and_decode():
+    """ANS codes the most probable symbol for free from its initial state: a tensor quantised to
+    all zeros (YOLOv5n P3 at a coarse step) has an empty payload, which the decoder must accept."""
+    rng = np.random.default_rng(5)
+    tensors = {"p3": (rng.standard_normal((1, 64, 80, 80)) * 0.05).astype(np.float32)}
+    result = encode_features(tensors, options(QP=120))
+    decoded = decode_stream(result.stream)
+    assert all(check.ok for check in decoded.hash_checks)
+    assert not decoded.tensors["p3"].any() and decoded.tensors["p3"].shape == (1, 64, 80, 80)
