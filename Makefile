@@ -11,7 +11,7 @@ APT_TOOLS := x265 libde265-examples
 .PHONY: demo test spec check-spec conformance bench clean-venv system-tools
 
 demo: $(STAMP)
-	$(PY) -m ctc.demo
+	$(PY) -m ctc.demo $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q

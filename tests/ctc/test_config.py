@@ -514,3 +514,27 @@ def test_baselines_are_kept_in_order():
     raw["anchor"] = "anchor_hevc"
     raw["report"]["baselines"] = ["featjnd", "uniform"]
     assert parse_config(raw, "test.yaml").baselines == ("featjnd", "uniform")
+
+
+def test_yolov5n_splits_and_rate_axis():
+    raw = detection()
+    raw["task"] = {"network": "yolov5n", "split": "neck"}
+    raw["report"] = {"rate": "bpp"}
+    config = parse_config(raw, "test.yaml")
+    assert config.rate_axis == "bpp" and not config.is_classification
+    raw["task"]["split"] = "backbone"
+    assert parse_config(raw, "test.yaml").task["split"] == "backbone"
+    raw["task"]["split"] = "fpn"
+    fails(raw, "task.split", "'fpn'")
+    raw["task"]["split"] = "neck"
+    raw["report"] = {"rate": "bits"}
+    fails(raw, "report.rate", "'bits' is not one of")
+    assert parse_config(detection(), "test.yaml").rate_axis == "bpfp"        # the default
+
+
+def test_coco_yolov5n_anchor_packs_one_frame():
+    config = load_config("coco_yolov5n")
+    assert config.rate_axis == "bpp" and config.metrics[0] == "bbox_ap50"
+    anchor = config.tool(config.anchor)
+    assert all(anchor.encoder_options(point)["AnchorPacking"] == "frame" for point in anchor.rate_points)
+    assert {tool.kind for tool in config.tools} == {"features", "image"}

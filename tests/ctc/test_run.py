@@ -164,6 +164,36 @@ def test_coco_config_plumbing_with_random_weights(tmp_path):
     assert "segm AP50" in (out / "report.md").read_text()
 
 
+YOLO_WEIGHTS = REPO.parent / "shared" / "data" / "weights" / "yolov5n_coco.safetensors"
+
+
+@pytest.mark.skipif(not (COCO_MINI.is_dir() and YOLO_WEIGHTS.is_file()),
+                    reason="../shared/data/coco-mini or the YOLOv5n weights not present")
+@needs_hevc
+def test_coco_yolov5n_on_two_images(tmp_path):
+    """The shipped YOLOv5n config, shrunk to one rate point per tool and two images: the P3-P5
+    pyramid through every tool, the anchor as one frame, rates in bpp, COCO AP in the report."""
+    raw = yaml.safe_load((REPO / "ctc" / "cfg" / "coco_yolov5n.yaml").read_text())
+    for tool in raw["tools"].values():
+        tool["rate_points"] = tool["rate_points"][:1]
+    raw["report"]["bootstrap"] = 5
+    path = tmp_path / "yolo.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    out = tmp_path / "run"
+    done = ctc("run", str(path), "--data", str(COCO_MINI), "--weights", str(YOLO_WEIGHTS), "--limit", "2",
+               "--workers", "1", "--out", str(out), "--cache", str(tmp_path / "cache"), "--no-progress")
+    assert done.returncode == 0, done.stderr
+    assert "8 records written" in done.stdout                       # 2 images × (3 tools + reference)
+    for tool in ("uniform", "anchor_hevc"):
+        records = RecordStore(out).read(tool)
+        assert all(r["md5"] == "ok" and r["feature_points"] == 716_800 for r in records)
+        assert all(abs(r["bpp"] - r["bits"] / r["pixels"]) < 1e-9 for r in records)
+    reference = RecordStore(out).read(REFERENCE_TOOL)
+    assert all(r["prediction"]["detections"] for r in reference)
+    report = (out / "report.md").read_text()
+    assert "bits per original-image pixel" in report and "R_NL bpp" in report and "bbox AP50" in report
+
+
 @pytest.mark.parametrize("args,message", [
     (["run", "no_such_config"], "CTC config not found: no_such_config"),
     (["run", "imagenet_effnet_lite0"], "pass --data DIR"),
@@ -178,11 +208,16 @@ def test_errors_are_one_line(args, message, tmp_path):
 
 
 @pytest.mark.skipif(not COCO_MINI.is_dir(), reason="../shared/data/coco-mini not present")
-def test_detection_without_weights_is_one_line(tmp_path):
-    done = ctc("run", "coco_maskrcnn_r50fpn", "--data", str(COCO_MINI), "--out", str(tmp_path / "o"),
-               "--workers", "1", "--no-progress")
+@pytest.mark.parametrize("config, weights, message", [
+    ("coco_maskrcnn_r50fpn", None, "maskrcnn_r50fpn needs weights: pass --weights PATH"),
+    ("coco_yolov5n", None, "yolov5n needs weights: pass --weights PATH"),
+    ("coco_yolov5n", "/nonexistent/yolov5n.safetensors", "YOLOv5n weight file not found: /nonexistent/")])
+def test_detection_without_weights_is_one_line(tmp_path, config, weights, message):
+    extra = ["--weights", weights] if weights else []
+    done = ctc("run", config, "--data", str(COCO_MINI), "--out", str(tmp_path / "o"), "--workers", "1",
+               "--no-progress", *extra)
     assert done.returncode == 1
-    assert done.stderr.strip().startswith("ctc: error: maskrcnn_r50fpn needs weights: pass --weights PATH")
+    assert done.stderr.strip().startswith(f"ctc: error: {message}"), done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
 
 
