@@ -43,6 +43,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from common.errors import InputError
+from ctc.tasks.state_dict import load_exactly
 
 __all__ = ["RcnnFpnSplit", "LEVELS", "BUILDERS"]
 
@@ -169,12 +170,4 @@ def _load_weights(model: nn.Module, path, kind: str) -> None:
         state = state["model"]
     if not isinstance(state, dict):
         raise InputError(f"{kind} R-CNN weight file {path} holds no state_dict")
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # shape mismatch
-        detail = next((line.strip() for line in str(exc).splitlines()[1:] if line.strip()), str(exc))
-        raise InputError(f"{kind} R-CNN weight file {path} does not fit the model: {detail}") from None
-    if missing or unexpected:
-        example = (missing or unexpected)[0]
-        raise InputError(f"{kind} R-CNN weight file {path} does not fit the model: {len(missing)} missing and "
-                         f"{len(unexpected)} unexpected keys (e.g. {example!r})")
+    load_exactly(model, state, f"{kind} R-CNN weight file {path}")

@@ -33,6 +33,7 @@ import torchvision
 from torch import nn
 
 from common.errors import InputError
+from ctc.tasks.state_dict import load_exactly
 
 __all__ = ["Yolov5n", "Letterbox", "letterbox", "non_max_suppression", "scale_boxes", "SPLIT_POINTS",
            "COCO_CATEGORY_IDS", "INPUT_SIZE"]
@@ -242,15 +243,7 @@ def load_weights(model: Yolov5n, path) -> None:
         raise InputError(f"YOLOv5n weight file {path} is not a readable safetensors file: "
                          f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     _check_metadata(metadata, path)
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as exc:      # a tensor of the wrong shape
-        detail = next((line.strip() for line in str(exc).splitlines()[1:] if line.strip()), str(exc))
-        raise InputError(f"YOLOv5n weight file {path} does not fit the network: {detail}") from None
-    if missing or unexpected:
-        example = (missing or unexpected)[0]
-        raise InputError(f"YOLOv5n weight file {path} does not fit the network: {len(missing)} missing and "
-                         f"{len(unexpected)} unexpected tensors (e.g. {example!r})")
+    load_exactly(model, state, f"YOLOv5n weight file {path}")
 
 
 def _check_metadata(metadata, path):
