@@ -75,10 +75,12 @@ def run(cfg_paths, input_path, output_path, trace_path, overrides):
     for r in result.reports:
         shape = "x".join(str(n) for n in r.shape)
         inner = f" ({r.inner_codec}: {r.inner_bits} bits inner stream)" if r.inner_codec else ""
+        inner = " (tiles in the preceding tensor's picture)" if r.shared_picture else inner
         print(f"tensor '{r.name}' {shape}: {r.bits} bits{inner}, {r.bits_per_feature_point:.4f} bits/feature point, "
               f"MSE {r.mse:.4g}, {r.seconds:.3f} s")
     if options["Tool"] == "anchor":
-        setting = f"video anchor, InnerCodec {options['InnerCodec']}, QP {options['QP']}"
+        setting = (f"video anchor, InnerCodec {options['InnerCodec']}, AnchorPacking {options['AnchorPacking']}, "
+                   f"QP {options['QP']}")
     else:
         budget = f", noise budget {options['NoiseBudget']:g}" if options["NoiseBudget"] > 0 else ""
         setting = f"QP {options['QP']}, {options['StepAllocation']} steps{budget}"

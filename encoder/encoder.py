@@ -47,6 +47,7 @@ class TensorReport:
     inner_codec: str = ""     # video anchor: the inner encoder and its version
     inner_bits: int = 0       # video anchor: bits of the inner bitstream alone
     inner_seconds: float = 0.0    # video anchor: wall time of the external encoder alone
+    shared_picture: bool = False  # video anchor: the tiles lie in the preceding tensor's picture
 
     @property
     def bits_per_feature_point(self):
@@ -179,10 +180,9 @@ def code_anchor_tensors(tensors, options, step_offsets, step_allocator):
     seconds = time.perf_counter() - start
     total_inner = sum(coding.encoder_seconds for coding in codings) or 1.0
     # the wall time goes to the tensors that carry a picture, in proportion to their inner encoders
-    coded = [CodedTensor(spec=coding.spec, payload=coding.payload, reconstruction=coding.reconstruction,
-                         seconds=seconds * coding.encoder_seconds / total_inner, inner_codec=coding.encoder_info,
-                         inner_seconds=coding.encoder_seconds) for coding in codings]
-    return coded
+    return [CodedTensor(spec=coding.spec, payload=coding.payload, reconstruction=coding.reconstruction,
+                        seconds=seconds * coding.encoder_seconds / total_inner, inner_codec=coding.encoder_info,
+                        inner_seconds=coding.encoder_seconds) for coding in codings]
 
 
 # The coder of each value of the Tool option: (tensors, options, step offsets, step allocator) -> [CodedTensor].
@@ -216,7 +216,8 @@ def encode_features(tensors, options, step_offsets=None, step_allocator=None, tr
                                     mse=float(np.mean(error ** 2)), seconds=coded.seconds,
                                     inner_codec=coded.inner_codec,
                                     inner_bits=8 * len(coded.payload) if coded.spec.tool == Tool.VIDEO_ANCHOR else 0,
-                                    inner_seconds=coded.inner_seconds))
+                                    inner_seconds=coded.inner_seconds,
+                                    shared_picture=coded.spec.anchor is not None and coded.spec.anchor.shared_picture))
 
     units = [_syntax_unit(UnitType.FEATURE_PARAMETER_SET, feature_parameter_set, SyntaxStructure(
         fps_num_tensors_minus1=len(specs) - 1, fps_tensors=[to_tensor_info(s) for s in specs],

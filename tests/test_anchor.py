@@ -377,7 +377,7 @@ def test_cli_round_trip_with_traces(tmp_path):
     enc = run_app("encode", "-c", ANCHOR_CFG, "-i", tmp_path / "f.npy", "-o", tmp_path / "out.bin",
                   "--QP=27", "--trace", tmp_path / "enc.trace")
     assert enc.returncode == 0, enc.stderr
-    assert "x265 3." in enc.stdout and "video anchor, InnerCodec hevc, QP 27" in enc.stdout
+    assert "x265 3." in enc.stdout and "video anchor, InnerCodec hevc, AnchorPacking frame, QP 27" in enc.stdout
     dec = run_app("decode", "-i", tmp_path / "out.bin", "-o", tmp_path / "rec.npy", "--trace", tmp_path / "dec.trace")
     assert dec.returncode == 0, dec.stderr
     assert "OK]" in dec.stdout
