@@ -69,7 +69,8 @@ def to_tensor_info(spec):
 
 def to_video_anchor_params(anchor):
     info = anchor.encoder_info.encode("utf-8")
-    s = SyntaxStructure(va_shared_picture_flag=int(anchor.shared_picture), va_inner_codec_idc=anchor.inner_codec, va_bit_depth_minus8=anchor.bit_depth - 8,
+    s = SyntaxStructure(va_shared_picture_flag=int(anchor.shared_picture), va_inner_codec_idc=anchor.inner_codec,
+                        va_bit_depth_minus8=anchor.bit_depth - 8,
                         va_min_value=anchor.min_value, va_max_value=anchor.max_value,
                         va_picture_width_minus1=anchor.picture_width - 1,
                         va_picture_height_minus1=anchor.picture_height - 1,

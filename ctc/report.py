@@ -253,7 +253,8 @@ def write_report(out, data=None):
         r["pixels"] for r in ref_records)
     md += [_table(["metric", "value [95 % CI]"], ref_rows),
            f"R_0 = {UNCOMPRESSED_BITS_PER_POINT:g} bits per feature point (float32) = {r0_bpp:.2f} bits per "
-           f"original-image pixel; {feature_points:,.0f} feature points per image; front (nn_part_1) {1000 * np.mean([r['nn_part_1_s'] for r in ref_records]):.1f} ms, "
+           f"original-image pixel; {feature_points:,.0f} feature points per image; front (nn_part_1) "
+           f"{1000 * np.mean([r['nn_part_1_s'] for r in ref_records]):.1f} ms, "
            f"back (nn_part_2) {1000 * np.mean([r['nn_part_2_s'] for r in ref_records]):.1f} ms per image.", ""]
     md += ["## BD-rate vs the anchor", "",
            f"{axis_name.capitalize()} at equal quality, each tool vs {labels[config.anchor]} (negative = fewer bits). "

@@ -2,8 +2,8 @@
 
     read_units ─► feature_parameter_set ─► per tensor, by its tool:
         token-wise SQ: entropy payload ─► levels, step offsets ─► q·Δ_t ─► dtype
-        video anchor:  inner bitstream ─► external video decoder ─► picture (once, shared by the
-                       tensors whose va_shared_picture_flag is 1) ─► tiles ─► levels ─► m + v·(M − m)/L ─► dtype
+        video anchor:  inner bitstream ─► external video decoder ─► picture (decoded once for
+                       the tensors that share it) ─► tiles ─► levels ─► m + v·(M − m)/L ─► dtype
     ─► (hash check)
 
 Imports only `common/` (and its own inner_codec module); token-wise decoding needs numpy and

@@ -4,9 +4,9 @@
       │ letterbox: r = 640 / max(H0, W0); resize (OpenCV INTER_LINEAR) to (round(W0·r), round(H0·r));
       │            pad with 114 to 640×640 (top/left round(d − 0.1), bottom/right round(d + 0.1)); / 255
       ▼
-    front ─ backbone: layers 0..9 ──────────── split "backbone": C3, C4, C5 (layers 4, 6, 9)
-          ─ PAN neck: layers 10..23 ────────── split "neck" (default): P3, P4, P5 (layers 17, 20, 23)
-      ▼                                         64×80×80, 128×40×40, 256×20×20 at 640×640
+    front ─ backbone: layers 0..9 ──── split "backbone": C3, C4, C5 (layers 4, 6, 9)
+          ─ PAN neck: layers 10..23 ── split "neck" (default): P3, P4, P5 (layers 17, 20, 23)
+      ▼                                  64×80×80, 128×40×40, 256×20×20 at 640×640
     back  ─ (neck, for the backbone split) ─ Detect (layer 24): per level a 1×1 conv to 3 × 85,
             sigmoid, xy = (2σ − 0.5 + grid) · stride, wh = (2σ)² · anchor ─► B × 25200 × 85
       ▼
@@ -234,7 +234,8 @@ def load_weights(model: Yolov5n, path) -> None:
     from safetensors import SafetensorError, safe_open
 
     if not os.path.isfile(path):
-        raise InputError(f"YOLOv5n weight file not found: {path} (e.g. ../shared/data/weights/yolov5n_coco.safetensors)")
+        raise InputError(f"YOLOv5n weight file not found: {path} "
+                         "(e.g. ../shared/data/weights/yolov5n_coco.safetensors)")
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
