@@ -120,6 +120,7 @@ def detection_demo(args):
     import torch
     from safetensors import safe_open
 
+    from common.errors import InputError
     from ctc.datasets import read_rgb
     from ctc.tasks.yolov5n import Yolov5n, letterbox, non_max_suppression, scale_boxes, to_input
 
@@ -129,9 +130,12 @@ def detection_demo(args):
     stream_path = os.path.join(args.out, f"{stem}_yolov5n_p3p5.bin")
     decoded_path = os.path.join(args.out, f"{stem}_yolov5n_p3p5_rec.npz")
     picture_path = os.path.join(args.out, f"{stem}_yolov5n_detections.png")
+    try:
+        net = Yolov5n(args.yolo_weights)
+    except InputError as exc:
+        sys.exit(f"demo: {exc}")
     with safe_open(args.yolo_weights, framework="pt") as f:
-        names = json.loads(f.metadata()["names"])
-    net = Yolov5n(args.yolo_weights)
+        names = json.loads(f.metadata().get("names", "[]")) or [str(k) for k in range(80)]
     rgb = read_rgb(args.yolo_image)
     letterboxed, placement = letterbox(rgb)
     with torch.no_grad():
