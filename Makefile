@@ -13,8 +13,13 @@ APT_TOOLS := x265 libde265-examples
 demo: $(STAMP)
 	$(PY) -m ctc.demo $(DEMO_ARGS)
 
+# The real VVC codecs (VTM, VVenC, VVdeC) beside the project, when present: their tests run
+# against them; elsewhere they skip and the stand-in-program tests cover the plumbing.
+VVC_BIN := $(abspath ../shared/tools/vvc/bin)
+TEST_PATH := $(if $(wildcard $(VVC_BIN)/EncoderAppStatic),$(VVC_BIN):)$(PATH)
+
 test: $(STAMP)
-	$(PY) -m pytest -q
+	PATH="$(TEST_PATH)" $(PY) -m pytest -q
 
 $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory system-tools

@@ -1,4 +1,4 @@
-"""Running the external programs the anchors use (x265, libde265-dec265, VTM).
+"""Running the external programs the anchors use (x265, libde265-dec265, VTM, VVenC, VVdeC).
 
 Both sides run one: the encoder an inner video encoder (and, in the loop, the
 decoder), the decoder an inner video decoder. Every failure becomes one
@@ -20,6 +20,8 @@ INSTALL_HINTS = {
     "libde265-dec265": "install it with `apt-get install libde265-examples` (or `make system-tools`)",
     "EncoderAppStatic": "build VTM (https://vcgit.hhi.fraunhofer.de/jvet/VVCSoftware_VTM) and put its bin/ on PATH",
     "DecoderAppStatic": "build VTM (https://vcgit.hhi.fraunhofer.de/jvet/VVCSoftware_VTM) and put its bin/ on PATH",
+    "vvencFFapp": "build VVenC (https://github.com/fraunhoferhhi/vvenc) and put its bin/ on PATH",
+    "vvdecapp": "build VVdeC (https://github.com/fraunhoferhhi/vvdec) and put its bin/ on PATH",
 }
 
 

@@ -144,10 +144,31 @@ class CtcConfig:
         """Hash of everything that determines a record: the resolved encoder options of every
         rate point, the task and the dataset kind (a resumed run must match it)."""
         points = {tool.name: [_point_fingerprint(tool, point) for point in tool.rate_points] for tool in self.tools}
-        task = {key: value for key, value in self.task.items() if key != "weights"}
-        text = json.dumps({"task": task, "dataset": self.dataset.get("kind"), "points": points},
+        text = json.dumps({"task": self._task_key(), "dataset": self.dataset.get("kind"), "points": points},
                           sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def shares_records_with(self, other):
+        """Whether every record `other` made is a record of this configuration too: the same task
+        and dataset kind, and each (tool, rate point) both hold resolves to the same options.
+        Tools and rate points only one of them has do not matter (records are keyed by both)."""
+        if self._task_key() != other._task_key() or self.dataset.get("kind") != other.dataset.get("kind"):
+            return False
+        theirs = {tool.name: tool for tool in other.tools}
+        for tool in self.tools:
+            if tool.name not in theirs:
+                continue
+            if tool.kind != theirs[tool.name].kind:
+                return False
+            their_points = {point.key: point for point in theirs[tool.name].rate_points}
+            for point in tool.rate_points:
+                if point.key in their_points and (_point_fingerprint(tool, point)
+                                                  != _point_fingerprint(theirs[tool.name], their_points[point.key])):
+                    return False
+        return True
+
+    def _task_key(self):
+        return {key: value for key, value in self.task.items() if key != "weights"}
 
 
 def _point_fingerprint(tool, point):

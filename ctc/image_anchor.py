@@ -94,7 +94,7 @@ def code_image(rgb, qp):
     height, width = rgb.shape[:2]
     planes = to_planes_420(rgb)
     start = time.perf_counter()
-    inner = encode_picture(InnerCodec.HEVC, planes, 8, qp, chroma_format="420", extra_args=X265_IMAGE_ARGS)
+    inner = encode_picture("hevc", planes, 8, qp, chroma_format="420", extra_args=X265_IMAGE_ARGS)
     encode_seconds = time.perf_counter() - start
     start = time.perf_counter()
     decoded = decode_picture(InnerCodec.HEVC, inner.data, planes[0].shape[1], planes[0].shape[0], 8, "420")

@@ -184,17 +184,57 @@ def plan_jobs(config, samples, done):
 
 
 def check_out_dir(out, config, config_path):
-    """Refuse to mix records of different configurations in one folder."""
+    """Refuse to mix records of different configurations in one folder. A configuration that only
+    adds tools or rate points to the folder's (same task, same options for every (tool, rate point)
+    both have) extends it: the records already there are kept and only the new ones computed."""
     run_file = out / RUN_FILE
     fingerprint = config.fingerprint()
     if run_file.is_file():
         previous = json.loads(run_file.read_text())
         if previous.get("fingerprint") != fingerprint:
-            raise ConfigError(f"{out} holds records of another configuration ({previous.get('config')}, "
-                              f"fingerprint {previous.get('fingerprint')}; this one is {fingerprint}): "
-                              "choose another --out or delete it")
+            if not _extends(config, out, previous):
+                raise ConfigError(f"{out} holds records of another configuration ({previous.get('config')}, "
+                                  f"fingerprint {previous.get('fingerprint')}; this one is {fingerprint}): "
+                                  "choose another --out or delete it")
+            previous["extended_from"] = previous.get("extended_from", []) + [previous["fingerprint"]]
+            previous["fingerprint"] = fingerprint
         return previous
     return {"config": config.name, "fingerprint": fingerprint, "runs": []}
+
+
+def _extends(config, out, previous):
+    """Whether `config` extends the folder's configuration: its snapshot still resolves to the
+    fingerprint the records were made under (no cfg file changed since), and shares its records."""
+    from ctc.config import load_config
+
+    try:
+        before = load_config(out / CONFIG_SNAPSHOT)
+    except FcrsError:
+        return False
+    return before.fingerprint() == previous.get("fingerprint") and config.shares_records_with(before)
+
+
+def check_programs(config):
+    """Every external codec the tools need is on PATH, before any work starts (one error line
+    naming the tool otherwise)."""
+    from common.codepoints import InnerCodec
+    from common.external_tool import find_tool
+    from decoder.inner_codec import decoder_program
+    from encoder.inner_codec import INNER_ENCODERS
+
+    for tool in config.tools:
+        try:
+            if tool.kind == "image":
+                codec, encoder = InnerCodec.HEVC, "x265"
+            else:
+                options = tool.encoder_options(tool.rate_points[0])
+                if options["Tool"] != "anchor":
+                    continue
+                codec, encoder = INNER_ENCODERS[options["InnerCodec"]]
+            find_tool(encoder)
+            find_tool(decoder_program(codec))
+        except FcrsError as exc:
+            raise type(exc)(f"tool {tool.name}: {exc}") from None
 
 
 def environment():
@@ -206,14 +246,16 @@ def environment():
         versions["torch"] = torch.__version__
     except ImportError:
         pass
-    try:
-        from common.codepoints import InnerCodec
-        from decoder.inner_codec import decoder_version
-        from encoder.inner_codec import encoder_version
-        versions["x265"] = encoder_version(InnerCodec.HEVC)
-        versions["libde265"] = decoder_version(InnerCodec.HEVC)
-    except FcrsError:
-        pass
+    from common.codepoints import InnerCodec
+    from decoder.inner_codec import decoder_version
+    from encoder.inner_codec import encoder_version
+    codecs = {"x265": lambda: encoder_version("hevc"), "libde265": lambda: decoder_version(InnerCodec.HEVC),
+              "vvenc": lambda: encoder_version("vvenc"), "vvc_decoder": lambda: decoder_version(InnerCodec.VVC)}
+    for name, version in codecs.items():
+        try:
+            versions[name] = version()
+        except FcrsError:
+            pass          # not installed: the run uses no such codec
     return versions
 
 
@@ -224,6 +266,7 @@ def run(config, config_path, out, data=None, weights=None, workers=1, limit=None
         from ctc.tasks.evaluation import missing_weights_message
 
         raise ConfigError(missing_weights_message(config.task["network"]))
+    check_programs(config)
     root = dataset_root(config, data)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,11 @@
 """Decoding a video anchor's inner bitstream with an external video decoder.
 
     HEVC: libde265-dec265 -q -t 0 -o rec.yuv inner.bit
-    VVC:  DecoderAppStatic -b inner.bit -o rec.yuv -d <bit depth>
+    VVC:  DecoderAppStatic -b inner.bit -o rec.yuv -d <bit depth>     (VTM, when on PATH)
+          vvdecapp -b inner.bit -o rec.yuv -t 1                      (VVdeC, otherwise)
+
+Both VVC decoders conform, so either gives the same samples; FCRS_VVC_DECODER=vtm or
+=vvdec in the environment chooses one.
 
 The decoder writes planar YUV (samples of more than 8 bits as little-endian
 16-bit words); its files live in a TemporaryDirectory that is removed whatever
@@ -10,15 +14,36 @@ size is a BitstreamError; a missing or failing program an ExternalToolError.
 """
 
 import os
+import re
+import shutil
 import tempfile
 
 import numpy as np
 
 from common.codepoints import InnerCodec
-from common.errors import BitstreamError
+from common.errors import BitstreamError, ExternalToolError
 from common.external_tool import run_tool
 
-DECODER_PROGRAMS = {InnerCodec.HEVC: "libde265-dec265", InnerCodec.VVC: "DecoderAppStatic"}
+HEVC_DECODER = "libde265-dec265"
+VVC_DECODERS = {"vtm": "DecoderAppStatic", "vvdec": "vvdecapp"}      # in order of preference
+VVC_DECODER_VARIABLE = "FCRS_VVC_DECODER"
+
+
+def decoder_program(codec):
+    """The external decoder of `codec`: for VVC the one FCRS_VVC_DECODER names, else VTM's
+    DecoderAppStatic when on PATH, else vvdecapp (the not-found error names both)."""
+    if InnerCodec(codec) == InnerCodec.HEVC:
+        return HEVC_DECODER
+    chosen = os.environ.get(VVC_DECODER_VARIABLE, "")
+    if chosen:
+        if chosen not in VVC_DECODERS:
+            raise ExternalToolError(f"{VVC_DECODER_VARIABLE}={chosen}: choose one of {', '.join(VVC_DECODERS)}")
+        return VVC_DECODERS[chosen]
+    for program in VVC_DECODERS.values():
+        if shutil.which(program):
+            return program
+    raise ExternalToolError("no VVC decoder on PATH: put VTM's DecoderAppStatic or VVdeC's vvdecapp there "
+                            "(e.g. ../shared/tools/vvc/bin)")
 STANDARD_NAMES = {InnerCodec.HEVC: "HEVC", InnerCodec.VVC: "VVC"}
 
 
@@ -38,7 +63,7 @@ def decode_picture(codec, bitstream, width, height, bit_depth, chroma_format="40
     """The planes of the single picture an inner bitstream holds: [luma] for 4:0:0,
     [luma, cb, cr] for 4:2:0, each an (H, W) array of B-bit samples."""
     codec = InnerCodec(codec)
-    program = DECODER_PROGRAMS[codec]
+    program = decoder_program(codec)
     shapes = plane_shapes(width, height, chroma_format)
     dtype = sample_dtype(bit_depth)
     expected = sum(h * w for h, w in shapes) * dtype.itemsize
@@ -53,6 +78,8 @@ def decode_picture(codec, bitstream, width, height, bit_depth, chroma_format="40
             f.write(bitstream)
         if codec == InnerCodec.HEVC:
             run_tool([program, "-q", "-t", "0", "-o", output_path, stream_path])
+        elif program == VVC_DECODERS["vvdec"]:
+            run_tool([program, "-b", stream_path, "-o", output_path, "-t", "1"])
         else:
             run_tool([program, "-b", stream_path, "-o", output_path, "-d", str(bit_depth)])
         size = os.path.getsize(output_path) if os.path.isfile(output_path) else 0
@@ -68,10 +95,14 @@ def decode_picture(codec, bitstream, width, height, bit_depth, chroma_format="40
 
 
 def decoder_version(codec):
-    """Informative: the external decoder's name and version (first line of its help)."""
-    program = DECODER_PROGRAMS[InnerCodec(codec)]
-    if codec == InnerCodec.HEVC:
+    """Informative: the external decoder's name and version (from its help or version text)."""
+    program = decoder_program(codec)
+    if program == HEVC_DECODER:
         done = run_tool([program, "--help"])
         text = (done.stdout + done.stderr).decode("utf-8", "replace").split()
         return " ".join(text[:2]) if text else program
+    if program == VVC_DECODERS["vvdec"]:
+        done = run_tool([program, "--version"])
+        found = re.search(r"version (\S+)", (done.stdout + done.stderr).decode("utf-8", "replace"))
+        return f"VVdeC {found.group(1)}" if found else program
     return program

@@ -1,15 +1,24 @@
 """Coding one picture with an external video encoder: the anchors' inner codecs.
 
-    HEVC: x265 --input in.yuv --input-res WxH --fps 1 --frames 1 --input-csp i400
-               --input-depth 10 --output-depth 10 --profile main444-10-intra --qp QP
-               --ipratio 1 --no-info --frame-threads 1 --pools 1 -o out.hevc
-    VVC:  EncoderAppStatic [-c encoder_intra_vtm.cfg] -i in.yuv -b out.bit -wdt W -hgt H
-               -fr 1 -f 1 -q QP --InputBitDepth=10 --InternalBitDepth=10 --OutputBitDepth=10
-               --InputChromaFormat=400 --ChromaFormatIDC=400 --ConformanceWindowMode=1
+    hevc:  x265 --input in.yuv --input-res WxH --fps 1 --frames 1 --input-csp i400
+                --input-depth 10 --output-depth 10 --profile main444-10-intra --qp QP
+                --ipratio 1 --no-info --frame-threads 1 --pools 1 -o out.hevc
+    vtm:   EncoderAppStatic -c encoder_intra_vtm.cfg -i in.yuv -b out.bit -o rec.yuv -wdt W -hgt H
+                -fr 1 -f 1 -q QP --InputBitDepth=10 --InternalBitDepth=10 --OutputBitDepth=10
+                --InputChromaFormat=400 --ChromaFormatIDC=400 --ConformanceWindowMode=1
+    vvenc: vvencFFapp -i in.yuv -b out.bit -o rec.yuv --SourceWidth W --SourceHeight H -fr 1 -f 1
+                --InputChromaFormat 400 --InputBitDepth 10 --InternalBitDepth 10 --OutputBitDepth 10
+                --preset PRESET -q QP --IntraQPOffset 0 --IntraPeriod 1 --Threads 1
 
-The same function codes the image anchor's 8-bit 4:2:0 pictures (ctc/image_anchor.py).
-Files live in a TemporaryDirectory that is removed whatever happens; a missing or
-failing program is an ExternalToolError quoting its error line.
+vtm and vvenc both write VVC streams (va_inner_codec_idc 1) that either VVC decoder decodes.
+VTM takes MPEG's all-intra settings from encoder_intra_vtm.cfg (VtmEncoderCfg, by default
+the file beside EncoderAppStatic); vvencFFapp is the VVenC app that accepts
+--IntraQPOffset 0, so its intra picture is coded at QP as VTM's is (vvencapp codes it
+3 QP finer). The VVC encoders' reconstructions come back with the stream, so the anchor
+can check the decoder's output against them. The same function codes the image
+anchor's 8-bit 4:2:0 pictures with x265 (ctc/image_anchor.py). Files live in a
+TemporaryDirectory that is removed whatever happens; a missing or failing program is
+an ExternalToolError quoting its error line.
 """
 
 import os
@@ -25,7 +34,11 @@ from common.errors import ConfigError
 from common.external_tool import find_tool, run_tool
 from decoder.inner_codec import plane_shapes, sample_dtype
 
-ENCODER_PROGRAMS = {InnerCodec.HEVC: "x265", InnerCodec.VVC: "EncoderAppStatic"}
+# InnerCodec option value -> (standard of the stream, encoder program)
+INNER_ENCODERS = {"hevc": (InnerCodec.HEVC, "x265"), "vtm": (InnerCodec.VVC, "EncoderAppStatic"),
+                  "vvenc": (InnerCodec.VVC, "vvencFFapp")}
+VTM_INTRA_CFG = "encoder_intra_vtm.cfg"       # MPEG's all-intra settings, shipped beside VTM's apps
+VVENC_PRESETS = ("faster", "fast", "medium", "slow", "slower")
 INNER_QP_RANGE = (0, 51)      # the QP both standards accept at every bit depth
 
 # x265 profile per (chroma format, bit depth): the intra / still-picture profiles.
@@ -37,12 +50,13 @@ class InnerStream:
     data: bytes               # the Annex B byte stream of one picture
     encoder_info: str         # the program and its version, e.g. "x265 3.5+1-f0c1022b6"
     seconds: float            # wall time of the external encoder
+    reconstruction: np.ndarray = None   # VVC encoders: the luma plane they reconstructed
 
 
-def encode_picture(codec, planes, bit_depth, qp, chroma_format="400", vtm_cfg="", extra_args=()):
-    """One intra picture (planes: [luma] or [luma, cb, cr] arrays of B-bit samples) coded
-    with the external encoder of `codec` at `qp`. Returns an InnerStream."""
-    codec = InnerCodec(codec)
+def encode_picture(encoder, planes, bit_depth, qp, chroma_format="400", vtm_cfg="", vvenc_preset="medium",
+                   extra_args=()):
+    """One intra picture (planes: [luma] or [luma, cb, cr] arrays of B-bit samples) coded by
+    `encoder` (an INNER_ENCODERS key) at `qp`. Returns an InnerStream."""
     if not INNER_QP_RANGE[0] <= qp <= INNER_QP_RANGE[1]:
         raise ConfigError(f"QP {qp}: the inner codec's QP must lie in [{INNER_QP_RANGE[0]}, {INNER_QP_RANGE[1]}]")
     height, width = planes[0].shape
@@ -51,32 +65,45 @@ def encode_picture(codec, planes, bit_depth, qp, chroma_format="400", vtm_cfg=""
     with tempfile.TemporaryDirectory(prefix="fcrs-inner-") as folder:
         input_path = os.path.join(folder, "in.yuv")
         output_path = os.path.join(folder, "out.bit")
+        recon_path = os.path.join(folder, "rec.yuv")
         dtype = sample_dtype(bit_depth)
         with open(input_path, "wb") as f:
             for plane in planes:
                 f.write(np.ascontiguousarray(plane, dtype=dtype).tobytes())
-        start = time.perf_counter()
-        if codec == InnerCodec.HEVC:
-            done = run_tool(_x265_command(input_path, output_path, width, height, bit_depth, qp, chroma_format)
-                            + list(extra_args))
-            info = _version(done, r"HEVC encoder version (\S+)", "x265")
+        if encoder == "hevc":
+            command = _x265_command(input_path, output_path, width, height, bit_depth, qp, chroma_format)
+            version = (r"HEVC encoder version (\S+)", "x265")
+        elif encoder == "vtm":
+            command = _vtm_command(input_path, output_path, recon_path, width, height, bit_depth, qp,
+                                   chroma_format, vtm_cfg)
+            version = (r"VTM Encoder Version ([^\s\[]+)", "VTM")
         else:
-            done = run_tool(_vtm_command(input_path, output_path, width, height, bit_depth, qp, chroma_format,
-                                         vtm_cfg) + list(extra_args))
-            info = _version(done, r"VTM Encoder Version ([^\s\[]+)", "VTM")
+            command = _vvenc_command(input_path, output_path, recon_path, width, height, bit_depth, qp,
+                                     chroma_format, vvenc_preset)
+            version = (r"VVenC, the Fraunhofer H.266/VVC Encoder, version (\S+)", "VVenC")
+        start = time.perf_counter()
+        done = run_tool(command + list(extra_args))
         seconds = time.perf_counter() - start
+        info = _version(done, *version)
+        if encoder == "vvenc":
+            info += f" {vvenc_preset}"
         with open(output_path, "rb") as f:
             data = f.read()
-    return InnerStream(data=data, encoder_info=info, seconds=seconds)
+        reconstruction = None
+        if encoder != "hevc" and os.path.isfile(recon_path):
+            luma = np.fromfile(recon_path, dtype=dtype, count=width * height)
+            reconstruction = luma.reshape(height, width) if luma.size == width * height else luma
+    return InnerStream(data=data, encoder_info=info, seconds=seconds, reconstruction=reconstruction)
 
 
-def encoder_version(codec):
-    """'<program> <version>' of the external encoder on PATH (x265: from `x265 --version`;
-    VTM: the program name, its version is only in its encoding log)."""
-    codec = InnerCodec(codec)
-    if codec == InnerCodec.HEVC:
+def encoder_version(encoder):
+    """'<program> <version>' of an inner encoder on PATH (x265 and VVenC report it; VTM's
+    version is only in its encoding log, so it is named alone)."""
+    if encoder == "hevc":
         return _version(run_tool(["x265", "--version"]), r"HEVC encoder version (\S+)", "x265")
-    find_tool(ENCODER_PROGRAMS[codec])
+    if encoder == "vvenc":
+        return _version(run_tool(["vvencFFapp", "--version"]), r"version (\S+)", "VVenC")
+    find_tool(INNER_ENCODERS[encoder][1])
     return "VTM"
 
 
@@ -101,17 +128,31 @@ def _x265_command(input_path, output_path, width, height, bit_depth, qp, chroma_
             "-o", output_path]
 
 
-def _vtm_command(input_path, output_path, width, height, bit_depth, qp, chroma_format, vtm_cfg):
-    command = ["EncoderAppStatic"]
-    if vtm_cfg:
+def _vtm_command(input_path, output_path, recon_path, width, height, bit_depth, qp, chroma_format, vtm_cfg):
+    program = find_tool("EncoderAppStatic")
+    if not vtm_cfg:
+        vtm_cfg = os.path.join(os.path.dirname(program), VTM_INTRA_CFG)
         if not os.path.isfile(vtm_cfg):
-            raise ConfigError(f"VtmEncoderCfg: file not found: {vtm_cfg}")
-        command += ["-c", vtm_cfg]
-    return command + ["-i", input_path, "-b", output_path, "-wdt", str(width), "-hgt", str(height),
-                      "-fr", "1", "-f", "1", "-q", str(qp), f"--InputBitDepth={bit_depth}",
-                      f"--InternalBitDepth={bit_depth}", f"--OutputBitDepth={bit_depth}",
-                      f"--InputChromaFormat={chroma_format}", f"--ChromaFormatIDC={chroma_format}",
-                      "--ConformanceWindowMode=1"]
+            raise ConfigError(f"VTM needs its all-intra settings and none lie beside {program}: set VtmEncoderCfg "
+                              f"to VTM's cfg/{VTM_INTRA_CFG}")
+    elif not os.path.isfile(vtm_cfg):
+        raise ConfigError(f"VtmEncoderCfg: file not found: {vtm_cfg}")
+    return ["EncoderAppStatic", "-c", vtm_cfg, "-i", input_path, "-b", output_path, "-o", recon_path,
+            "-wdt", str(width), "-hgt", str(height), "-fr", "1", "-f", "1", "-q", str(qp),
+            f"--InputBitDepth={bit_depth}", f"--InternalBitDepth={bit_depth}", f"--OutputBitDepth={bit_depth}",
+            f"--InputChromaFormat={chroma_format}", f"--ChromaFormatIDC={chroma_format}",
+            "--ConformanceWindowMode=1"]
+
+
+def _vvenc_command(input_path, output_path, recon_path, width, height, bit_depth, qp, chroma_format, preset):
+    if preset not in VVENC_PRESETS:
+        raise ConfigError(f"VvencPreset {preset!r}: choose one of {', '.join(VVENC_PRESETS)}")
+    return ["vvencFFapp", "-i", input_path, "-b", output_path, "-o", recon_path,
+            "--SourceWidth", str(width), "--SourceHeight", str(height), "-fr", "1", "-f", "1",
+            "--InputChromaFormat", chroma_format, "--InputBitDepth", str(bit_depth),
+            "--InternalBitDepth", str(bit_depth), "--OutputBitDepth", str(bit_depth),
+            # IntraQPOffset 0: the intra picture at QP (as VTM codes it); one thread: reproducible output
+            "--preset", preset, "-q", str(qp), "--IntraQPOffset", "0", "--IntraPeriod", "1", "--Threads", "1"]
 
 
 def _version(done, pattern, program):

@@ -38,7 +38,11 @@ OPTIONS = (
            lo=1e-9, hi=1e9),
     Option("RandomSeed", int, 0, "seed of the token permutation of StepAllocation random", lo=0, hi=2**31 - 1),
     Option("InnerCodec", str, "hevc", "anchor: inner video codec: hevc (x265, decoded by libde265-dec265), "
-           "vtm (VVC with VTM's EncoderAppStatic / DecoderAppStatic from PATH)", choices=("hevc", "vtm")),
+           "vtm (VVC with VTM's EncoderAppStatic, MPEG's anchor encoder), vvenc (VVC with VVenC's vvencFFapp, "
+           "much faster); VVC streams are decoded by VTM's DecoderAppStatic or VVdeC's vvdecapp from PATH",
+           choices=("hevc", "vtm", "vvenc")),
+    Option("VvencPreset", str, "medium", "anchor with InnerCodec vvenc: VVenC's speed preset",
+           choices=("faster", "fast", "medium", "slow", "slower")),
     Option("AnchorPacking", str, "frame", "anchor: frame (MPEG-VCM's feature anchor: all channels of all tensors "
            "tiled into one picture, each tensor a full-width band) or tensor (one picture per tensor)",
            choices=("frame", "tensor")),
@@ -48,8 +52,8 @@ OPTIONS = (
            "quantisation (inf: no truncation)", lo=-math.inf, hi=math.inf),
     Option("InnerCodecInfo", bool, True, "anchor: record the inner encoder's name and version in the stream "
            "(va_encoder_info, about 20 bytes per tensor)"),
-    Option("VtmEncoderCfg", str, "", "anchor with InnerCodec vtm: VTM encoder cfg passed with -c (MPEG "
-           "anchors: VTM's cfg/encoder_intra_vtm.cfg); empty: VTM's defaults for one intra picture"),
+    Option("VtmEncoderCfg", str, "", "anchor with InnerCodec vtm: VTM encoder cfg passed with -c; empty: the "
+           "encoder_intra_vtm.cfg beside EncoderAppStatic (MPEG's all-intra anchor settings)"),
 )
 
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}

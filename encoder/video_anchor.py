@@ -4,10 +4,11 @@
     ─► levels v = round((f − m) / s), s = (M − m) / 1023 ─► tiles
     ─► one 10-bit 4:0:0 picture per tensor (AnchorPacking tensor), or one for all (frame:
        MPEG-VCM's packing, each tensor a full-width band below the previous one)
-    ─► x265 (or VTM) intra at QP ─► inner bitstream = tdu_entropy_payload of the picture's first tensor
+    ─► x265, VTM or VVenC intra at QP ─► inner bitstream = tdu_entropy_payload of the picture's first tensor
+       (the VVC encoders' reconstruction must equal the decoder's picture)
 
-The reconstruction comes from the decoder's own code (libde265-dec265 or VTM's
-DecoderApp on the inner bitstream), so the encoder's decoded-feature hash is
+The reconstruction comes from the decoder's own code (libde265-dec265, VTM's
+DecoderApp or VVdeC on the inner bitstream), so the encoder's decoded-feature hash is
 what the decoder will compute. Only the choices live here (truncation, tile
 layout, padding, the inner encoder); the format is in common/video_anchor.py.
 """
@@ -19,17 +20,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from common.codepoints import InnerCodec, Layout, Tool
-from common.errors import ConfigError, InputError
+from common.errors import ConfigError, ExternalToolError, InputError
 from common.features import TensorSpec
 from common.syntax_structures import MAX_NAME_BYTES
 from common.video_anchor import (ANCHOR_BIT_DEPTH, F32_MAX, MAX_PICTURE_DIM, MAX_PICTURE_SAMPLES, AnchorParams,
                                  place_levels, tile_grid)
 from decoder.decoder import InnerPicture, video_anchor_tensor
-from encoder.inner_codec import encode_picture
+from encoder.inner_codec import INNER_ENCODERS, encode_picture
 
 PICTURE_ALIGNMENT = 8          # picture sizes: multiples of the minimum coding block of HEVC and VVC
 MIN_PICTURE_SIZE = 64          # x265 refuses pictures smaller than one 64×64 CTU
-INNER_CODECS = {"hevc": InnerCodec.HEVC, "vtm": InnerCodec.VVC}
 
 
 @dataclass(frozen=True)
@@ -166,7 +166,7 @@ def _code_picture(quantised, options):
                              "gives each its own picture)")
         name, shape = quantised[0].spec.name, quantised[0].spec.shape
         raise InputError(f"{f'tensor {name!r}' if name else 'the input tensor'}: shape {shape} does not fit in {limit}")
-    codec = INNER_CODECS[options["InnerCodec"]]
+    codec = INNER_ENCODERS[options["InnerCodec"]][0]
     picture = np.full((layout.height, layout.width), quantised[0].zero_level, dtype=np.uint16)
     specs = []
     for index, (tensor, (tile_channels, tile_columns, origin_y)) in enumerate(zip(quantised, layout.tensors)):
@@ -176,11 +176,15 @@ def _code_picture(quantised, options):
                               origin_x=0, origin_y=origin_y)
         place_levels(picture, tensor.spec.layout, tensor.spec.shape, tensor.levels, params, fill=tensor.zero_level)
         specs.append(dataclasses.replace(tensor.spec, tool=Tool.VIDEO_ANCHOR, qp=0, step_map=False, anchor=params))
-    inner = encode_picture(codec, [picture], ANCHOR_BIT_DEPTH, options["QP"], vtm_cfg=options["VtmEncoderCfg"])
+    inner = encode_picture(options["InnerCodec"], [picture], ANCHOR_BIT_DEPTH, options["QP"],
+                           vtm_cfg=options["VtmEncoderCfg"], vvenc_preset=options["VvencPreset"])
     if options["InnerCodecInfo"]:
         info = inner.encoder_info.encode("utf-8")[:MAX_NAME_BYTES].decode("utf-8", "ignore")
         specs[0] = dataclasses.replace(specs[0], anchor=dataclasses.replace(specs[0].anchor, encoder_info=info))
     decoded = InnerPicture(specs[0].anchor, inner.data)       # the decoder's own code reconstructs
+    if inner.reconstruction is not None and not np.array_equal(inner.reconstruction, decoded.picture()):
+        raise ExternalToolError(f"{inner.encoder_info}'s reconstruction differs from the decoded picture: the "
+                                "inner encoder and decoder disagree")
     return [AnchorCoding(spec=spec, payload=inner.data if index == 0 else b"",
                          reconstruction=video_anchor_tensor(spec, decoded.picture()),
                          encoder_info=inner.encoder_info if index == 0 else "",

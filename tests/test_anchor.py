@@ -532,9 +532,11 @@ FAKE_VTM_ENCODER = """
     value = lambda flag: args[args.index(flag) + 1]
     width, height = int(value("-wdt")), int(value("-hgt"))
     assert "--InputChromaFormat=400" in args and "--InternalBitDepth=10" in args and value("-f") == "1"
+    assert value("-c").endswith("encoder_intra_vtm.cfg")
     data = open(value("-i"), "rb").read()
     assert len(data) == 2 * width * height
     open(value("-b"), "wb").write(data)              # an identity "codec": the samples themselves
+    open(value("-o"), "wb").write(data if "--FlipRecon" not in args else data[::-1])   # its reconstruction
     print("VVCSoftware: VTM Encoder Version 99.1 [Linux][GCC][64 bit] [SIMD=NONE]")
 """
 FAKE_VTM_DECODER = """
@@ -548,12 +550,20 @@ FAKE_VTM_DECODER = """
 """
 
 
+def stand_in_vtm(folder, monkeypatch, with_cfg=True):
+    """Stand-in VTM apps (an identity codec) first on PATH, with or without the cfg beside them."""
+    fake_program(folder, "EncoderAppStatic", FAKE_VTM_ENCODER)
+    fake_program(folder, "DecoderAppStatic", FAKE_VTM_DECODER)
+    if with_cfg:
+        (folder / "encoder_intra_vtm.cfg").write_text("IntraPeriod : 1\n")
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FCRS_VVC_DECODER", "vtm")
+
+
 def test_vtm_plumbing_with_stand_in_programs(tmp_path, monkeypatch):
     from decoder.decoder import decode_stream
     from encoder.encoder import encode_features
-    fake_program(tmp_path, "EncoderAppStatic", FAKE_VTM_ENCODER)
-    fake_program(tmp_path, "DecoderAppStatic", FAKE_VTM_DECODER)
-    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    stand_in_vtm(tmp_path, monkeypatch)
     array = relu_like(np.random.default_rng(19), (12, 6, 10))
     result = encode_features({"": array}, anchor_options(InnerCodec="vtm"))
     decoded = decode_stream(result.stream)
@@ -564,12 +574,73 @@ def test_vtm_plumbing_with_stand_in_programs(tmp_path, monkeypatch):
     assert all(check.ok for check in decoded.hash_checks)
 
 
-@pytest.mark.skipif(not HAVE_VTM, reason="needs VTM's EncoderAppStatic and DecoderAppStatic on PATH")
+def test_vtm_needs_its_intra_cfg_and_a_matching_reconstruction(tmp_path, monkeypatch):
+    from encoder.encoder import encode_features
+    array = relu_like(np.random.default_rng(21), (12, 6, 10))
+    stand_in_vtm(tmp_path, monkeypatch, with_cfg=False)
+    with pytest.raises(ConfigError, match="set VtmEncoderCfg to VTM's cfg/encoder_intra_vtm.cfg"):
+        encode_features({"": array}, anchor_options(InnerCodec="vtm"))
+    with pytest.raises(ConfigError, match="VtmEncoderCfg: file not found"):
+        encode_features({"": array}, anchor_options(InnerCodec="vtm", VtmEncoderCfg=str(tmp_path / "none.cfg")))
+    cfg = tmp_path / "encoder_intra_vtm.cfg"
+    cfg.write_text("FlipRecon : 1\n")
+    flipping = tmp_path / "flip"
+    flipping.mkdir()
+    fake_program(flipping, "EncoderAppStatic", FAKE_VTM_ENCODER.replace('"--FlipRecon" not in args', "False"))
+    monkeypatch.setenv("PATH", f"{flipping}{os.pathsep}{os.environ['PATH']}")
+    with pytest.raises(ExternalToolError, match="reconstruction differs from the decoded picture"):
+        encode_features({"": array}, anchor_options(InnerCodec="vtm", VtmEncoderCfg=str(cfg)))
+
+
+def test_unknown_vvc_decoder_choice_is_one_line(monkeypatch):
+    from decoder.inner_codec import decoder_program
+    monkeypatch.setenv("FCRS_VVC_DECODER", "ffmpeg")
+    with pytest.raises(ExternalToolError, match="FCRS_VVC_DECODER=ffmpeg: choose one of vtm, vvdec"):
+        decoder_program(InnerCodec.VVC)
+
+
+HAVE_VVENC = shutil.which("vvencFFapp") is not None and shutil.which("vvdecapp") is not None
+needs_vtm = pytest.mark.skipif(not HAVE_VTM, reason="needs VTM's EncoderAppStatic and DecoderAppStatic on PATH "
+                               "(make test puts ../shared/tools/vvc/bin there)")
+needs_vvenc = pytest.mark.skipif(not HAVE_VVENC, reason="needs VVenC's vvencFFapp and VVdeC's vvdecapp on PATH "
+                                 "(make test puts ../shared/tools/vvc/bin there)")
+
+
+@needs_vtm
 def test_vtm_round_trip():
+    """The real VTM under MPEG's all-intra cfg; the decoded picture is checked against VTM's own
+    reconstruction inside the encoder, and the stream decodes the same with VVdeC."""
     from decoder.decoder import decode_stream
     from encoder.encoder import encode_features
-    array = relu_like(np.random.default_rng(20), (64, 7, 7))
-    result = encode_features({"": array}, anchor_options(InnerCodec="vtm", QP=22))
+    array = relu_like(np.random.default_rng(20), (16, 7, 7))
+    result = encode_features({"": array}, anchor_options(InnerCodec="vtm", QP=17))
     decoded = decode_stream(result.stream)
+    assert decoded.specs[0].anchor.encoder_info.startswith("VTM ")
     assert np.array_equal(decoded.tensors[""], result.reconstruction[""])
-    assert nrmse(decoded.tensors[""], array) < 0.05
+    assert nrmse(decoded.tensors[""], array) < 0.1
+    if HAVE_VVENC:
+        os.environ["FCRS_VVC_DECODER"] = "vvdec"
+        try:
+            assert np.array_equal(decode_stream(result.stream).tensors[""], result.reconstruction[""])
+        finally:
+            del os.environ["FCRS_VVC_DECODER"]
+
+
+@needs_vvenc
+@pytest.mark.parametrize("decoder", ["vvdec", "vtm"])
+def test_vvenc_round_trip_with_either_decoder(decoder, monkeypatch):
+    """VVenC streams are VVC: VVdeC and VTM's decoder both reproduce the encoder's reconstruction."""
+    from decoder.decoder import decode_stream
+    from encoder.encoder import encode_features
+    if decoder == "vtm" and not HAVE_VTM:
+        pytest.skip("needs VTM's DecoderAppStatic on PATH")
+    tensors = fpn_pyramid(21)
+    result = encode_features(tensors, anchor_options(InnerCodec="vvenc", VvencPreset="faster", QP=12))
+    monkeypatch.setenv("FCRS_VVC_DECODER", decoder)
+    decoded = decode_stream(result.stream)
+    anchor = decoded.specs[0].anchor
+    assert anchor.inner_codec == InnerCodec.VVC and anchor.encoder_info.startswith("VVenC 1.") \
+        and anchor.encoder_info.endswith(" faster")
+    for name, array in tensors.items():
+        assert np.array_equal(decoded.tensors[name], result.reconstruction[name])
+        assert nrmse(decoded.tensors[name], array) < 0.1

@@ -127,11 +127,36 @@ def test_a_run_folder_refuses_another_configuration(tmp_path):
     path, config = smoke_without_anchors(tmp_path)
     out = tmp_path / "run"
     run(config, path, out, workers=1, limit=1, cache_root=tmp_path / "cache", progress=False)
+    for change in ({"tools": {"uniform": {"options": {"RoundingOffset": 0.3}}}},     # same points, other options
+                   {"task": {"split": "backbone", "network": "efficientnet-lite1"}}):
+        raw = yaml.safe_load(path.read_text())
+        for key, value in change.items():
+            for name, part in value.items():
+                raw[key][name] = {**raw[key][name], **part} if isinstance(part, dict) else part
+        changed = tmp_path / "changed.yaml"
+        changed.write_text(yaml.safe_dump(raw, sort_keys=False))
+        with pytest.raises(ConfigError, match="another configuration"):
+            run(parse_config(raw, "changed"), changed, out, workers=1, limit=1, cache_root=tmp_path / "cache",
+                progress=False)
+
+
+def test_a_run_folder_extended_by_a_tool_and_a_rate_point(tmp_path):
+    """Adding a tool or a rate point keeps the records there and computes only the new ones."""
+    path, config = smoke_without_anchors(tmp_path)
+    out = tmp_path / "run"
+    written, _, _ = run(config, path, out, workers=1, limit=1, cache_root=tmp_path / "cache", progress=False)
+    assert written == 5                                         # 2 tools × 2 points + reference
     raw = yaml.safe_load(path.read_text())
-    raw["tools"]["uniform"]["rate_points"] = [50, 74]
-    other = parse_config(raw, "changed")
-    with pytest.raises(ConfigError, match="another configuration"):
-        run(other, path, out, workers=1, limit=1, cache_root=tmp_path / "cache", progress=False)
+    raw["tools"]["uniform"]["rate_points"].append(64)
+    raw["tools"]["coarse"] = {"cfg": "cfg/uniform.cfg", "options": {"RoundingOffset": 0.3}, "rate_points": [60]}
+    extended = tmp_path / "extended.yaml"
+    extended.write_text(yaml.safe_dump(raw, sort_keys=False))
+    written, _, _ = run(parse_config(raw, "extended"), extended, out, workers=1, limit=1,
+                        cache_root=tmp_path / "cache", progress=False)
+    assert written == 2
+    state = json.loads((out / "run.json").read_text())
+    assert state["fingerprint"] == parse_config(raw, "extended").fingerprint()
+    assert state["extended_from"] == [config.fingerprint()]
 
 
 @pytest.mark.skipif(not COCO_MINI.is_dir(), reason="../shared/data/coco-mini not present")
