@@ -298,3 +298,19 @@ def test_workers_do_not_change_the_records(tmp_path):
         two = sorted(RecordStore(tmp_path / "two").read(tool), key=key)
         fields = ("image", "point", "bits", "mse", "nrmse", "prediction")
         assert [[r.get(f) for f in fields] for r in one] == [[r.get(f) for f in fields] for r in two]
+
+
+def test_a_tool_whose_codec_is_missing_stops_the_run_before_any_work(tmp_path, monkeypatch):
+    from common.errors import ExternalToolError
+
+    raw = yaml.safe_load((REPO / "ctc" / "cfg" / "smoke.yaml").read_text())
+    raw["tools"] = {"uniform": raw["tools"]["uniform"],
+                    "anchor_vvc": {"cfg": "cfg/anchor_vvenc.cfg", "rate_points": [37, 51]}}
+    raw["anchor"] = "uniform"
+    path = tmp_path / "vvc.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(ExternalToolError, match="^tool anchor_vvc: vvencFFapp not found on PATH"):
+        run(parse_config(raw, "vvc"), path, tmp_path / "run", workers=1, cache_root=tmp_path / "cache",
+            progress=False)
+    assert not (tmp_path / "run").exists()
