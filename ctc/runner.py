@@ -231,6 +231,7 @@ def check_programs(config):
                 if options["Tool"] != "anchor":
                     continue
                 codec, encoder = INNER_ENCODERS[options["InnerCodec"]]
+                encoder = options["InnerEncoder"] or encoder
             find_tool(encoder)
             find_tool(decoder_program(codec))
         except FcrsError as exc:

@@ -5,7 +5,7 @@
           vvdecapp -b inner.bit -o rec.yuv -t 1                      (VVdeC, otherwise)
 
 Both VVC decoders conform, so either gives the same samples; FCRS_VVC_DECODER=vtm or
-=vvdec in the environment chooses one.
+=vvdec in the environment chooses one, or names a DecoderAppStatic / vvdecapp program by path.
 
 The decoder writes planar YUV (samples of more than 8 bits as little-endian
 16-bit words); its files live in a TemporaryDirectory that is removed whatever
@@ -35,10 +35,13 @@ def decoder_program(codec):
     if InnerCodec(codec) == InnerCodec.HEVC:
         return HEVC_DECODER
     chosen = os.environ.get(VVC_DECODER_VARIABLE, "")
-    if chosen:
-        if chosen not in VVC_DECODERS:
-            raise ExternalToolError(f"{VVC_DECODER_VARIABLE}={chosen}: choose one of {', '.join(VVC_DECODERS)}")
+    if chosen in VVC_DECODERS:
         return VVC_DECODERS[chosen]
+    if chosen:
+        if os.path.basename(chosen) not in VVC_DECODERS.values():
+            raise ExternalToolError(f"{VVC_DECODER_VARIABLE}={chosen}: choose one of {', '.join(VVC_DECODERS)}, "
+                                    f"or the path of a {' or '.join(VVC_DECODERS.values())} program")
+        return chosen
     for program in VVC_DECODERS.values():
         if shutil.which(program):
             return program
@@ -78,7 +81,7 @@ def decode_picture(codec, bitstream, width, height, bit_depth, chroma_format="40
             f.write(bitstream)
         if codec == InnerCodec.HEVC:
             run_tool([program, "-q", "-t", "0", "-o", output_path, stream_path])
-        elif program == VVC_DECODERS["vvdec"]:
+        elif os.path.basename(program) == VVC_DECODERS["vvdec"]:
             run_tool([program, "-b", stream_path, "-o", output_path, "-t", "1"])
         else:
             run_tool([program, "-b", stream_path, "-o", output_path, "-d", str(bit_depth)])
@@ -101,7 +104,7 @@ def decoder_version(codec):
         done = run_tool([program, "--help"])
         text = (done.stdout + done.stderr).decode("utf-8", "replace").split()
         return " ".join(text[:2]) if text else program
-    if program == VVC_DECODERS["vvdec"]:
+    if os.path.basename(program) == VVC_DECODERS["vvdec"]:
         done = run_tool([program, "--version"])
         found = re.search(r"version (\S+)", (done.stdout + done.stderr).decode("utf-8", "replace"))
         return f"VVdeC {found.group(1)}" if found else program

@@ -54,9 +54,13 @@ class InnerStream:
 
 
 def encode_picture(encoder, planes, bit_depth, qp, chroma_format="400", vtm_cfg="", vvenc_preset="medium",
-                   extra_args=()):
+                   program="", extra_args=()):
     """One intra picture (planes: [luma] or [luma, cb, cr] arrays of B-bit samples) coded by
-    `encoder` (an INNER_ENCODERS key) at `qp`. Returns an InnerStream."""
+    `encoder` (an INNER_ENCODERS key; `program`: the path of its program, default found on
+    PATH) at `qp`. Returns an InnerStream."""
+    if program and not (os.path.isfile(program) and os.access(program, os.X_OK)):
+        raise ConfigError(f"InnerEncoder: {program} is not an executable file")
+    program = program or INNER_ENCODERS[encoder][1]
     if not INNER_QP_RANGE[0] <= qp <= INNER_QP_RANGE[1]:
         raise ConfigError(f"QP {qp}: the inner codec's QP must lie in [{INNER_QP_RANGE[0]}, {INNER_QP_RANGE[1]}]")
     height, width = planes[0].shape
@@ -71,15 +75,16 @@ def encode_picture(encoder, planes, bit_depth, qp, chroma_format="400", vtm_cfg=
             for plane in planes:
                 f.write(np.ascontiguousarray(plane, dtype=dtype).tobytes())
         if encoder == "hevc":
-            command = _x265_command(input_path, output_path, width, height, bit_depth, qp, chroma_format)
+            command = [program] + _x265_command(input_path, output_path, width, height, bit_depth, qp,
+                                                chroma_format)[1:]
             version = (r"HEVC encoder version (\S+)", "x265")
         elif encoder == "vtm":
-            command = _vtm_command(input_path, output_path, recon_path, width, height, bit_depth, qp,
+            command = _vtm_command(program, input_path, output_path, recon_path, width, height, bit_depth, qp,
                                    chroma_format, vtm_cfg)
             version = (r"VTM Encoder Version ([^\s\[]+)", "VTM")
         else:
-            command = _vvenc_command(input_path, output_path, recon_path, width, height, bit_depth, qp,
-                                     chroma_format, vvenc_preset)
+            command = [program] + _vvenc_command(input_path, output_path, recon_path, width, height, bit_depth, qp,
+                                                  chroma_format, vvenc_preset)[1:]
             version = (r"VVenC, the Fraunhofer H.266/VVC Encoder, version (\S+)", "VVenC")
         start = time.perf_counter()
         done = run_tool(command + list(extra_args))
@@ -128,16 +133,16 @@ def _x265_command(input_path, output_path, width, height, bit_depth, qp, chroma_
             "-o", output_path]
 
 
-def _vtm_command(input_path, output_path, recon_path, width, height, bit_depth, qp, chroma_format, vtm_cfg):
-    program = find_tool("EncoderAppStatic")
+def _vtm_command(program, input_path, output_path, recon_path, width, height, bit_depth, qp, chroma_format,
+                 vtm_cfg):
     if not vtm_cfg:
-        vtm_cfg = os.path.join(os.path.dirname(program), VTM_INTRA_CFG)
+        vtm_cfg = os.path.join(os.path.dirname(find_tool(program)), VTM_INTRA_CFG)
         if not os.path.isfile(vtm_cfg):
-            raise ConfigError(f"VTM needs its all-intra settings and none lie beside {program}: set VtmEncoderCfg "
-                              f"to VTM's cfg/{VTM_INTRA_CFG}")
+            raise ConfigError(f"VTM needs its all-intra settings and none lie beside {find_tool(program)}: set "
+                              f"VtmEncoderCfg to VTM's cfg/{VTM_INTRA_CFG}")
     elif not os.path.isfile(vtm_cfg):
         raise ConfigError(f"VtmEncoderCfg: file not found: {vtm_cfg}")
-    return ["EncoderAppStatic", "-c", vtm_cfg, "-i", input_path, "-b", output_path, "-o", recon_path,
+    return [program, "-c", vtm_cfg, "-i", input_path, "-b", output_path, "-o", recon_path,
             "-wdt", str(width), "-hgt", str(height), "-fr", "1", "-f", "1", "-q", str(qp),
             f"--InputBitDepth={bit_depth}", f"--InternalBitDepth={bit_depth}", f"--OutputBitDepth={bit_depth}",
             f"--InputChromaFormat={chroma_format}", f"--ChromaFormatIDC={chroma_format}",

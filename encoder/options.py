@@ -41,6 +41,8 @@ OPTIONS = (
            "vtm (VVC with VTM's EncoderAppStatic, MPEG's anchor encoder), vvenc (VVC with VVenC's vvencFFapp, "
            "much faster); VVC streams are decoded by VTM's DecoderAppStatic or VVdeC's vvdecapp from PATH",
            choices=("hevc", "vtm", "vvenc")),
+    Option("InnerEncoder", str, "", "anchor: path of the inner encoder program (x265, EncoderAppStatic or "
+           "vvencFFapp as InnerCodec says); empty: found on PATH"),
     Option("VvencPreset", str, "medium", "anchor with InnerCodec vvenc: VVenC's speed preset",
            choices=("faster", "fast", "medium", "slow", "slower")),
     Option("AnchorPacking", str, "frame", "anchor: frame (MPEG-VCM's feature anchor: all channels of all tensors "

@@ -177,7 +177,8 @@ def _code_picture(quantised, options):
         place_levels(picture, tensor.spec.layout, tensor.spec.shape, tensor.levels, params, fill=tensor.zero_level)
         specs.append(dataclasses.replace(tensor.spec, tool=Tool.VIDEO_ANCHOR, qp=0, step_map=False, anchor=params))
     inner = encode_picture(options["InnerCodec"], [picture], ANCHOR_BIT_DEPTH, options["QP"],
-                           vtm_cfg=options["VtmEncoderCfg"], vvenc_preset=options["VvencPreset"])
+                           vtm_cfg=options["VtmEncoderCfg"], vvenc_preset=options["VvencPreset"],
+                           program=options["InnerEncoder"])
     if options["InnerCodecInfo"]:
         info = inner.encoder_info.encode("utf-8")[:MAX_NAME_BYTES].decode("utf-8", "ignore")
         specs[0] = dataclasses.replace(specs[0], anchor=dataclasses.replace(specs[0].anchor, encoder_info=info))

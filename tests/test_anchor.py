@@ -592,10 +592,26 @@ def test_vtm_needs_its_intra_cfg_and_a_matching_reconstruction(tmp_path, monkeyp
         encode_features({"": array}, anchor_options(InnerCodec="vtm", VtmEncoderCfg=str(cfg)))
 
 
+def test_vvc_programs_named_by_path_instead_of_path_lookup(tmp_path, monkeypatch):
+    from decoder.decoder import decode_stream
+    from encoder.encoder import encode_features
+    folder = tmp_path / "vtm-bin"                       # not on PATH
+    folder.mkdir()
+    encoder = fake_program(folder, "EncoderAppStatic", FAKE_VTM_ENCODER)
+    decoder = fake_program(folder, "DecoderAppStatic", FAKE_VTM_DECODER)
+    (folder / "encoder_intra_vtm.cfg").write_text("IntraPeriod : 1\n")
+    monkeypatch.setenv("FCRS_VVC_DECODER", str(decoder))
+    array = relu_like(np.random.default_rng(22), (12, 6, 10))
+    result = encode_features({"": array}, anchor_options(InnerCodec="vtm", InnerEncoder=str(encoder)))
+    assert all(check.ok for check in decode_stream(result.stream).hash_checks)
+    with pytest.raises(ConfigError, match="InnerEncoder: .* is not an executable file"):
+        encode_features({"": array}, anchor_options(InnerCodec="vtm", InnerEncoder=str(folder / "missing")))
+
+
 def test_unknown_vvc_decoder_choice_is_one_line(monkeypatch):
     from decoder.inner_codec import decoder_program
     monkeypatch.setenv("FCRS_VVC_DECODER", "ffmpeg")
-    with pytest.raises(ExternalToolError, match="FCRS_VVC_DECODER=ffmpeg: choose one of vtm, vvdec"):
+    with pytest.raises(ExternalToolError, match="FCRS_VVC_DECODER=ffmpeg: choose one of vtm, vvdec, or the path"):
         decoder_program(InnerCodec.VVC)
 
 
