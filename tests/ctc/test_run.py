@@ -199,6 +199,9 @@ def test_coco_yolov5n_on_two_images(tmp_path):
     """The shipped YOLOv5n config, shrunk to one rate point per tool and two images: the P3-P5
     pyramid through every tool, the anchor as one frame, rates in bpp, COCO AP in the report."""
     raw = yaml.safe_load((REPO / "ctc" / "cfg" / "coco_yolov5n.yaml").read_text())
+    if shutil.which("vvencFFapp") is None:             # the VVC anchor runs where ../shared/tools/vvc is on PATH
+        del raw["tools"]["anchor_vvc"]
+        raw["report"]["baselines"] = []
     for tool in raw["tools"].values():
         tool["rate_points"] = tool["rate_points"][:1]
     raw["report"]["bootstrap"] = 5
@@ -208,8 +211,8 @@ def test_coco_yolov5n_on_two_images(tmp_path):
     done = ctc("run", str(path), "--data", str(COCO_MINI), "--weights", str(YOLO_WEIGHTS), "--limit", "2",
                "--workers", "1", "--out", str(out), "--cache", str(tmp_path / "cache"), "--no-progress")
     assert done.returncode == 0, done.stderr
-    assert "8 records written" in done.stdout                       # 2 images × (3 tools + reference)
-    for tool in ("uniform", "anchor_hevc"):
+    assert f"{2 * (len(raw['tools']) + 1)} records written" in done.stdout      # 2 images × (tools + reference)
+    for tool in [name for name in raw["tools"] if name != "image_anchor"]:
         records = RecordStore(out).read(tool)
         assert all(r["md5"] == "ok" and r["feature_points"] == 716_800 for r in records)
         assert all(abs(r["bpp"] - r["bits"] / r["pixels"]) < 1e-9 for r in records)
@@ -236,7 +239,7 @@ def test_errors_are_one_line(args, message, tmp_path):
 @pytest.mark.parametrize("config, weights, message", [
     ("coco_maskrcnn_r50fpn", None, "maskrcnn_r50fpn needs weights: pass --weights PATH"),
     ("coco_yolov5n", None, "yolov5n needs weights: pass --weights PATH"),
-    ("coco_yolov5n", "/nonexistent/yolov5n.safetensors", "YOLOv5n weight file not found: /nonexistent/")])
+    ("coco_yolov5n_sweep", "/nonexistent/yolov5n.safetensors", "YOLOv5n weight file not found: /nonexistent/")])
 def test_detection_without_weights_is_one_line(tmp_path, config, weights, message):
     extra = ["--weights", weights] if weights else []
     done = ctc("run", config, "--data", str(COCO_MINI), "--out", str(tmp_path / "o"), "--workers", "1",
@@ -251,7 +254,8 @@ def test_shipped_configs_load_and_list():
         config = load_config(name)
         assert config.name == name and all(len(tool.rate_points) >= 2 for tool in config.tools)
     imagenet = load_config("imagenet_effnet_lite0")
-    assert {t.name for t in imagenet.tools} == {"uniform", "featjnd", "random", "anchor_hevc", "image_anchor"}
+    assert {t.name for t in imagenet.tools} == {"uniform", "featjnd", "random", "anchor_hevc", "anchor_vvc",
+                                                "image_anchor"}
     assert all(len(t.rate_points) == 6 for t in imagenet.tools) and "path" not in imagenet.dataset
     done = ctc("list")
     assert done.returncode == 0 and "imagenet_effnet_lite0" in done.stdout and "smoke" in done.stdout
