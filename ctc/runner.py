@@ -267,8 +267,8 @@ def run(config, config_path, out, data=None, weights=None, workers=1, limit=None
         from ctc.tasks.evaluation import missing_weights_message
 
         raise ConfigError(missing_weights_message(config.task["network"]))
-    check_programs(config)
     root = dataset_root(config, data)
+    check_programs(config)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state = check_out_dir(out, config, config_path)
