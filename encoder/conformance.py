@@ -97,7 +97,7 @@ STREAMS = (
                       "column strips stacked in one tile column, padded to 64×80; va_min_value / "
                       "va_max_value rounded outwards to float32), each its own x265 picture at QP 27 with "
                       "va_encoder_info. Decoding needs libde265-dec265.", qp=27,
-                      options=(("Tool", "anchor"), ("InnerCodec", "hevc")),
+                      options=(("Tool", "anchor"), ("InnerCodec", "hevc"), ("AnchorPacking", "tensor")),
                       decoder_programs=("libde265-dec265",), encoder_programs=("x265", "libde265-dec265")),
     ConformanceStream("video_anchor_frame_hevc", "Video anchor, MPEG-VCM one-frame packing: three tensors "
                       "p3, p4, p5 (1×16×16×16, 1×32×8×8, 1×64×4×4 float32, signed) tiled into one x265 "
@@ -136,7 +136,8 @@ def recorded_encoder_info(data):
             fps = SyntaxStructure()
             feature_parameter_set(SyntaxReader(payload), fps)
             specs = [from_tensor_info(t) for t in fps.fps_tensors]
-            return sorted({s.anchor.encoder_info for s in specs if s.anchor is not None})
+            # tensors sharing a picture carry no info of their own: the picture's first one does
+            return sorted({s.anchor.encoder_info for s in specs if s.anchor is not None and not s.anchor.shared_picture})
     return []
 
 
