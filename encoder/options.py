@@ -1,5 +1,5 @@
-"""Every encoder option, declared once: the cfg parser, `encode --help` and
-docs/encoder-options.md all read this table."""
+"""Every encoder option, declared once: the cfg parser, the CTC's config checks and
+`encode --help` all read this table."""
 
 import math
 from dataclasses import dataclass
