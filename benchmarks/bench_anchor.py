@@ -134,7 +134,7 @@ def main(argv=None):
     from encoder.inner_codec import encoder_version
 
     t0 = time.perf_counter()
-    versions = f"{encoder_version("hevc")}, {decoder_version(InnerCodec.HEVC)}"
+    versions = f"{encoder_version('hevc')}, {decoder_version(InnerCodec.HEVC)}"
     ensure_cache(args.cache, args.data, args.model)
     labels = json.loads((args.cache / "labels.json").read_text())
     uncompressed = json.loads((args.cache / "uncompressed_top1.json").read_text())
