@@ -42,9 +42,10 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
+from decoder.inner_codec import HEVC_DECODER, VVC_DECODER_VARIABLE, VVC_DECODERS  # noqa: E402
+from encoder.inner_codec import INNER_ENCODERS  # noqa: E402
+
 EFFNET_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg")
-ENCODER_PROGRAMS = {"hevc": "x265", "vtm": "EncoderAppStatic", "vvenc": "vvencFFapp"}
-DECODERS = {"hevc": {"libde265": None}, "vvc": {"vtm": "DecoderAppStatic", "vvdec": "vvdecapp"}}
 
 
 def effnet_features(count):
@@ -76,7 +77,7 @@ def yolo_features(weights, coco, count):
 
 def available_encoders(presets):
     encoders = []
-    for name, program in ENCODER_PROGRAMS.items():
+    for name, (_, program) in INNER_ENCODERS.items():
         if shutil.which(program) is None:
             print(f"(leaving out {name}: {program} not on PATH)")
             continue
@@ -86,6 +87,7 @@ def available_encoders(presets):
 
 def code(tensors, encoder, qp):
     """(bits, NRMSE, encoder seconds, {decoder: seconds}) of one picture; decoders checked."""
+    from ctc.runner import feature_error
     from decoder.decoder import decode_stream
     from encoder.encoder import encode_features
     from encoder.options import default_options
@@ -97,23 +99,20 @@ def code(tensors, encoder, qp):
         options["VvencPreset"] = preset
     result = encode_features(tensors, options)
     decode_seconds = {}
-    standard = "hevc" if name == "hevc" else "vvc"
-    for decoder, program in DECODERS[standard].items():
-        if program is not None and shutil.which(program) is None:
+    decoders = {"libde265": HEVC_DECODER} if name == "hevc" else VVC_DECODERS
+    for decoder, program in decoders.items():
+        if shutil.which(program) is None:
             continue
-        if program is not None:
-            os.environ["FCRS_VVC_DECODER"] = decoder
+        os.environ[VVC_DECODER_VARIABLE] = decoder      # read for VVC streams only
         start = time.perf_counter()
         decoded = decode_stream(result.stream)
         decode_seconds[decoder] = time.perf_counter() - start
-        os.environ.pop("FCRS_VVC_DECODER", None)
+        os.environ.pop(VVC_DECODER_VARIABLE)
         for tensor, array in decoded.tensors.items():
             if not np.array_equal(array, result.reconstruction[tensor]):
                 sys.exit(f"{encoder} QP {qp}: {decoder} does not reproduce the encoder's reconstruction")
-    error = sum(float(np.sum((result.reconstruction[n].astype(np.float64) - f) ** 2)) for n, f in tensors.items())
-    energy = sum(float(np.sum(f.astype(np.float64) ** 2)) for f in tensors.values())
-    return 8 * len(result.stream), np.sqrt(error / energy), sum(r.inner_seconds for r in result.reports), \
-        decode_seconds
+    nrmse = feature_error(tensors, result.reconstruction)["nrmse"]
+    return 8 * len(result.stream), nrmse, sum(r.inner_seconds for r in result.reports), decode_seconds
 
 
 def bd_rate(anchor_rates, anchor_snr, test_rates, test_snr):

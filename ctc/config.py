@@ -82,7 +82,8 @@ REPORT_KEYS = {
     "rate": (str, False, "rate axis of the BD-rates, plots and first R_NL column: bpfp (bits per feature point, "
              "default) or bpp (bits per original-image pixel, MPEG-VCM's)"),
 }
-RATE_AXES = ("bpfp", "bpp")
+# report.rate value -> what it measures (the report's axis label)
+RATE_AXES = {"bpfp": "bits per feature point", "bpp": "bits per original-image pixel (bpp)"}
 
 
 @dataclass(frozen=True)
@@ -289,7 +290,7 @@ def parse_config(raw, source="<config>"):
     for baseline in baselines:
         if baseline not in raw["tools"] or baseline == raw["anchor"]:
             raise ConfigError(f"{source}: report.baselines: '{baseline}' is not a tool other than the anchor")
-    rate_axis = _choice(report.get("rate", "bpfp"), RATE_AXES, f"{source}: report.rate")
+    rate_axis = _choice(report.get("rate", "bpfp"), tuple(RATE_AXES), f"{source}: report.rate")
     return CtcConfig(name=raw["name"], description=raw.get("description") or "", dataset=dict(dataset),
                      task=dict(task), tools=tools, anchor=raw["anchor"], metrics=metrics, bootstrap=bootstrap,
                      near_lossless_drop=drop, seed=report.get("seed", 0), baselines=baselines,

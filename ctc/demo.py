@@ -115,13 +115,11 @@ def detection_demo(args):
         print(f"\ndetection: skipped, {missing[0]} not found. Point the demo at the YOLOv5n weights and a "
               "photo with: make demo DEMO_ARGS='--yolo-weights PATH.safetensors --yolo-image PHOTO.jpg'")
         return
-    import json
-
     import torch
-    from safetensors import safe_open
 
     from common.errors import InputError
     from ctc.datasets import read_rgb
+    from ctc.runner import feature_error
     from ctc.tasks.yolov5n import Yolov5n, letterbox, non_max_suppression, scale_boxes, to_input
 
     print(f"\ndetection: YOLOv5n (COCO) split after its neck, {os.path.relpath(args.yolo_image, REPO)}")
@@ -134,8 +132,7 @@ def detection_demo(args):
         net = Yolov5n(args.yolo_weights)
     except InputError as exc:
         sys.exit(f"demo: {exc}")
-    with safe_open(args.yolo_weights, framework="pt") as f:
-        names = json.loads(f.metadata().get("names", "[]")) or [str(k) for k in range(80)]
+    names = net.class_names
     rgb = read_rgb(args.yolo_image)
     letterboxed, placement = letterbox(rgb)
     with torch.no_grad():
@@ -159,14 +156,12 @@ def detection_demo(args):
     before, after = detect(features), detect(decoded)
     bits = 8 * os.path.getsize(os.path.join(REPO, stream_path))
     pixels = rgb.shape[0] * rgb.shape[1]
-    error = sum(float(np.sum((decoded[n].astype(np.float64) - f) ** 2)) for n, f in features.items())
-    energy = sum(float(np.sum(f.astype(np.float64) ** 2)) for f in features.values())
     print("summary:")
     print(f"  bits                    {bits} ({bits / 8:.0f} bytes; uncompressed float32: {points * 32} bits, "
           f"{points * 32 / bits:.0f}x)")
     print(f"  bpp                     {bits / pixels:.4f}  (bits per pixel of the {rgb.shape[1]}x{rgb.shape[0]} photo)")
     print(f"  bits per feature point  {bits / points:.4f}")
-    print(f"  NRMSE                   {np.sqrt(error / energy):.4f}")
+    print(f"  NRMSE                   {feature_error(features, decoded)['nrmse']:.4f}")
     for label, found in (("uncompressed", before), ("decoded", after)):
         listed = ", ".join(f"{names[int(c)]} {s:.2f}" for *_, s, c in found) or "none"
         print(f"  detections {label:<13}{len(found)}: {listed}")

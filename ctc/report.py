@@ -27,14 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import InputError
-from ctc.config import load_config
+from ctc.config import RATE_AXES, load_config
 from ctc.metrics import METRIC_NAMES, CocoScorer, Quality, task_metrics
 from ctc.records import REFERENCE_TOOL, read_all
 from ctc.runner import CONFIG_SNAPSHOT, RUN_FILE
 from ctc.stats import (UNCOMPRESSED_BITS_PER_POINT, Bootstrap, bd_overlap, bd_rate, interval,
                        near_lossless_rate)
 
-RATE_AXIS_NAMES = {"bpfp": "bits per feature point", "bpp": "bits per original-image pixel (bpp)"}
 COMPRESSAI_VISION_COLUMNS = ("Dataset", "qp", "avg_bpp", "end_accuracy", "nn_part_1", "encode", "decode",
                              "nn_part_2")
 
@@ -229,7 +228,7 @@ def write_report(out, data=None):
                 for (t, m, nl, ci, c), (_, _, nl_bpp, ci_bpp, _) in zip(nl_rows, nl_bpp_rows)])
     _write_compressai_vision(out / "compressai_vision", config, state, results, reference_quality)
     _plot(out / "rate_accuracy.png", config, results, reference_quality, labels)
-    axis_name = RATE_AXIS_NAMES[config.rate_axis]
+    axis_name = RATE_AXES[config.rate_axis]
 
     last = state["runs"][-1]
     total_wall = sum(run.get("wall_s", 0.0) for run in state["runs"])
@@ -386,7 +385,7 @@ def _plot(path, config, results, reference_quality, labels):
         ax.axhline(q0 * (1 - config.near_lossless_drop), color="grey", lw=0.8, ls=":",
                    label=f"-{100 * config.near_lossless_drop:g} % (near-lossless)")
         ax.set_xscale("log")
-        ax.set_xlabel(RATE_AXIS_NAMES[config.rate_axis])
+        ax.set_xlabel(RATE_AXES[config.rate_axis])
         ax.set_ylabel(METRIC_NAMES[metric])
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)

@@ -76,6 +76,12 @@ def stream_inputs(name):
     raise KeyError(name)
 
 
+def hevc_anchor(packing):
+    """The ConformanceStream fields of a video-anchor stream with an HEVC inner stream."""
+    return dict(options=(("Tool", "anchor"), ("InnerCodec", "hevc"), ("AnchorPacking", packing)),
+                decoder_programs=("libde265-dec265",), encoder_programs=("x265", "libde265-dec265"))
+
+
 STREAMS = (
     ConformanceStream("chw_map", "C×H×W map (64×7×7 float32), sparse one-sided ReLU6-like values, uniform "
                       "steps: significance/level contexts, channel statistics, wave order.", qp=44),
@@ -96,17 +102,14 @@ STREAMS = (
                       "to a 64×64 picture) and a 40×96 float64 token matrix with an outlier channel (two 40×48 "
                       "column strips stacked in one tile column, padded to 64×80; va_min_value / "
                       "va_max_value rounded outwards to float32), each its own x265 picture at QP 27 with "
-                      "va_encoder_info. Decoding needs libde265-dec265.", qp=27,
-                      options=(("Tool", "anchor"), ("InnerCodec", "hevc"), ("AnchorPacking", "tensor")),
-                      decoder_programs=("libde265-dec265",), encoder_programs=("x265", "libde265-dec265")),
+                      "va_encoder_info. Decoding needs libde265-dec265.", qp=27, **hevc_anchor("tensor")),
     ConformanceStream("video_anchor_frame_hevc", "Video anchor, MPEG-VCM one-frame packing: three tensors "
                       "p3, p4, p5 (1×16×16×16, 1×32×8×8, 1×64×4×4 float32, signed) tiled into one x265 "
                       "picture at QP 32, each a full-width band below the previous one "
                       "(va_tile_origin_y 0, 64, 96; 4, 8 and 16 tile columns; a 64×112 picture); p4 and p5 "
                       "have va_shared_picture_flag = 1 and empty tensor data units, each tensor its own "
                       "va_min_value / va_max_value. Decoding needs libde265-dec265.", qp=32,
-                      options=(("Tool", "anchor"), ("InnerCodec", "hevc"), ("AnchorPacking", "frame")),
-                      decoder_programs=("libde265-dec265",), encoder_programs=("x265", "libde265-dec265")),
+                      **hevc_anchor("frame")),
 )
 
 

@@ -75,16 +75,15 @@ def encode_picture(encoder, planes, bit_depth, qp, chroma_format="400", vtm_cfg=
             for plane in planes:
                 f.write(np.ascontiguousarray(plane, dtype=dtype).tobytes())
         if encoder == "hevc":
-            command = [program] + _x265_command(input_path, output_path, width, height, bit_depth, qp,
-                                                chroma_format)[1:]
+            command = _x265_command(program, input_path, output_path, width, height, bit_depth, qp, chroma_format)
             version = (r"HEVC encoder version (\S+)", "x265")
         elif encoder == "vtm":
             command = _vtm_command(program, input_path, output_path, recon_path, width, height, bit_depth, qp,
                                    chroma_format, vtm_cfg)
             version = (r"VTM Encoder Version ([^\s\[]+)", "VTM")
         else:
-            command = [program] + _vvenc_command(input_path, output_path, recon_path, width, height, bit_depth, qp,
-                                                  chroma_format, vvenc_preset)[1:]
+            command = _vvenc_command(program, input_path, output_path, recon_path, width, height, bit_depth, qp,
+                                     chroma_format, vvenc_preset)
             version = (r"VVenC, the Fraunhofer H.266/VVC Encoder, version (\S+)", "VVenC")
         start = time.perf_counter()
         done = run_tool(command + list(extra_args))
@@ -104,19 +103,20 @@ def encode_picture(encoder, planes, bit_depth, qp, chroma_format="400", vtm_cfg=
 def encoder_version(encoder):
     """'<program> <version>' of an inner encoder on PATH (x265 and VVenC report it; VTM's
     version is only in its encoding log, so it is named alone)."""
+    program = INNER_ENCODERS[encoder][1]
     if encoder == "hevc":
-        return _version(run_tool(["x265", "--version"]), r"HEVC encoder version (\S+)", "x265")
+        return _version(run_tool([program, "--version"]), r"HEVC encoder version (\S+)", "x265")
     if encoder == "vvenc":
-        return _version(run_tool(["vvencFFapp", "--version"]), r"version (\S+)", "VVenC")
-    find_tool(INNER_ENCODERS[encoder][1])
+        return _version(run_tool([program, "--version"]), r"version (\S+)", "VVenC")
+    find_tool(program)
     return "VTM"
 
 
-def _x265_command(input_path, output_path, width, height, bit_depth, qp, chroma_format):
+def _x265_command(program, input_path, output_path, width, height, bit_depth, qp, chroma_format):
     profile = X265_PROFILES.get((chroma_format, bit_depth))
     if profile is None:
         raise ValueError(f"no x265 profile for {bit_depth}-bit {chroma_format}")
-    return ["x265", "--input", input_path, "--input-res", f"{width}x{height}", "--fps", "1", "--frames", "1",
+    return [program, "--input", input_path, "--input-res", f"{width}x{height}", "--fps", "1", "--frames", "1",
             "--input-csp", f"i{chroma_format}", "--input-depth", str(bit_depth), "--output-depth", str(bit_depth),
             # x265 logs "Unknown Intra profile" for 4:0:0 under main444-10-intra but codes it (the stream's
             # general_profile_idc is RExt, which libde265 decodes).
@@ -136,9 +136,10 @@ def _x265_command(input_path, output_path, width, height, bit_depth, qp, chroma_
 def _vtm_command(program, input_path, output_path, recon_path, width, height, bit_depth, qp, chroma_format,
                  vtm_cfg):
     if not vtm_cfg:
-        vtm_cfg = os.path.join(os.path.dirname(find_tool(program)), VTM_INTRA_CFG)
+        folder = os.path.dirname(find_tool(program))
+        vtm_cfg = os.path.join(folder, VTM_INTRA_CFG)
         if not os.path.isfile(vtm_cfg):
-            raise ConfigError(f"VTM needs its all-intra settings and none lie beside {find_tool(program)}: set "
+            raise ConfigError(f"VTM needs its all-intra settings and none lie beside it in {folder}: set "
                               f"VtmEncoderCfg to VTM's cfg/{VTM_INTRA_CFG}")
     elif not os.path.isfile(vtm_cfg):
         raise ConfigError(f"VtmEncoderCfg: file not found: {vtm_cfg}")
@@ -149,10 +150,11 @@ def _vtm_command(program, input_path, output_path, recon_path, width, height, bi
             "--ConformanceWindowMode=1"]
 
 
-def _vvenc_command(input_path, output_path, recon_path, width, height, bit_depth, qp, chroma_format, preset):
+def _vvenc_command(program, input_path, output_path, recon_path, width, height, bit_depth, qp, chroma_format,
+                   preset):
     if preset not in VVENC_PRESETS:
         raise ConfigError(f"VvencPreset {preset!r}: choose one of {', '.join(VVENC_PRESETS)}")
-    return ["vvencFFapp", "-i", input_path, "-b", output_path, "-o", recon_path,
+    return [program, "-i", input_path, "-b", output_path, "-o", recon_path,
             "--SourceWidth", str(width), "--SourceHeight", str(height), "-fr", "1", "-f", "1",
             "--InputChromaFormat", chroma_format, "--InputBitDepth", str(bit_depth),
             "--InternalBitDepth", str(bit_depth), "--OutputBitDepth", str(bit_depth),

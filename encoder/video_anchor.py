@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.codepoints import InnerCodec, Layout, Tool
+from common.codepoints import Layout, Tool
 from common.errors import ConfigError, ExternalToolError, InputError
 from common.features import TensorSpec
 from common.syntax_structures import MAX_NAME_BYTES

@@ -47,7 +47,6 @@ def test_encoder_reproduces_golden_bytes(stream):
     with open(os.path.join(FOLDER, stream.name + ".bin"), "rb") as f:
         golden = f.read()
     if "x265" in stream.encoder_programs:     # another x265 version may code the picture differently
-        from common.codepoints import InnerCodec
         from encoder.conformance import recorded_encoder_info
         from encoder.inner_codec import encoder_version
         if recorded_encoder_info(golden) != [encoder_version("hevc")]:

@@ -182,7 +182,9 @@ class Yolov5n(nn.Module):
             C3(256, 256, 1, False),                  # 23 P5
             Detect((64, 128, 256)),                  # 24
         ])
-        load_weights(self, weights)
+        metadata = load_weights(self, weights)
+        names = json.loads(metadata.get("names", "[]"))
+        self.class_names = tuple(names) if len(names) == NUM_CLASSES else tuple(map(str, range(NUM_CLASSES)))
         self.requires_grad_(False).eval()
 
     def train(self, mode: bool = True) -> Yolov5n:
@@ -229,8 +231,9 @@ class Yolov5n(nn.Module):
         return self.model[24](list(self.neck(*self.backbone(images))))
 
 
-def load_weights(model: Yolov5n, path) -> None:
-    """The safetensors state dict at `path`, after checking its metadata; any problem is one InputError line."""
+def load_weights(model: Yolov5n, path) -> dict:
+    """Loads the safetensors state dict at `path` after checking its metadata, which it returns;
+    any problem is one InputError line."""
     from safetensors import SafetensorError, safe_open
 
     if not os.path.isfile(path):
@@ -245,6 +248,7 @@ def load_weights(model: Yolov5n, path) -> None:
                          f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     _check_metadata(metadata, path)
     load_exactly(model, state, f"YOLOv5n weight file {path}")
+    return metadata
 
 
 def _check_metadata(metadata, path):
