@@ -130,8 +130,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     from common.codepoints import InnerCodec
-    from decoder.inner_codec import decoder_version
-    from encoder.inner_codec import encoder_version
+    from common.tools.video_anchor.inner_decoder import decoder_version
+    from encoder.tools.video_anchor.inner_encoder import encoder_version
 
     t0 = time.perf_counter()
     versions = f"{encoder_version('hevc')}, {decoder_version(InnerCodec.HEVC)}"

@@ -132,9 +132,9 @@ def code_image(job):
 
     def map_cost(exponents, qp):
         """Payload bits of the step-offset map: the same levels coded with and without it."""
-        from common.tokenwise_sq import TokenwiseEntropyCoder
-        from encoder.encoder import signalled_steps
-        from encoder.quantiser import quantise
+        from common.tools.tokenwise.sq import TokenwiseEntropyCoder
+        from encoder.tools.tokenwise.coder import signalled_steps
+        from encoder.tools.tokenwise.quantiser import quantise
 
         tsq_qp, rel, flag = signalled_steps(qp, exponents - qp)
         if not flag:

@@ -23,7 +23,7 @@ of an 800×1216 image, 15,564,800 feature points), at three QPs:
   payload, and in constriction's range coder for comparison (the range coder
   loses ~1.3e-4 bits per symbol, which is why the payload uses ANS). This reads
   the encoder's buffered calls (private ``_calls`` / ``_expanded_call`` of
-  ``common.tokenwise_sq.TokenwiseEntropyCoder``) and is skipped with a note if
+  ``common.tools.tokenwise.sq.TokenwiseEntropyCoder``) and is skipped with a note if
   that changes.
 
 There is no pretrained FPN here, so the tensor is synthesised deterministically
@@ -222,8 +222,8 @@ def overhead_breakdown(x, qp, offset):
     TokenwiseEntropyCoder); returns None if that changes."""
     import constriction
 
-    from common.tokenwise_sq import TokenwiseEntropyCoder
-    from encoder.quantiser import quantise
+    from common.tools.tokenwise.sq import TokenwiseEntropyCoder
+    from encoder.tools.tokenwise.quantiser import quantise
 
     grid = x.astype(np.float64)
     exponents = np.full(grid.shape[1:], qp, dtype=np.int64)

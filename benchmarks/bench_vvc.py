@@ -42,8 +42,8 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-from decoder.inner_codec import HEVC_DECODER, VVC_DECODER_VARIABLE, VVC_DECODERS  # noqa: E402
-from encoder.inner_codec import INNER_ENCODERS  # noqa: E402
+from common.tools.video_anchor.inner_decoder import HEVC_DECODER, VVC_DECODER_VARIABLE, VVC_DECODERS  # noqa: E402
+from encoder.tools.video_anchor.inner_encoder import INNER_ENCODERS  # noqa: E402
 
 EFFNET_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg")
 

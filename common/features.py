@@ -9,9 +9,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.codepoints import DType, InnerCodec, Layout, NUMPY_DTYPE, Tool
+from common.codepoints import DType, Layout, NUMPY_DTYPE, Tool
 from common.syntax import SyntaxStructure
-from common.video_anchor import AnchorParams
+from common.tools.video_anchor.format import AnchorParams
+from common.tools.video_anchor.syntax import from_video_anchor_params, to_video_anchor_params
 
 
 @dataclass(frozen=True)
@@ -65,31 +66,6 @@ def to_tensor_info(spec):
     else:
         s.ti_video_anchor_params = to_video_anchor_params(spec.anchor)
     return s
-
-
-def to_video_anchor_params(anchor):
-    info = anchor.encoder_info.encode("utf-8")
-    s = SyntaxStructure(va_shared_picture_flag=int(anchor.shared_picture), va_inner_codec_idc=anchor.inner_codec,
-                        va_bit_depth_minus8=anchor.bit_depth - 8,
-                        va_min_value=anchor.min_value, va_max_value=anchor.max_value,
-                        va_picture_width_minus1=anchor.picture_width - 1,
-                        va_picture_height_minus1=anchor.picture_height - 1,
-                        va_tile_columns_minus1=anchor.tile_columns - 1,
-                        va_tile_channels_minus1=anchor.tile_channels - 1, va_tile_origin_x=anchor.origin_x,
-                        va_tile_origin_y=anchor.origin_y, va_encoder_info_flag=int(bool(info)))
-    if info:
-        s.va_encoder_info_length, s.va_encoder_info = len(info), info
-    return s
-
-
-def from_video_anchor_params(s):
-    info = s.va_encoder_info.decode("utf-8", "replace") if s.va_encoder_info_flag else ""
-    return AnchorParams(inner_codec=InnerCodec(s.va_inner_codec_idc), bit_depth=s.va_bit_depth_minus8 + 8,
-                        min_value=s.va_min_value, max_value=s.va_max_value,
-                        picture_width=s.va_picture_width_minus1 + 1, picture_height=s.va_picture_height_minus1 + 1,
-                        tile_columns=s.va_tile_columns_minus1 + 1, tile_channels=s.va_tile_channels_minus1 + 1,
-                        encoder_info=info, shared_picture=bool(s.va_shared_picture_flag),
-                        origin_x=s.va_tile_origin_x, origin_y=s.va_tile_origin_y)
 
 
 def from_tensor_info(s):

@@ -4,19 +4,28 @@
     python -m common.specdoc --check docs/bitstream.md    # exit 1 if out of date
 
 The syntax tables come from the source text of common/syntax_structures.py
-(element calls -> rows, `if`/`for` -> conditions, `rw.require` -> constraints),
-the code-point tables from common/codepoints.py, the semantics from
-SEMANTICS, the entropy-payload section from common/tokenwise_sq.py and the
-video-anchor section from common/video_anchor.py.
+(element calls -> rows, `if`/`for` -> conditions, `rw.require` -> constraints)
+and of the tool parameter structures its functions call, wherever they are
+declared (common/tools/<tool>/syntax.py): each is rendered right after the
+structure that first calls it. The code-point tables come from
+common/codepoints.py, the semantics from the SEMANTICS of every module that
+declares a rendered structure, the constants from common/limits.py and the
+tools, and the tools' sections from the docstrings of TOOL_SECTIONS.
 """
 
 import argparse
 import ast
 import inspect
 import sys
-from enum import IntEnum
+from dataclasses import dataclass
 
-from common import codepoints, syntax_structures, tokenwise_sq, video_anchor
+from common import codepoints, limits, syntax_structures
+from common.tools.tokenwise import sq as tokenwise_sq, syntax as tokenwise_syntax
+from common.tools.video_anchor import format as video_anchor
+
+# (section title, module whose docstring below its first line is the section), after the constants
+TOOL_SECTIONS = (("Token-wise scalar quantisation: entropy payload", tokenwise_sq),
+                 ("Video anchor", video_anchor))
 
 _DESCRIPTOR_CALLS = {"u", "flag", "ue", "se", "f32", "bytes", "rest"}
 _INDENT = "&nbsp;" * 4
@@ -36,19 +45,31 @@ def _text(node):
     return ast.unparse(_DropStructurePrefix().visit(ast.parse(ast.unparse(node), mode="eval")).body)
 
 
-def _value(node):
-    return eval(compile(ast.Expression(node), "<spec>", "eval"), vars(syntax_structures))  # noqa: S307
+@dataclass(frozen=True)
+class SyntaxFunction:
+    """One syntax structure's source: its function node and its module's globals (where the
+    range expressions of its elements are evaluated)."""
+    node: ast.FunctionDef
+    namespace: dict
+
+    @property
+    def name(self):
+        return self.node.name
+
+
+def _value(node, namespace):
+    return eval(compile(ast.Expression(node), "<spec>", "eval"), namespace)  # noqa: S307
 
 
 def _kwargs(call):
     return {k.arg: k.value for k in call.keywords}
 
 
-def _element_row(call):
+def _element_row(call, namespace):
     """(name, descriptor, range) of one rw.<descriptor>(...) call."""
     kind, args, kw = call.func.attr, call.args, _kwargs(call)
     if kind == "u":
-        name, descriptor = args[2].value, f"u({_value(args[0])})"
+        name, descriptor = args[2].value, f"u({_value(args[0], namespace)})"
     elif kind == "flag":
         name, descriptor = args[1].value, "u(1)"
     elif kind in ("ue", "se"):
@@ -62,23 +83,23 @@ def _element_row(call):
     lo = kw.get("lo")
     hi = kw.get("hi")
     if kind == "ue" and hi is not None:
-        lo_value = 0 if lo is None else _value(lo)
-        value_range = f"{lo_value}..{_value(hi)}"
+        lo_value = 0 if lo is None else _value(lo, namespace)
+        value_range = f"{lo_value}..{_value(hi, namespace)}"
     elif lo is not None or hi is not None:
-        lo_value = 0 if lo is None else _value(lo)
-        value_range = f"{lo_value}..{_value(hi)}"
+        lo_value = 0 if lo is None else _value(lo, namespace)
+        value_range = f"{lo_value}..{_value(hi, namespace)}"
     else:
         value_range = ""
     return name, descriptor, value_range
 
 
-def _rows(statements, depth, rows):
+def _rows(statements, depth, rows, namespace):
     pad = _INDENT * depth
     for st in statements:
         if isinstance(st, ast.Expr) and isinstance(st.value, ast.Call):
             call = st.value
             if isinstance(call.func, ast.Attribute) and call.func.attr in _DESCRIPTOR_CALLS:
-                name, descriptor, value_range = _element_row(call)
+                name, descriptor, value_range = _element_row(call, namespace)
                 rows.append((f"{pad}{name}", descriptor, value_range))
             elif isinstance(call.func, ast.Attribute) and call.func.attr == "byte_alignment":
                 rows.append((f"{pad}byte_alignment( )", "u(1)×n", "each bit 0"))
@@ -90,37 +111,78 @@ def _rows(statements, depth, rows):
                 raise ValueError(f"cannot render statement: {ast.unparse(st)}")
         elif isinstance(st, ast.If):
             rows.append((f"{pad}if( {_text(st.test)} )", "", ""))
-            _rows(st.body, depth + 1, rows)
+            _rows(st.body, depth + 1, rows, namespace)
             if st.orelse:
                 rows.append((f"{pad}else", "", ""))
-                _rows(st.orelse, depth + 1, rows)
+                _rows(st.orelse, depth + 1, rows, namespace)
         elif isinstance(st, ast.For):
             count = _text(st.iter.args[2])
             rows.append((f"{pad}for( i = 0; i < {count}; i++ )", "", ""))
-            _rows(st.body, depth + 1, rows)
+            _rows(st.body, depth + 1, rows, namespace)
         else:
             raise ValueError(f"cannot render statement: {ast.unparse(st)}")
 
 
+def _is_syntax_function(node):
+    return isinstance(node, ast.FunctionDef) and node.args.args and node.args.args[0].arg == "rw"
+
+
+def _called_names(statements):
+    """Names of the functions called as statements (structure calls such as `tensor_info(rw, t)`),
+    in order, inside `if` and `for` too."""
+    for st in statements:
+        if isinstance(st, ast.Expr) and isinstance(st.value, ast.Call) and isinstance(st.value.func, ast.Name):
+            yield st.value.func.id
+        elif isinstance(st, (ast.If, ast.For)):
+            yield from _called_names(st.body)
+            yield from _called_names(st.orelse)
+
+
 def syntax_functions():
-    """The syntax-structure functions, in source order (first parameter `rw`)."""
+    """The syntax-structure functions (first parameter `rw`): those of common/syntax_structures.py
+    in source order, each followed by the structures it calls that another module declares (a
+    tool's parameters, common/tools/<tool>/syntax.py), in the order of the calls."""
     tree = ast.parse(inspect.getsource(syntax_structures))
-    return [node for node in tree.body
-            if isinstance(node, ast.FunctionDef) and node.args.args and node.args.args[0].arg == "rw"]
+    local = [node for node in tree.body if _is_syntax_function(node)]
+    local_names = {node.name for node in local}
+    functions, seen = [], set()
+
+    def visit(node, namespace):
+        functions.append(SyntaxFunction(node, namespace))
+        seen.add(node.name)
+        for name in _called_names(node.body):
+            target = namespace.get(name)
+            if name in seen or name in local_names or not inspect.isfunction(target):
+                continue
+            (foreign,) = ast.parse(inspect.getsource(target)).body
+            if _is_syntax_function(foreign):
+                visit(foreign, target.__globals__)
+
+    for node in local:
+        visit(node, vars(syntax_structures))
+    return functions
+
+
+def semantics():
+    """The SEMANTICS of every module that declares a rendered syntax structure, merged."""
+    merged = {}
+    for function in syntax_functions():
+        merged.update(function.namespace.get("SEMANTICS", {}))
+    return merged
 
 
 def element_names():
     names = []
     for function in syntax_functions():
         rows = []
-        _rows(function.body, 0, rows)
+        _rows(function.node.body, 0, rows, function.namespace)
         names += [r[0].replace("&nbsp;", "") for r in rows if r[1] and not r[0].endswith(")")]
     return names
 
 
 def _syntax_table(function):
     rows = []
-    _rows(function.body, 1, rows)
+    _rows(function.node.body, 1, rows, function.namespace)
     out = [f"### {function.name}( )", "", "| Syntax | Descriptor | Range |", "|---|---|---|",
            f"| {function.name}( ) {{ | | |"]
     out += [f"| {text} | {descriptor} | {value_range} |" for text, descriptor, value_range in rows]
@@ -138,7 +200,8 @@ def _enum_table(enum_type):
 def _constants():
     names = ["MAX_TENSORS", "MAX_NAME_BYTES", "MAX_DIM", "MAX_DECODED_ELEMENTS", "QP_MIN", "QP_MAX"]
     out = ["| constant | value |", "|---|---|"]
-    out += [f"| {n} | {getattr(syntax_structures, n)} |" for n in names]
+    out += [f"| {n} | {getattr(limits, n) if hasattr(limits, n) else getattr(tokenwise_syntax, n)} |"
+            for n in names]
     for n in ["STEP_EXPONENTS_PER_OCTAVE", "UNIT_STEP_EXPONENT", "MAX_ABS_LEVEL", "MAG_CAP", "RESCALE_LIMIT",
               "PROB_BITS", "FIRST_CHUNK", "EG_PREFIX_SYMBOLS", "EG_MAX_ORDER", "BYPASS_CHUNK_BITS",
               "OFFSET_CLIP", "SIG_RATE_THRESHOLDS", "LEVEL_RATE_THRESHOLDS"]:
@@ -154,14 +217,14 @@ def _constants():
 
 def render():
     functions = syntax_functions()
-    semantics = syntax_structures.SEMANTICS
-    missing = [n for n in element_names() if n not in semantics]
+    semantics_of = semantics()
+    missing = [n for n in element_names() if n not in semantics_of]
     if missing:
         raise ValueError(f"elements without semantics: {missing}")
     out = ["# FCRS bitstream specification", "",
            "<!-- Generated by `python -m common.specdoc --write docs/bitstream.md` from "
-           "common/syntax_structures.py, common/codepoints.py, common/tokenwise_sq.py and common/video_anchor.py. "
-           "Do not edit. -->", "",
+           "common/syntax_structures.py, common/codepoints.py, common/limits.py and the tool folders "
+           "common/tools/<tool>/ (syntax.py; tokenwise/sq.py, video_anchor/format.py). Do not edit. -->", "",
            f"Version {codepoints.STREAM_VERSION_MAJOR}.{codepoints.STREAM_VERSION_MINOR}.", "",
            "## 1. Conventions", "",
            "Bits are written most significant first. Descriptors: u(n) unsigned n-bit integer; ue(v) "
@@ -178,18 +241,16 @@ def render():
         out += _syntax_table(function)
     out += ["## 4. Semantics", ""]
     for name in element_names():
-        out.append(f"- **{name}**: {semantics[name]}")
+        out.append(f"- **{name}**: {semantics_of[name]}")
     out += ["", "## 5. Code points", ""]
     for enum_type in (codepoints.UnitType, codepoints.Layout, codepoints.DType, codepoints.Tool,
                       codepoints.InnerCodec, codepoints.HashType):
         out += _enum_table(enum_type)
     out += ["## 6. Constants", ""] + _constants()
-    out += ["## 7. Token-wise scalar quantisation: entropy payload", ""]
-    section = inspect.getdoc(tokenwise_sq).split("\n", 1)[1].strip()
-    out += [section.replace("## ", "### "), ""]
-    out += ["## 8. Video anchor", ""]
-    section = inspect.getdoc(video_anchor).split("\n", 1)[1].strip()
-    out += [section.replace("## ", "### "), ""]
+    for number, (title, module) in enumerate(TOOL_SECTIONS, start=7):
+        out += [f"## {number}. {title}", ""]
+        section = inspect.getdoc(module).split("\n", 1)[1].strip()
+        out += [section.replace("## ", "### "), ""]
     return "\n".join(out)
 
 

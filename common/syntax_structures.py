@@ -5,6 +5,9 @@ Every function here is walked by `SyntaxWriter` (encoder), `SyntaxReader`
 file's text: the element calls become table rows, `if`/`for` become
 conditions, `rw.require` becomes a conformance constraint. Keep each function a
 plain sequence of element calls, `if` and `for`; semantics live in SEMANTICS.
+Each coding tool declares its parameters the same way in its own folder
+(common/tools/<tool>/syntax.py, with its own SEMANTICS); tensor_info() calls
+them by ti_tool_idc, and specdoc renders each one after its caller.
 
 Stream layout::
 
@@ -16,19 +19,11 @@ Stream layout::
       END_OF_STREAM          (empty)                   last
 """
 
-from common.codepoints import (DType, HashType, InnerCodec, Layout, STREAM_MAGIC, STREAM_VERSION_MAJOR, Tool)
+from common.codepoints import DType, HashType, Layout, STREAM_MAGIC, STREAM_VERSION_MAJOR, Tool
+from common.limits import MAX_DECODED_ELEMENTS, MAX_DIM, MAX_NAME_BYTES, MAX_TENSORS, MAX_UNIT_PAYLOAD_SIZE
 from common.syntax import SyntaxStructure
-from common.video_anchor import (ANCHOR_BIT_DEPTH, F32_MAX, MAX_PICTURE_DIM, MAX_PICTURE_SAMPLES, grid_fits,
-                                 grids_overlap, tile_grid)
-
-MAX_TENSORS = 256
-MAX_NAME_BYTES = 255
-MAX_DIM = 1 << 24
-# Decoder memory guard: a stream may declare at most this many feature points in
-# total; the decoder's peak memory is about 40 bytes per declared point.
-MAX_DECODED_ELEMENTS = 1 << 27
-MAX_UNIT_PAYLOAD_SIZE = (1 << 32) - 1
-QP_MIN, QP_MAX = -256, 511
+from common.tools.tokenwise.syntax import tokenwise_sq_params
+from common.tools.video_anchor.syntax import anchor_tiles_fit, shared_pictures_consistent, video_anchor_params
 
 
 def stream_header(rw, s):
@@ -78,33 +73,6 @@ def tensor_info(rw, s):
                    "va_tile_channels_minus1 is 0 for a C×H×W map (section Video anchor)")
 
 
-def tokenwise_sq_params(rw, s):
-    rw.se(s, "tsq_qp", lo=QP_MIN, hi=QP_MAX)
-    rw.flag(s, "tsq_step_map_flag")
-
-
-def video_anchor_params(rw, s):
-    rw.flag(s, "va_shared_picture_flag")
-    rw.u(4, s, "va_inner_codec_idc", hi=InnerCodec.VVC)
-    rw.u(4, s, "va_bit_depth_minus8", lo=ANCHOR_BIT_DEPTH - 8, hi=ANCHOR_BIT_DEPTH - 8)
-    rw.f32(s, "va_min_value")
-    rw.f32(s, "va_max_value")
-    rw.require(-F32_MAX <= s.va_min_value <= s.va_max_value <= F32_MAX,
-               "va_min_value and va_max_value are finite and va_min_value <= va_max_value")
-    rw.ue(s, "va_picture_width_minus1", hi=MAX_PICTURE_DIM - 1)
-    rw.ue(s, "va_picture_height_minus1", hi=MAX_PICTURE_DIM - 1)
-    rw.require((s.va_picture_width_minus1 + 1) * (s.va_picture_height_minus1 + 1) <= MAX_PICTURE_SAMPLES,
-               "the picture has at most MAX_PICTURE_SAMPLES samples")
-    rw.ue(s, "va_tile_columns_minus1", hi=MAX_PICTURE_DIM - 1)
-    rw.ue(s, "va_tile_channels_minus1", hi=MAX_DIM - 1)
-    rw.ue(s, "va_tile_origin_x", hi=MAX_PICTURE_DIM - 1)
-    rw.ue(s, "va_tile_origin_y", hi=MAX_PICTURE_DIM - 1)
-    rw.flag(s, "va_encoder_info_flag")
-    if s.va_encoder_info_flag:
-        rw.ue(s, "va_encoder_info_length", hi=MAX_NAME_BYTES)
-        rw.bytes(s, "va_encoder_info", s.va_encoder_info_length)
-
-
 def tensor_data_unit(rw, s):
     rw.ue(s, "tdu_tensor_idx", hi=MAX_TENSORS - 1)
     rw.byte_alignment()
@@ -117,50 +85,6 @@ def decoded_feature_hash(rw, s):
     for t in rw.items(s, "dfh_tensors", s.dfh_num_tensors_minus1 + 1, SyntaxStructure):
         rw.bytes(t, "dfh_md5", 16)
     rw.byte_alignment()
-
-
-def anchor_tiles_fit(s):
-    """The tile-grid constraints of a video-anchor tensor_info() (section Video anchor)."""
-    params = s.ti_video_anchor_params
-    if s.ti_layout_idc == Layout.CHW and params.va_tile_channels_minus1 != 0:
-        return False
-    return grid_fits(anchor_tile_grid(s), params.va_picture_width_minus1 + 1, params.va_picture_height_minus1 + 1,
-                     params.va_tile_origin_x, params.va_tile_origin_y)
-
-
-def anchor_tile_grid(s):
-    """The TileGrid of a video-anchor tensor_info()."""
-    params = s.ti_video_anchor_params
-    if s.ti_layout_idc == Layout.CHW:
-        shape = (s.ti_num_channels_minus1 + 1, s.ti_height_minus1 + 1, s.ti_width_minus1 + 1)
-    else:
-        shape = (s.ti_num_tokens_minus1 + 1, s.ti_num_channels_minus1 + 1)
-    return tile_grid(s.ti_layout_idc, shape, params.va_tile_channels_minus1 + 1, params.va_tile_columns_minus1 + 1)
-
-
-def shared_pictures_consistent(tensors):
-    """The constraints on tensors with va_shared_picture_flag = 1 (section Video anchor: pictures
-    shared by several tensors)."""
-    picture = []                        # tensor_info() of the tensors in the current picture
-    for t in tensors:
-        params = t.ti_video_anchor_params if t.ti_tool_idc == Tool.VIDEO_ANCHOR else None
-        if params is None or not params.va_shared_picture_flag:
-            picture = [t] if params is not None else []
-            continue
-        if not picture:
-            return False
-        first = picture[0].ti_video_anchor_params
-        same = ("va_inner_codec_idc", "va_bit_depth_minus8", "va_picture_width_minus1", "va_picture_height_minus1")
-        if any(getattr(params, name) != getattr(first, name) for name in same):
-            return False
-        placed = (params.va_tile_origin_x, params.va_tile_origin_y, anchor_tile_grid(t))
-        for other in picture:
-            other_params = other.ti_video_anchor_params
-            if grids_overlap(placed, (other_params.va_tile_origin_x, other_params.va_tile_origin_y,
-                                      anchor_tile_grid(other))):
-                return False
-        picture.append(t)
-    return True
 
 
 def tensor_num_elements(s):
@@ -201,35 +125,6 @@ SEMANTICS = {
                             "two-dimensional neighbours and bounds the number of waves by about 3·sqrt(N).",
     "ti_tool_idc": "Coding tool of the tensor: 1 token-wise scalar quantisation (section Token-wise "
                    "scalar quantisation), 2 video anchor (section Video anchor). Other values reserved.",
-    "tsq_qp": "Base step exponent of the tensor. The step of token t is "
-              "Δ_t = 2^((e_t − 48) / 8) with e_t = tsq_qp + (step offset of t); +8 doubles the step.",
-    "tsq_step_map_flag": "0: every token uses e_t = tsq_qp. 1: a per-token step-offset map is coded at "
-                         "the start of the tensor's entropy payload.",
-    "va_shared_picture_flag": "0: the tensor starts a picture; its tensor data unit carries the inner bitstream. "
-                              "1: its tiles lie in the picture of the preceding tensor, and its tensor data "
-                              "unit's tdu_entropy_payload is empty (section Video anchor: pictures shared by "
-                              "several tensors).",
-    "va_inner_codec_idc": "Standard of the inner bitstream in the tensor's data unit (InnerCodec): 0 HEVC, "
-                          "1 VVC.",
-    "va_bit_depth_minus8": "Bit depth B of the levels and of the inner picture, minus 8. B = 10 in this "
-                           "version.",
-    "va_min_value": "m: the value of level 0, a binary32 value (section Video anchor).",
-    "va_max_value": "M: the value of level 2^B − 1, a binary32 value not below va_min_value.",
-    "va_picture_width_minus1": "Width PW of the inner picture in luma samples, minus 1 (the tile grid plus "
-                               "right padding).",
-    "va_picture_height_minus1": "Height PH of the inner picture in luma samples, minus 1 (the tile grid plus "
-                                "bottom padding).",
-    "va_tile_columns_minus1": "Number G of tile columns, minus 1; tiles are placed in raster order "
-                              "(section Video anchor).",
-    "va_tile_channels_minus1": "Channels per tile, minus 1: 0 for a C×H×W map (a tile is one H×W channel); "
-                               "for an N×C token matrix the width S of each N×S column strip, minus 1.",
-    "va_tile_origin_x": "Column OX of the picture sample where the tensor's tile grid starts (0 for a "
-                        "tensor alone in its picture).",
-    "va_tile_origin_y": "Row OY of the picture sample where the tensor's tile grid starts.",
-    "va_encoder_info_flag": "1: va_encoder_info follows. 0: it is absent.",
-    "va_encoder_info_length": "Length in bytes of va_encoder_info.",
-    "va_encoder_info": "Informative UTF-8 text naming the inner encoder and its version (e.g. "
-                       "\"x265 3.5+1-f0c1022b6\"); decoders ignore it.",
     "tdu_tensor_idx": "Index of the tensor (order of the feature parameter set) whose data this is. "
                       "Tensor data units appear in increasing tdu_tensor_idx, one per tensor.",
     "tdu_entropy_payload": "Coded data of the tensor, to the end of the unit: for the token-wise tool its "

@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from common.codepoints import InnerCodec
-from decoder.inner_codec import decode_picture, decoder_version
-from encoder.inner_codec import encode_picture
+from common.tools.video_anchor.inner_decoder import decode_picture, decoder_version
+from encoder.tools.video_anchor.inner_encoder import encode_picture
 
 # BT.601 full range (JFIF): Y, Cb, Cr in 0..255 from R, G, B in 0..255.
 RGB_TO_YCBCR = np.array([[0.299, 0.587, 0.114],

@@ -219,8 +219,8 @@ def check_programs(config):
     naming the tool otherwise)."""
     from common.codepoints import InnerCodec
     from common.external_tool import find_tool
-    from decoder.inner_codec import decoder_program
-    from encoder.inner_codec import INNER_ENCODERS
+    from common.tools.video_anchor.inner_decoder import decoder_program
+    from encoder.tools.video_anchor.inner_encoder import INNER_ENCODERS
 
     for tool in config.tools:
         try:
@@ -248,8 +248,8 @@ def environment():
     except ImportError:
         pass
     from common.codepoints import InnerCodec
-    from decoder.inner_codec import decoder_version
-    from encoder.inner_codec import encoder_version
+    from common.tools.video_anchor.inner_decoder import decoder_version
+    from encoder.tools.video_anchor.inner_encoder import encoder_version
     codecs = {"x265": lambda: encoder_version("hevc"), "libde265": lambda: decoder_version(InnerCodec.HEVC),
               "vvenc": lambda: encoder_version("vvenc"), "vvc_decoder": lambda: decoder_version(InnerCodec.VVC)}
     for name, version in codecs.items():

@@ -6,27 +6,23 @@
                        the tensors that share it) ─► tiles ─► levels ─► m + v·(M − m)/L ─► dtype
     ─► (hash check)
 
-Imports only `common/` (and its own inner_codec module); token-wise decoding needs numpy and
-constriction, not torch; the video anchor runs libde265-dec265 or VTM's DecoderApp.
+Imports only `common/`: each tool's decoding lives in its folder common/tools/<tool>/ (decode.py),
+and TENSOR_DECODERS maps its code point to it. Token-wise decoding needs numpy and constriction,
+not torch; the video anchor runs libde265-dec265, VTM's DecoderApp or VVdeC.
 """
 
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from common.codepoints import Tool, UnitType
 from common.errors import BitstreamError
-from common.features import from_grid, from_tensor_info
+from common.features import from_tensor_info
 from common.hashing import tensor_md5
+from common.stream import iter_units
 from common.syntax import SyntaxReader, SyntaxStructure
 from common.syntax_structures import decoded_feature_hash, feature_parameter_set, tensor_data_unit
-from common.stream import iter_units
-from common.syntax_structures import QP_MAX, QP_MIN
-from common.tokenwise_sq import TokenwiseEntropyCoder, dequantise, step_sizes
-from common.video_anchor import dequantise_levels, picture_to_levels
-from decoder.inner_codec import decode_picture
+from common.tools.tokenwise.decode import decode_tokenwise_tensor
+from common.tools.video_anchor.decode import decode_video_anchor_tensor, shared_picture_sources, video_anchor_tensor
 
 
 @dataclass
@@ -93,40 +89,6 @@ def decode_stream(data, trace=None, threads=1):
     return result
 
 
-class InnerPicture:
-    """A video-anchor picture decoded once, when the first tensor that lies in it needs it
-    (several tensors share one picture with the one-frame packing)."""
-
-    def __init__(self, params, bitstream):
-        self.params, self.bitstream = params, bitstream
-        self._lock = threading.Lock()
-        self._picture = None
-
-    def picture(self):
-        with self._lock:
-            if self._picture is None:
-                anchor = self.params
-                (self._picture,) = decode_picture(anchor.inner_codec, self.bitstream, anchor.picture_width,
-                                                  anchor.picture_height, anchor.bit_depth)
-            return self._picture
-
-
-def shared_picture_sources(specs, payloads):
-    """Per tensor, the InnerPicture its tiles lie in (None for other tools). A tensor with
-    va_shared_picture_flag = 1 takes its predecessor's; its own payload must be empty."""
-    sources, current = [], None
-    for spec, payload in zip(specs, payloads):
-        if spec.tool != Tool.VIDEO_ANCHOR:
-            current = None
-        elif not spec.anchor.shared_picture:
-            current = InnerPicture(spec.anchor, payload)
-        elif payload:
-            raise BitstreamError(f"tensor '{spec.name}' shares the previous tensor's picture but its data unit "
-                                 "carries a payload")
-        sources.append(current)
-    return sources
-
-
 def decode_tensor(spec, payload, inner_picture=None):
     """One tensor from its data unit's payload by its coding tool; a video-anchor tensor from the
     InnerPicture its tiles lie in, when given (decode_stream gives every one its picture)."""
@@ -135,37 +97,5 @@ def decode_tensor(spec, payload, inner_picture=None):
     return TENSOR_DECODERS[spec.tool](spec, payload)
 
 
-def decode_tokenwise_tensor(spec, payload):
-    """Levels and step offsets from the payload, then reconstruction in the spec's dtype."""
-    coder = TokenwiseEntropyCoder(payload)
-    levels, offsets = coder.code_tensor(None, None, spec.grid, spec.step_map)
-    coder.finish()
-    return reconstruct(spec, levels, offsets)
-
-
-def decode_video_anchor_tensor(spec, payload):
-    """A tensor alone in its picture: the inner bitstream through the external video decoder."""
-    return video_anchor_tensor(spec, InnerPicture(spec.anchor, payload).picture())
-
-
-def video_anchor_tensor(spec, picture):
-    """A tensor's levels from its tiles of the decoded picture, then m + v·(M − m)/L."""
-    anchor = spec.anchor
-    levels = picture_to_levels(spec.layout, spec.shape, picture, anchor)
-    if levels.max(initial=0) >= 1 << anchor.bit_depth:
-        raise BitstreamError(f"tensor '{spec.name}': the inner picture has samples beyond {anchor.bit_depth} bits")
-    with np.errstate(over="ignore"):
-        return dequantise_levels(levels, anchor).astype(spec.numpy_dtype).reshape(spec.array_shape)
-
-
-def reconstruct(spec, levels, offsets):
-    """q · Δ_t rounded to the tensor's dtype, in its decoded shape (the encoder reuses this)."""
-    exponents = spec.qp + offsets
-    if exponents.min() < QP_MIN or exponents.max() > QP_MAX:
-        raise BitstreamError(f"tensor '{spec.name}': a token's step exponent leaves [{QP_MIN}, {QP_MAX}]")
-    grid_values = dequantise(levels, step_sizes(exponents))
-    with np.errstate(over="ignore"):
-        return from_grid(spec, grid_values.astype(spec.numpy_dtype))
-
-
+# The decoder of each coding tool (ti_tool_idc): (TensorSpec, tdu_entropy_payload) -> decoded array.
 TENSOR_DECODERS = {Tool.TOKENWISE_SQ: decode_tokenwise_tensor, Tool.VIDEO_ANCHOR: decode_video_anchor_tensor}

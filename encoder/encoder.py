@@ -1,38 +1,34 @@
 """The FCRS encoder library: named feature tensors in, stream bytes out.
 
     validate ─► per tensor, by the Tool option (TENSOR_CODERS):
-        tokenwise: TensorSpec ─► exponents (QP [+ step map]) ─► quantise ─► entropy payload
-                   ─► reconstruct (decoder's code)
-        anchor:    encoder/video_anchor.py: levels ─► tiled picture (one per tensor, or one for
+        tokenwise: encoder/tools/tokenwise/: TensorSpec ─► exponents (QP [+ step map]) ─► quantise
+                   ─► entropy payload ─► reconstruct (decoder's code)
+        anchor:    encoder/tools/video_anchor/: levels ─► tiled picture (one per tensor, or one for
                    all: AnchorPacking) ─► x265 / VTM ─► inner bitstream ─► reconstruct (decoder's
                    code: libde265 / VTM)
     ─► tensor data units ─► hash ─► units
 
-Analysis tools (e.g. FeatJND step allocation) only decide the per-token step
-offsets handed to `encode_features`; coding is the same for every allocation.
+Each tool's coder lives in its folder encoder/tools/<tool>/ (coder.py, the interface in
+encoder/tools/interface.py); TENSOR_CODERS maps the Tool option to it. Analysis tools
+(e.g. FeatJND step allocation) only decide the per-token step offsets handed to
+`encode_features`; coding is the same for every allocation.
 """
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from common.codepoints import DType, HashType, Layout, Tool, UnitType
+from common.codepoints import HashType, Tool, UnitType
 from common.errors import ConfigError, InputError
-from common.features import TensorSpec, to_grid, to_tensor_info
+from common.features import to_tensor_info
 from common.hashing import tensor_md5
+from common.limits import MAX_DECODED_ELEMENTS, MAX_DIM, MAX_NAME_BYTES, MAX_TENSORS
 from common.stream import write_stream
 from common.syntax import SyntaxStructure, SyntaxWriter, Trace
-from common.syntax_structures import (MAX_DECODED_ELEMENTS, MAX_DIM, MAX_NAME_BYTES, MAX_TENSORS,
-                                      QP_MAX, QP_MIN, decoded_feature_hash, feature_parameter_set,
-                                      tensor_data_unit)
-from common.tokenwise_sq import TokenwiseEntropyCoder
-from decoder.decoder import reconstruct
-from encoder.quantiser import quantise
-from encoder.video_anchor import encode_video_anchor
-
-DTYPE_OF_NUMPY = {np.dtype(np.float16): DType.FLOAT16, np.dtype(np.float32): DType.FLOAT32,
-                  np.dtype(np.float64): DType.FLOAT64}
+from common.syntax_structures import decoded_feature_hash, feature_parameter_set, tensor_data_unit
+from encoder.tools.interface import DTYPE_OF_NUMPY
+from encoder.tools.tokenwise.coder import code_tokenwise_tensors
+from encoder.tools.video_anchor.coder import code_anchor_tensors
 
 
 @dataclass
@@ -89,100 +85,6 @@ def validate_tensors(tensors):
         total += array.size
     if total > MAX_DECODED_ELEMENTS:
         raise InputError(f"{total} feature points; a stream holds at most {MAX_DECODED_ELEMENTS}")
-
-
-def tensor_spec(name, array, qp, step_map):
-    batch_axis = array.ndim == 4
-    shape = tuple(int(n) for n in (array.shape[1:] if batch_axis else array.shape))
-    layout = Layout.CHW if len(shape) == 3 else Layout.TOKENS
-    return TensorSpec(name=name, layout=layout, dtype=DTYPE_OF_NUMPY[array.dtype], shape=shape,
-                      batch_axis=batch_axis, tool=Tool.TOKENWISE_SQ, qp=qp, step_map=step_map)
-
-
-def offsets_to_grid(spec, offsets):
-    """Step offsets as given by the caller ((H, W) maps; (N,) or (1, N) for tokens) on the
-    coding grid; token-grid padding repeats the last token's offset (a free residual)."""
-    offsets = np.asarray(offsets, dtype=np.int64)
-    if spec.layout == Layout.CHW:
-        expected = spec.grid[1:]
-    else:
-        expected = (spec.shape[0],)
-        offsets = offsets.reshape(-1) if offsets.ndim == 2 and offsets.shape[0] == 1 else offsets
-    if offsets.shape != expected:
-        raise InputError(f"tensor '{spec.name}': step-offset map of shape {offsets.shape}, expected {expected}")
-    if spec.layout == Layout.TOKENS:
-        _, height, width = spec.grid
-        offsets = np.concatenate([offsets, np.full(height * width - len(offsets), offsets[-1])])
-        offsets = offsets.reshape(height, width)
-    return offsets
-
-
-def signalled_steps(qp, offsets):
-    """(tsq_qp, offsets to it, step map needed?) for per-token offsets to QP: the base
-    moves to the median exponent so the map codes small residuals, and a map whose
-    offsets are all equal is not sent at all."""
-    if offsets is None:
-        return qp, None, False
-    base = qp + int(np.median(offsets))
-    relative = offsets - (base - qp)
-    return base, relative, bool(relative.any())
-
-
-@dataclass
-class CodedTensor:
-    """What a tool's coder hands back for one tensor."""
-    spec: TensorSpec
-    payload: bytes                 # tdu_entropy_payload
-    reconstruction: np.ndarray     # exactly what the decoder will output
-    seconds: float                 # encoding wall time of this tensor
-    ideal_bits: float = None
-    inner_codec: str = ""
-    inner_seconds: float = 0.0
-
-
-def code_tokenwise_tensor(name, array, options, offsets, step_allocator):
-    """Token-wise SQ: per-token steps from `offsets` ((H, W) or (N,) offsets to QP), else the
-    step allocator when active, else QP everywhere; quantise, entropy code, reconstruct."""
-    start = time.perf_counter()
-    spec = tensor_spec(name, array, options["QP"], step_map=False)
-    grid = to_grid(spec, array.astype(np.float64))
-    if offsets is not None:
-        offsets = offsets_to_grid(spec, offsets)
-    elif step_allocator is not None and step_allocator.active:
-        offsets = step_allocator.offsets(spec, grid)
-    qp, offsets, step_map = signalled_steps(options["QP"], offsets)
-    spec = tensor_spec(name, array, qp, step_map)
-    if offsets is None:
-        offsets = np.zeros(spec.grid[1:], dtype=np.int64)
-    exponents = spec.qp + offsets
-    if exponents.min() < QP_MIN or exponents.max() > QP_MAX:
-        raise InputError(f"tensor '{name}': step exponents must stay within [{QP_MIN}, {QP_MAX}]")
-    levels = quantise(grid, exponents, options["RoundingOffset"], np.dtype(spec.numpy_dtype))
-    coder = TokenwiseEntropyCoder()
-    coder.code_tensor(levels, offsets, spec.grid, spec.step_map)
-    payload = coder.finish()
-    return CodedTensor(spec=spec, payload=payload, reconstruction=reconstruct(spec, levels, offsets),
-                       seconds=time.perf_counter() - start, ideal_bits=coder.ideal_bits)
-
-
-def code_tokenwise_tensors(tensors, options, step_offsets, step_allocator):
-    """Token-wise SQ, tensor by tensor."""
-    return [code_tokenwise_tensor(name, array, options, step_offsets.get(name), step_allocator)
-            for name, array in tensors.items()]
-
-
-def code_anchor_tensors(tensors, options, step_offsets, step_allocator):
-    """Video anchor: min-max levels tiled into one picture per tensor or one for all (AnchorPacking),
-    coded by the inner video codec; the encoding time of a picture goes to its first tensor."""
-    start = time.perf_counter()
-    codings = encode_video_anchor([tensor_spec(name, array, 0, step_map=False) for name, array in tensors.items()],
-                                  list(tensors.values()), options)
-    seconds = time.perf_counter() - start
-    total_inner = sum(coding.encoder_seconds for coding in codings) or 1.0
-    # the wall time goes to the tensors that carry a picture, in proportion to their inner encoders
-    return [CodedTensor(spec=coding.spec, payload=coding.payload, reconstruction=coding.reconstruction,
-                        seconds=seconds * coding.encoder_seconds / total_inner, inner_codec=coding.encoder_info,
-                        inner_seconds=coding.encoder_seconds) for coding in codings]
 
 
 # The coder of each value of the Tool option: (tensors, options, step offsets, step allocator) -> [CodedTensor].

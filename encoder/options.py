@@ -4,7 +4,7 @@
 import math
 from dataclasses import dataclass
 
-from common.syntax_structures import QP_MAX, QP_MIN
+from common.tools.tokenwise.syntax import QP_MAX, QP_MIN
 
 
 @dataclass(frozen=True)

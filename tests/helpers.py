@@ -128,7 +128,7 @@ def join_units(header, units):
 
 def decode_levels(stream):
     """{name: (spec, levels (C, H, W), offsets (H, W))}: what the entropy payloads carry."""
-    from common.tokenwise_sq import TokenwiseEntropyCoder
+    from common.tools.tokenwise.sq import TokenwiseEntropyCoder
     units = split_units(stream)
     fps = SyntaxStructure()
     feature_parameter_set(SyntaxReader(units[0].payload), fps)

@@ -20,10 +20,11 @@ from hypothesis import strategies as st
 from common.codepoints import InnerCodec, Layout, Tool
 from common.errors import BitstreamError, ConfigError, ExternalToolError, InputError
 from common.syntax import SyntaxReader, SyntaxStructure, SyntaxWriter
-from common.syntax_structures import feature_parameter_set, video_anchor_params
-from common.video_anchor import (AnchorParams, F32_MAX, dequantise_levels, levels_to_picture, picture_to_levels,
-                                 tile_grid)
-from encoder.video_anchor import choose_tile_layout, float32_bounds, padded_size, quantise_levels
+from common.syntax_structures import feature_parameter_set
+from common.tools.video_anchor.format import (AnchorParams, F32_MAX, dequantise_levels, levels_to_picture,
+                                              picture_to_levels, tile_grid)
+from common.tools.video_anchor.syntax import video_anchor_params
+from encoder.tools.video_anchor.coder import choose_tile_layout, float32_bounds, padded_size, quantise_levels
 from tests.helpers import REPO, assert_clean_error, cli, options, relu_like, split_units
 
 ANCHOR_CFG = REPO / "cfg" / "anchor_hevc.cfg"
@@ -209,7 +210,7 @@ def test_shared_picture_constraints(first, second):
 
 def test_frame_packing_layout_of_yolov5n_p3_p5():
     """MPEG-VCM's packing: 64×80×80, 128×40×40, 256×20×20 as full-width bands of one 640×1120 picture."""
-    from encoder.video_anchor import choose_picture_layout
+    from encoder.tools.video_anchor.coder import choose_picture_layout
 
     layout = choose_picture_layout([(Layout.CHW, (64, 80, 80)), (Layout.CHW, (128, 40, 40)),
                                     (Layout.CHW, (256, 20, 20))])
@@ -437,7 +438,7 @@ def test_failing_encoder_is_quoted(tmp_path):
 
 
 def test_crashing_decoder_is_reported(tmp_path, monkeypatch):
-    from decoder.inner_codec import decode_picture
+    from common.tools.video_anchor.inner_decoder import decode_picture
     fake_program(tmp_path, "libde265-dec265", "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n")
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(ExternalToolError, match="libde265-dec265 failed \\(killed by signal 11\\)"):
@@ -609,7 +610,7 @@ def test_vvc_programs_named_by_path_instead_of_path_lookup(tmp_path, monkeypatch
 
 
 def test_unknown_vvc_decoder_choice_is_one_line(monkeypatch):
-    from decoder.inner_codec import decoder_program
+    from common.tools.video_anchor.inner_decoder import decoder_program
     monkeypatch.setenv("FCRS_VVC_DECODER", "ffmpeg")
     with pytest.raises(ExternalToolError, match="FCRS_VVC_DECODER=ffmpeg: choose one of vtm, vvdec, or the path"):
         decoder_program(InnerCodec.VVC)

@@ -8,9 +8,10 @@ from hypothesis import given, settings, strategies as st
 from common.features import from_grid, to_grid
 from common.hashing import tensor_md5
 from common.syntax import Trace
-from common.tokenwise_sq import step_sizes
+from common.tools.tokenwise.sq import step_sizes
 from decoder.decoder import decode_stream
-from encoder.encoder import encode_features, offsets_to_grid
+from encoder.encoder import encode_features
+from encoder.tools.tokenwise.coder import offsets_to_grid
 from tests.helpers import decode_levels, options
 
 DTYPES = (np.float16, np.float32, np.float64)

@@ -48,7 +48,7 @@ def test_encoder_reproduces_golden_bytes(stream):
         golden = f.read()
     if "x265" in stream.encoder_programs:     # another x265 version may code the picture differently
         from encoder.conformance import recorded_encoder_info
-        from encoder.inner_codec import encoder_version
+        from encoder.tools.video_anchor.inner_encoder import encoder_version
         if recorded_encoder_info(golden) != [encoder_version("hevc")]:
             pytest.skip(f"stream made by {recorded_encoder_info(golden)}, not {encoder_version('hevc')}")
     data, _ = encode_conformance_stream(stream)

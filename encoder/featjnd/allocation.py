@@ -16,8 +16,8 @@ import os
 import numpy as np
 
 from common.errors import InputError
-from common.syntax_structures import QP_MAX, QP_MIN
-from common.tokenwise_sq import STEP_EXPONENTS_PER_OCTAVE, UNIT_STEP_EXPONENT, step_sizes
+from common.tools.tokenwise.sq import STEP_EXPONENTS_PER_OCTAVE, UNIT_STEP_EXPONENT, step_sizes
+from common.tools.tokenwise.syntax import QP_MAX, QP_MIN
 
 ALLOCATIONS = ("uniform", "jnd", "random")
 WEIGHTS_FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")

@@ -10,10 +10,10 @@ from hypothesis import given, strategies as st
 from common.codepoints import STREAM_MAGIC, STREAM_VERSION_MAJOR, DType, HashType, Layout, Tool
 from common.errors import BitstreamError
 from common.syntax import MAX_UE_VALUE, SyntaxReader, SyntaxStructure, SyntaxWriter, Trace
-from common.syntax_structures import (MAX_DECODED_ELEMENTS, MAX_DIM, MAX_NAME_BYTES, MAX_TENSORS,
-                                      MAX_UNIT_PAYLOAD_SIZE, QP_MAX, QP_MIN, decoded_feature_hash,
-                                      feature_parameter_set, stream_header, tensor_data_unit,
-                                      tensor_info, tensor_num_elements, tokenwise_sq_params, unit_header)
+from common.limits import MAX_DECODED_ELEMENTS, MAX_DIM, MAX_NAME_BYTES, MAX_TENSORS, MAX_UNIT_PAYLOAD_SIZE
+from common.syntax_structures import (decoded_feature_hash, feature_parameter_set, stream_header, tensor_data_unit,
+                                      tensor_info, tensor_num_elements, unit_header)
+from common.tools.tokenwise.syntax import QP_MAX, QP_MIN, tokenwise_sq_params
 
 S = SyntaxStructure
 

@@ -9,8 +9,9 @@ from common.errors import BitstreamError
 from common.features import TensorSpec
 from common.hashing import tensor_md5
 from common.syntax import Trace
-from common.tokenwise_sq import step_sizes
-from decoder.decoder import decode_stream, decode_tensor, reconstruct
+from common.tools.tokenwise.decode import reconstruct
+from common.tools.tokenwise.sq import step_sizes
+from decoder.decoder import decode_stream, decode_tensor
 from tests.helpers import join_units, split_units
 
 

@@ -21,9 +21,9 @@ from common.codepoints import DType, Layout, UnitType
 from common.hashing import tensor_md5
 from common.stream import STREAM_HEADER_BYTES, UNIT_HEADER_BYTES
 from common.syntax import SyntaxReader, SyntaxStructure, SyntaxWriter
-from common.syntax_structures import (MAX_DECODED_ELEMENTS, MAX_DIM, decoded_feature_hash, feature_parameter_set,
-                                      tensor_data_unit)
-from common.tokenwise_sq import TokenwiseEntropyCoder
+from common.limits import MAX_DECODED_ELEMENTS, MAX_DIM
+from common.syntax_structures import decoded_feature_hash, feature_parameter_set, tensor_data_unit
+from common.tools.tokenwise.sq import TokenwiseEntropyCoder
 from decoder import app
 from tests.helpers import assert_clean_error, join_units, reference_streams, run_cli, split_units
 

@@ -4,7 +4,7 @@ a non-zero exit and no output; cfg precedence and --help."""
 import numpy as np
 import pytest
 
-from common.syntax_structures import QP_MAX
+from common.tools.tokenwise.syntax import QP_MAX
 from decoder.decoder import decode_stream
 from encoder import app
 from encoder.options import OPTIONS

@@ -1,4 +1,4 @@
-"""encoder/encoder.py and encoder/quantiser.py: input validation, step-offset maps,
+"""encoder/encoder.py and encoder/tools/tokenwise/ (coder, quantiser): input validation, step-offset maps,
 quantiser limits, reports, and a pinned golden stream."""
 
 import hashlib
@@ -8,11 +8,13 @@ import pytest
 
 from common.codepoints import DType, Layout
 from common.errors import InputError
-from common.syntax_structures import MAX_DECODED_ELEMENTS, MAX_DIM, MAX_NAME_BYTES, MAX_TENSORS, QP_MAX, QP_MIN
-from common.tokenwise_sq import MAX_ABS_LEVEL, step_sizes
+from common.limits import MAX_DECODED_ELEMENTS, MAX_DIM, MAX_NAME_BYTES, MAX_TENSORS
+from common.tools.tokenwise.sq import MAX_ABS_LEVEL, step_sizes
+from common.tools.tokenwise.syntax import QP_MAX, QP_MIN
 from decoder.decoder import decode_stream
-from encoder.encoder import encode_features, tensor_spec
-from encoder.quantiser import quantise
+from encoder.encoder import encode_features
+from encoder.tools.interface import tensor_spec
+from encoder.tools.tokenwise.quantiser import quantise
 from tests.helpers import decode_levels, options, split_units
 
 

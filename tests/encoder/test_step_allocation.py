@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from common.tokenwise_sq import step_sizes
+from common.tools.tokenwise.sq import step_sizes
 from decoder.decoder import decode_stream
 from encoder.encoder import encode_features
 from encoder.featjnd.allocation import StepAllocator, shaped_tolerance, step_exponents, token_tolerance

@@ -1,9 +1,9 @@
-"""Token-wise scalar quantiser (encoder side of common/tokenwise_sq.py)."""
+"""Token-wise scalar quantiser (encoder side of common/tools/tokenwise/sq.py)."""
 
 import numpy as np
 
 from common.errors import InputError
-from common.tokenwise_sq import MAX_ABS_LEVEL, dequantise, step_sizes
+from common.tools.tokenwise.sq import MAX_ABS_LEVEL, dequantise, step_sizes
 
 
 def quantise(grid_values, exponents, rounding_offset, output_dtype):

@@ -32,7 +32,7 @@ import numpy as np
 from common.codepoints import InnerCodec
 from common.errors import ConfigError
 from common.external_tool import find_tool, run_tool
-from decoder.inner_codec import plane_shapes, sample_dtype
+from common.tools.video_anchor.inner_decoder import plane_shapes, sample_dtype
 
 # InnerCodec option value -> (standard of the stream, encoder program)
 INNER_ENCODERS = {"hevc": (InnerCodec.HEVC, "x265"), "vtm": (InnerCodec.VVC, "EncoderAppStatic"),

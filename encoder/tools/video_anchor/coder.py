@@ -7,14 +7,17 @@
     ─► x265, VTM or VVenC intra at QP ─► inner bitstream = tdu_entropy_payload of the picture's first tensor
        (the VVC encoders' reconstruction must equal the decoder's picture)
 
-The reconstruction comes from the decoder's own code (libde265-dec265, VTM's
-DecoderApp or VVdeC on the inner bitstream), so the encoder's decoded-feature hash is
-what the decoder will compute. Only the choices live here (truncation, tile
-layout, padding, the inner encoder); the format is in common/video_anchor.py.
+The reconstruction comes from the decoder's own code (common/tools/video_anchor/decode.py:
+libde265-dec265, VTM's DecoderApp or VVdeC on the inner bitstream), so the encoder's
+decoded-feature hash is what the decoder will compute. Only the choices live here
+(truncation, tile layout, padding, the inner encoder: inner_encoder.py) and the coder
+TENSOR_CODERS names for Tool anchor (code_anchor_tensors); the format is in
+common/tools/video_anchor/format.py.
 """
 
 import dataclasses
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,11 +25,12 @@ import numpy as np
 from common.codepoints import Layout, Tool
 from common.errors import ConfigError, ExternalToolError, InputError
 from common.features import TensorSpec
-from common.syntax_structures import MAX_NAME_BYTES
-from common.video_anchor import (ANCHOR_BIT_DEPTH, F32_MAX, MAX_PICTURE_DIM, MAX_PICTURE_SAMPLES, AnchorParams,
-                                 place_levels, tile_grid)
-from decoder.decoder import InnerPicture, video_anchor_tensor
-from encoder.inner_codec import INNER_ENCODERS, encode_picture
+from common.limits import MAX_NAME_BYTES
+from common.tools.video_anchor.decode import InnerPicture, video_anchor_tensor
+from common.tools.video_anchor.format import (ANCHOR_BIT_DEPTH, F32_MAX, MAX_PICTURE_DIM, MAX_PICTURE_SAMPLES,
+                                              AnchorParams, place_levels, tile_grid)
+from encoder.tools.interface import CodedTensor, tensor_spec
+from encoder.tools.video_anchor.inner_encoder import INNER_ENCODERS, encode_picture
 
 PICTURE_ALIGNMENT = 8          # picture sizes: multiples of the minimum coding block of HEVC and VVC
 MIN_PICTURE_SIZE = 64          # x265 refuses pictures smaller than one 64×64 CTU
@@ -191,3 +195,17 @@ def _code_picture(quantised, options):
                          encoder_info=inner.encoder_info if index == 0 else "",
                          encoder_seconds=inner.seconds if index == 0 else 0.0)
             for index, spec in enumerate(specs)]
+
+
+def code_anchor_tensors(tensors, options, step_offsets, step_allocator):
+    """Video anchor: min-max levels tiled into one picture per tensor or one for all (AnchorPacking),
+    coded by the inner video codec; the encoding time of a picture goes to its first tensor."""
+    start = time.perf_counter()
+    codings = encode_video_anchor([tensor_spec(name, array, 0, step_map=False) for name, array in tensors.items()],
+                                  list(tensors.values()), options)
+    seconds = time.perf_counter() - start
+    total_inner = sum(coding.encoder_seconds for coding in codings) or 1.0
+    # the wall time goes to the tensors that carry a picture, in proportion to their inner encoders
+    return [CodedTensor(spec=coding.spec, payload=coding.payload, reconstruction=coding.reconstruction,
+                        seconds=seconds * coding.encoder_seconds / total_inner, inner_codec=coding.encoder_info,
+                        inner_seconds=coding.encoder_seconds) for coding in codings]

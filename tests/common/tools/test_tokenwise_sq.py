@@ -1,4 +1,4 @@
-"""common/tokenwise_sq.py: steps, the entropy payload procedure (golden bytes, round trips,
+"""common/tools/tokenwise/sq.py: steps, the entropy payload procedure (golden bytes, round trips,
 efficiency, escapes) and its helpers."""
 
 import hashlib
@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, strategies as st
 from hypothesis.extra import numpy as hnp
 
-import common.tokenwise_sq as tsq
+import common.tools.tokenwise.sq as tsq
 from common.errors import BitstreamError
-from common.syntax_structures import QP_MAX, QP_MIN
-from common.tokenwise_sq import (MAX_ABS_LEVEL, STEP_FRACTIONS, TokenwiseEntropyCoder, chunk_limit, step_sizes,
-                                 wave_positions)
+from common.tools.tokenwise.sq import (MAX_ABS_LEVEL, STEP_FRACTIONS, TokenwiseEntropyCoder, chunk_limit, step_sizes,
+                                       wave_positions)
+from common.tools.tokenwise.syntax import QP_MAX, QP_MIN
 
 
 def encode(levels, offsets=None, step_map=None):
