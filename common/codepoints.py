@@ -35,9 +35,10 @@ class DType(IntEnum):
 
 
 class Tool(IntEnum):
-    """ti_tool_idc, u(8): coding tool of one tensor. 0 and 3..255 reserved."""
+    """ti_tool_idc, u(8): coding tool of one tensor. 0 and 4..255 reserved."""
     TOKENWISE_SQ = 1   # token-wise scalar quantisation + context-adaptive range coding
     VIDEO_ANCHOR = 2   # min-max quantised, tiled into a monochrome picture, coded by a video codec
+    LMSFC = 3          # L-MSFC: a group of pyramid levels coded jointly by a learned fusion codec
 
 
 class InnerCodec(IntEnum):

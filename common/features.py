@@ -11,6 +11,7 @@ import numpy as np
 
 from common.codepoints import DType, Layout, NUMPY_DTYPE, Tool
 from common.syntax import SyntaxStructure
+from common.tools.lmsfc.syntax import LmsfcParams, from_lmsfc_params, to_lmsfc_params
 from common.tools.video_anchor.format import AnchorParams
 from common.tools.video_anchor.syntax import from_video_anchor_params, to_video_anchor_params
 
@@ -26,6 +27,7 @@ class TensorSpec:
     qp: int = 0           # token-wise tool: base step exponent (tsq_qp)
     step_map: bool = False    # token-wise tool: per-token step offsets are coded
     anchor: AnchorParams = None   # video anchor: its parameters
+    lmsfc: LmsfcParams = None     # L-MSFC: its group parameters
 
     @property
     def grid(self):
@@ -63,8 +65,10 @@ def to_tensor_info(spec):
         s.ti_num_tokens_minus1, s.ti_num_channels_minus1 = n - 1, c - 1
     if spec.tool == Tool.TOKENWISE_SQ:
         s.ti_tokenwise_sq_params = SyntaxStructure(tsq_qp=spec.qp, tsq_step_map_flag=int(spec.step_map))
-    else:
+    elif spec.tool == Tool.VIDEO_ANCHOR:
         s.ti_video_anchor_params = to_video_anchor_params(spec.anchor)
+    else:
+        s.ti_lmsfc_params = to_lmsfc_params(spec.lmsfc)
     return s
 
 
@@ -84,7 +88,9 @@ def from_tensor_info(s):
     if fields["tool"] == Tool.TOKENWISE_SQ:
         params = s.ti_tokenwise_sq_params
         return TensorSpec(**fields, qp=params.tsq_qp, step_map=bool(params.tsq_step_map_flag))
-    return TensorSpec(**fields, anchor=from_video_anchor_params(s.ti_video_anchor_params))
+    if fields["tool"] == Tool.VIDEO_ANCHOR:
+        return TensorSpec(**fields, anchor=from_video_anchor_params(s.ti_video_anchor_params))
+    return TensorSpec(**fields, lmsfc=from_lmsfc_params(s.ti_lmsfc_params))
 
 
 def token_grid_width(num_tokens):

@@ -22,6 +22,7 @@ Stream layout::
 from common.codepoints import DType, HashType, Layout, STREAM_MAGIC, STREAM_VERSION_MAJOR, Tool
 from common.limits import MAX_DECODED_ELEMENTS, MAX_DIM, MAX_NAME_BYTES, MAX_TENSORS, MAX_UNIT_PAYLOAD_SIZE
 from common.syntax import SyntaxStructure
+from common.tools.lmsfc.syntax import lmsfc_groups, lmsfc_params
 from common.tools.tokenwise.syntax import tokenwise_sq_params
 from common.tools.video_anchor.syntax import anchor_tiles_fit, shared_pictures_consistent, video_anchor_params
 
@@ -46,6 +47,9 @@ def feature_parameter_set(rw, s):
     rw.require(shared_pictures_consistent(s.fps_tensors), "a tensor with va_shared_picture_flag = 1 follows "
                "video-anchor tensors of the picture it shares, signals that picture's codec, bit depth and size, "
                "and its tile grid overlaps no other of that picture (section Video anchor)")
+    rw.require(lmsfc_groups(s.fps_tensors) is not None, "L-MSFC tensors are C×H×W maps in complete groups: a "
+               "tensor with lm_group_start_flag = 1 and the next lm_num_levels_minus1 tensors, each half the size "
+               "of the one before (rounded up), the signalled latent size following from the last (section L-MSFC)")
     rw.flag(s, "fps_extension_flag")
     rw.byte_alignment()
     if s.fps_extension_flag:
@@ -64,13 +68,15 @@ def tensor_info(rw, s):
         rw.ue(s, "ti_width_minus1", hi=MAX_DIM - 1)
     else:
         rw.ue(s, "ti_num_tokens_minus1", hi=MAX_DIM - 1)
-    rw.u(8, s, "ti_tool_idc", lo=Tool.TOKENWISE_SQ, hi=Tool.VIDEO_ANCHOR)
+    rw.u(8, s, "ti_tool_idc", lo=Tool.TOKENWISE_SQ, hi=Tool.LMSFC)
     if s.ti_tool_idc == Tool.TOKENWISE_SQ:
         tokenwise_sq_params(rw, rw.sub(s, "ti_tokenwise_sq_params"))
     if s.ti_tool_idc == Tool.VIDEO_ANCHOR:
         video_anchor_params(rw, rw.sub(s, "ti_video_anchor_params"))
         rw.require(anchor_tiles_fit(s), "the tile grid has between 1 and T tile columns and fits in the picture; "
                    "va_tile_channels_minus1 is 0 for a C×H×W map (section Video anchor)")
+    if s.ti_tool_idc == Tool.LMSFC:
+        lmsfc_params(rw, rw.sub(s, "ti_lmsfc_params"))
 
 
 def tensor_data_unit(rw, s):

@@ -173,9 +173,14 @@ class CtcConfig:
 
 
 def _point_fingerprint(tool, point):
+    """The options that make a rate point's records: those not at their defaults, so that a new
+    encoder option (with a default that keeps today's behaviour) leaves existing runs valid."""
     if tool.kind == "image":
         return point.options
-    return tool.encoder_options(point)
+    from encoder.options import default_options
+
+    defaults = default_options()
+    return {key: value for key, value in tool.encoder_options(point).items() if defaults.get(key) != value}
 
 
 def _cfg_text(value):

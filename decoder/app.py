@@ -1,4 +1,4 @@
-"""`decode -i out.bin -o rec.npy|rec.npz [--trace FILE] [--threads N]`"""
+"""`decode -i out.bin -o rec.npy|rec.npz [--trace FILE] [--threads N] [--backend numpy|torch]`"""
 
 import argparse
 import os
@@ -16,6 +16,9 @@ def parse_args(argv):
     parser.add_argument("-o", "--output", help="decoded features: .npy (one tensor) or .npz")
     parser.add_argument("--trace", metavar="FILE", help="write every syntax element as 'name  descriptor : value'")
     parser.add_argument("--threads", type=int, default=1, help="tensors decoded in parallel (default 1)")
+    parser.add_argument("--backend", choices=("numpy", "torch"), default="numpy",
+                        help="L-MSFC: who evaluates the integer networks' exact float64 products (numpy, or torch "
+                        "when installed; the decoded features are identical)")
     parser.add_argument("--no-hash-check", action="store_true", help="do not check the decoded-feature hash")
     return parser.parse_args(argv)
 
@@ -38,7 +41,7 @@ def run(args):
         data = f.read()
     trace = Trace() if args.trace else None
     start = time.perf_counter()
-    decoded = decode_stream(data, trace=trace, threads=max(1, args.threads))
+    decoded = decode_stream(data, trace=trace, threads=max(1, args.threads), backend=args.backend)
     seconds = time.perf_counter() - start
     if trace is not None:
         trace.write(args.trace)

@@ -4,11 +4,14 @@
         token-wise SQ: entropy payload ─► levels, step offsets ─► q·Δ_t ─► dtype
         video anchor:  inner bitstream ─► external video decoder ─► picture (decoded once for
                        the tensors that share it) ─► tiles ─► levels ─► m + v·(M − m)/L ─► dtype
+        L-MSFC:        group data unit (decoded once for its members) ─► ẑ ─► μ, k ─► ŷ
+                       ─► integer DRNet ─► every level ─► dtype
     ─► (hash check)
 
 Imports only `common/`: each tool's decoding lives in its folder common/tools/<tool>/ (decode.py),
 and TENSOR_DECODERS maps its code point to it. Token-wise decoding needs numpy and constriction,
-not torch; the video anchor runs libde265-dec265, VTM's DecoderApp or VVdeC.
+not torch; the video anchor runs libde265-dec265, VTM's DecoderApp or VVdeC; L-MSFC needs
+numpy and its installed model (torch only as the optional `backend` of its exact products).
 """
 
 from concurrent.futures import ThreadPoolExecutor
@@ -21,8 +24,9 @@ from common.hashing import tensor_md5
 from common.stream import iter_units
 from common.syntax import SyntaxReader, SyntaxStructure
 from common.syntax_structures import decoded_feature_hash, feature_parameter_set, tensor_data_unit
+from common.tools.lmsfc.decode import decode_lmsfc_tensor, lmsfc_group_sources
 from common.tools.tokenwise.decode import decode_tokenwise_tensor
-from common.tools.video_anchor.decode import decode_video_anchor_tensor, shared_picture_sources, video_anchor_tensor
+from common.tools.video_anchor.decode import decode_video_anchor_tensor, shared_picture_sources
 
 
 @dataclass
@@ -43,8 +47,9 @@ class DecodedStream:
     hash_checks: list = field(default_factory=list)    # empty when the stream has no hash unit
 
 
-def decode_stream(data, trace=None, threads=1):
-    """Parse and decode a whole stream. Raises BitstreamError on any violation."""
+def decode_stream(data, trace=None, threads=1, backend="numpy"):
+    """Parse and decode a whole stream. Raises BitstreamError on any violation. `backend`
+    (numpy or torch) evaluates L-MSFC's exact products; the result is the same."""
     units = iter_units(data, trace)
     first = next(units, None)
     if first is None or first[0] != UnitType.FEATURE_PARAMETER_SET:
@@ -73,8 +78,9 @@ def decode_stream(data, trace=None, threads=1):
     if len(payloads) != len(specs):
         raise BitstreamError(f"the stream has data for {len(payloads)} of {len(specs)} tensors")
 
-    inner_pictures = shared_picture_sources(specs, payloads)
-    jobs = [(spec, payload, inner_pictures[index]) for index, (spec, payload) in enumerate(zip(specs, payloads))]
+    shared = [picture or group for picture, group in zip(shared_picture_sources(specs, payloads),
+                                                         lmsfc_group_sources(specs, payloads, backend))]
+    jobs = list(zip(specs, payloads, shared))
     if threads > 1 and len(specs) > 1:
         with ThreadPoolExecutor(threads) as pool:
             arrays = list(pool.map(lambda job: decode_tensor(*job), jobs))
@@ -89,13 +95,15 @@ def decode_stream(data, trace=None, threads=1):
     return result
 
 
-def decode_tensor(spec, payload, inner_picture=None):
-    """One tensor from its data unit's payload by its coding tool; a video-anchor tensor from the
-    InnerPicture its tiles lie in, when given (decode_stream gives every one its picture)."""
-    if inner_picture is not None:
-        return video_anchor_tensor(spec, inner_picture.picture())
+def decode_tensor(spec, payload, shared=None):
+    """One tensor from its data unit's payload by its coding tool, or from what it shares with
+    other tensors when given (decode_stream gives every one its source): the InnerPicture its
+    tiles lie in, the LmsfcGroup it is a level of."""
+    if shared is not None:
+        return shared.tensor(spec)
     return TENSOR_DECODERS[spec.tool](spec, payload)
 
 
 # The decoder of each coding tool (ti_tool_idc): (TensorSpec, tdu_entropy_payload) -> decoded array.
-TENSOR_DECODERS = {Tool.TOKENWISE_SQ: decode_tokenwise_tensor, Tool.VIDEO_ANCHOR: decode_video_anchor_tensor}
+TENSOR_DECODERS = {Tool.TOKENWISE_SQ: decode_tokenwise_tensor, Tool.VIDEO_ANCHOR: decode_video_anchor_tensor,
+                   Tool.LMSFC: decode_lmsfc_tensor}

@@ -73,7 +73,22 @@ def stream_inputs(name):
         sizes = {"p3": (16, 16, 16), "p4": (32, 8, 8), "p5": (64, 4, 4)}      # a YOLO-like pyramid, 1/5 scale
         return {level: (rng.normal(scale=0.8, size=(1,) + shape) - 0.2).astype(np.float32)
                 for level, shape in sizes.items()}, None
+    if name == "lmsfc_pyramid":
+        return {level: _silu_map(rng, (1,) + shape) for level, shape in
+                {"p3": (64, 20, 28), "p4": (128, 10, 14), "p5": (256, 5, 7)}.items()}, None
+    if name == "lmsfc_two_groups":
+        first = {f"a_{level}": _silu_map(rng, shape) for level, shape in
+                 {"p3": (64, 16, 16), "p4": (128, 8, 8), "p5": (256, 4, 4)}.items()}
+        second = {f"b_{level}": _silu_map(rng, shape).astype(np.float16) for level, shape in
+                  {"p3": (64, 9, 13), "p4": (128, 5, 7), "p5": (256, 3, 4)}.items()}
+        return {**first, **second}, None
     raise KeyError(name)
+
+
+def _silu_map(rng, shape):
+    """Signed, smooth SiLU outputs like a detector's neck (YOLOv5n P3-P5), float32."""
+    x = rng.normal(scale=1.5, size=shape) - 0.5
+    return (x / (1 + np.exp(-x))).astype(np.float32)
 
 
 def hevc_anchor(packing):
@@ -110,6 +125,17 @@ STREAMS = (
                       "have va_shared_picture_flag = 1 and empty tensor data units, each tensor its own "
                       "va_min_value / va_max_value. Decoding needs libde265-dec265.", qp=32,
                       **hevc_anchor("frame")),
+    ConformanceStream("lmsfc_pyramid", "L-MSFC (ti_tool_idc = 3) with the conformance model shipped for it "
+                      "(common/tools/lmsfc/models/conformance-*.safetensors: N = M = 8, z of 8 channels, "
+                      "E = 1): one group of three tensors p3, p4, p5 (1×64×20×28, 1×128×10×14, 1×256×5×7 "
+                      "float32, batch axis kept), odd sizes so every up-sampling is cropped (y 3×4, z 2×2), "
+                      "rate index 4; p4 and p5 have lm_group_start_flag = 0 and empty data units.", qp=4,
+                      options=(("Tool", "lmsfc"), ("LmsfcModels", "conformance"))),
+    ConformanceStream("lmsfc_two_groups", "L-MSFC, two groups in one stream, both with the conformance "
+                      "model: a_p3..a_p5 (64×16×16, 128×8×8, 256×4×4 float32) and b_p3..b_p5 (64×9×13, "
+                      "128×5×7, 256×3×4 float16: the fixed-point values rounded to half precision) at a "
+                      "negative rate index (−6, finer latent step).", qp=-6,
+                      options=(("Tool", "lmsfc"), ("LmsfcModels", "conformance,conformance"))),
 )
 
 

@@ -27,6 +27,7 @@ from common.stream import write_stream
 from common.syntax import SyntaxStructure, SyntaxWriter, Trace
 from common.syntax_structures import decoded_feature_hash, feature_parameter_set, tensor_data_unit
 from encoder.tools.interface import DTYPE_OF_NUMPY
+from encoder.tools.lmsfc.coder import code_lmsfc_tensors
 from encoder.tools.tokenwise.coder import code_tokenwise_tensors
 from encoder.tools.video_anchor.coder import code_anchor_tensors
 
@@ -88,7 +89,7 @@ def validate_tensors(tensors):
 
 
 # The coder of each value of the Tool option: (tensors, options, step offsets, step allocator) -> [CodedTensor].
-TENSOR_CODERS = {"tokenwise": code_tokenwise_tensors, "anchor": code_anchor_tensors}
+TENSOR_CODERS = {"tokenwise": code_tokenwise_tensors, "anchor": code_anchor_tensors, "lmsfc": code_lmsfc_tensors}
 
 
 def encode_features(tensors, options, step_offsets=None, step_allocator=None, trace=None):

@@ -21,9 +21,11 @@ class Option:
 OPTIONS = (
     Option("Tool", str, "tokenwise", "coding tool of every tensor: tokenwise (token-wise scalar quantisation), "
            "anchor (video anchor: min-max 10-bit levels tiled into one monochrome picture, intra-coded by "
-           "InnerCodec)", choices=("tokenwise", "anchor")),
+           "InnerCodec), lmsfc (L-MSFC: the tensors, a pyramid largest level first, coded jointly by the learned "
+           "fusion codecs of LmsfcModels)", choices=("tokenwise", "anchor", "lmsfc")),
     Option("QP", int, 40, "tokenwise: base step exponent, step = 2^((QP - 48) / 8), +8 doubles the step; "
-           "anchor: the inner video codec's QP, 0..51 (+6 doubles its step)", lo=QP_MIN, hi=QP_MAX),
+           "anchor: the inner video codec's QP, 0..51 (+6 doubles its step); lmsfc: the rate index r, latent step "
+           "2^(r / 8), -32..64", lo=QP_MIN, hi=QP_MAX),
     Option("RoundingOffset", float, 0.5, "quantiser rounding offset: q = sign(f) * floor(|f| / step + offset); "
            "0.5 rounds to nearest (error <= step/2), smaller values widen the dead zone", lo=0.0, hi=0.5),
     Option("DecodedFeatureHash", bool, True, "write the decoded-feature MD5 unit (the decoder checks it)"),
@@ -56,6 +58,11 @@ OPTIONS = (
            "(va_encoder_info, about 20 bytes per tensor)"),
     Option("VtmEncoderCfg", str, "", "anchor with InnerCodec vtm: VTM encoder cfg passed with -c; empty: the "
            "encoder_intra_vtm.cfg beside EncoderAppStatic (MPEG's all-intra anchor settings)"),
+    Option("LmsfcModels", str, "yolov5n", "lmsfc: comma-separated L-MSFC models (a name in "
+           "common/tools/lmsfc/models/ or $FCRS_LMSFC_MODELS, or a .safetensors path); each codes the next "
+           "L tensors of the input as one group (L its number of levels)"),
+    Option("LmsfcBackend", str, "numpy", "lmsfc: who evaluates the integer networks' exact products in the "
+           "encoder's reconstruction: numpy or torch (identical results)", choices=("numpy", "torch")),
 )
 
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
@@ -73,3 +80,4 @@ def help_text():
         default = int(o.default) if o.type is bool else o.default
         lines.append(f"  --{o.name}=<{o.type.__name__}>{allowed}  (default {default})\n      {o.help}")
     return "\n".join(lines)
+

@@ -283,7 +283,7 @@ OUT_OF_RANGE = [
      st.integers(Layout.TOKENS + 1, 15), True),
     (feature_parameter_set, valid_fps, "fps_tensors.0.ti_dtype_idc", st.integers(DType.FLOAT64 + 1, 15), True),
     (feature_parameter_set, valid_fps, "fps_tensors.0.ti_tool_idc",
-     st.integers(0, 255).filter(lambda v: v not in (Tool.TOKENWISE_SQ, Tool.VIDEO_ANCHOR)), True),
+     st.integers(0, 255).filter(lambda v: v not in (Tool.TOKENWISE_SQ, Tool.VIDEO_ANCHOR, Tool.LMSFC)), True),
     (feature_parameter_set, valid_fps, "fps_tensors.0.ti_batch_dim_flag", st.integers(2, 9), False),
     (feature_parameter_set, valid_fps, "fps_tensors.0.ti_num_channels_minus1",
      st.one_of(st.integers(MAX_DIM, MAX_UE_VALUE), ABOVE_UE), True),

@@ -280,7 +280,7 @@ def add_stream_cases(cases, ref):
                                                                 f.fps_num_tensors_minus1 + 1)))), ERROR, "data for")
     for field, value, match in (("ti_layout_idc", 2, "ti_layout_idc"), ("ti_layout_idc", 15, "ti_layout_idc"),
                                 ("ti_dtype_idc", 3, "ti_dtype_idc"), ("ti_tool_idc", 0, "ti_tool_idc"),
-                                ("ti_tool_idc", 3, "ti_tool_idc"), ("ti_num_channels_minus1", MAX_DIM, "ti_num")):
+                                ("ti_tool_idc", 4, "ti_tool_idc"), ("ti_num_channels_minus1", MAX_DIM, "ti_num")):
         bad = set_info(field, value)
         bad.fps_tensors[0].ti_num_tokens_minus1 = 0         # every branch has its elements
         bad.fps_tensors[0].ti_height_minus1 = bad.fps_tensors[0].ti_width_minus1 = 0

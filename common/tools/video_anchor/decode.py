@@ -29,6 +29,10 @@ class InnerPicture:
                                                   anchor.picture_height, anchor.bit_depth)
             return self._picture
 
+    def tensor(self, spec):
+        """One of the tensors whose tiles lie in this picture."""
+        return video_anchor_tensor(spec, self.picture())
+
 
 def shared_picture_sources(specs, payloads):
     """Per tensor, the InnerPicture its tiles lie in (None for other tools). A tensor with

@@ -1,0 +1,139 @@
+"""L-MSFC's integer arithmetic: the normative decoder-side network computation.
+
+This docstring down to the first code line is the spec's section "L-MSFC
+integer arithmetic".
+
+Every decoder-side tensor (ẑ, the hyper-synthesis output, ŷ and every DRNet
+activation) is an array of integers a standing for a / 2^F, F = FRACTION_BITS.
+The networks of `common/tools/lmsfc/graph.py` (hyper_synthesis, drnet) are
+evaluated with these operations only:
+
+* conv(x) with integer weights w (C_out × C_in × k × k, |w| < 2^15), integer
+  bias b and shift s of the layer, zero padding floor(k / 2) on each side,
+  stride 1 or 2: acc = Σ w · x + b exactly (|acc| < 2^53 by the bounds below),
+  out = floor((acc + 2^(s − 1)) / 2^s) (s = 0: out = acc), clamped to
+  [−ACTIVATION_LIMIT, ACTIVATION_LIMIT]. The weight of layer l stands for
+  w / 2^s, its bias for b / 2^(F + s).
+* relu(x) = max(x, 0); add(a, b) = clamp(a + b) as above; concat and crop are
+  exact; pixel_shuffle moves channel 4c + 2i + j to channel c, row 2h + i,
+  column 2w + j.
+* sigmoid_gate(x, g) = floor((x · SIGMOID[i] + 2^(SIGMOID_BITS − 1)) / 2^SIGMOID_BITS)
+  with i = clamp(floor(g / 2^(F − 4)) + 128, 0, 255): SIGMOID is the table of
+  sigmoid on [−8, 8) in steps of 1/16 (midpoints), scaled by 2^SIGMOID_BITS.
+
+Bounds: |x| ≤ ACTIVATION_LIMIT = 2^20 − 1, |w| < 2^15 and C_in · k² ≤ 2^13 give
+|Σ w · x| < 2^48 and, with |b| < 2^52 − 2^48, |acc| < 2^52: every partial sum
+is an integer exactly representable in IEEE binary64, so any summation order —
+numpy's BLAS, torch on CPU or GPU, any thread count — gives the same acc.
+Implementations may therefore evaluate Σ w · x as a float64 matrix product.
+"""
+
+import numpy as np
+
+FRACTION_BITS = 8
+ACTIVATION_LIMIT = (1 << 20) - 1
+WEIGHT_LIMIT = (1 << 15) - 1
+MAX_CONV_INPUTS = 1 << 13          # C_in · k² of any decoder-side layer
+BIAS_LIMIT = (1 << 52) - (1 << 48)
+SIGMOID_BITS = 12
+
+
+def im2col(x, kernel, stride):
+    """(C, H, W) -> (C · k², H_out · W_out) patches, zero padding floor(k / 2), in x's dtype."""
+    channels, height, width = x.shape
+    if kernel == 1:
+        patches = x[:, ::stride, ::stride]
+        return patches.reshape(channels, -1), patches.shape[1:]
+    pad = kernel // 2
+    padded = np.pad(x, ((0, 0), (pad, pad), (pad, pad)))
+    out_h, out_w = -(-height // stride), -(-width // stride)
+    columns = np.empty((channels, kernel, kernel, out_h, out_w), dtype=x.dtype)
+    for i in range(kernel):
+        for j in range(kernel):
+            columns[:, i, j] = padded[:, i:i + stride * out_h:stride, j:j + stride * out_w:stride]
+    return columns.reshape(channels * kernel * kernel, -1), (out_h, out_w)
+
+
+def pixel_shuffle(x):
+    channels, height, width = x.shape
+    out = x.reshape(channels // 4, 2, 2, height, width).transpose(0, 3, 1, 4, 2)
+    return out.reshape(channels // 4, 2 * height, 2 * width)
+
+
+class IntegerOps:
+    """The normative decoder-side arithmetic. `layers` maps a layer name to (w, b, s) as
+    int64 arrays and an int; `product` is "numpy" or "torch" (the same integers, by the
+    bounds in this module's docstring)."""
+
+    def __init__(self, layers, sigmoid_table, product="numpy"):
+        self.layers, self.sigmoid_table = layers, sigmoid_table
+        self.product = product
+        self._float_weights = {}
+
+    def _matmul(self, name, weights, patches):
+        if name not in self._float_weights:
+            self._float_weights[name] = weights.reshape(weights.shape[0], -1).astype(np.float64)
+        w = self._float_weights[name]
+        if self.product == "torch":
+            import torch
+            return torch.from_numpy(w).matmul(torch.from_numpy(patches)).numpy()
+        return w @ patches
+
+    def conv(self, name, x, channels, kernel, stride=1):
+        weights, bias, shift = self.layers[name]
+        patches, (out_h, out_w) = im2col(x.astype(np.float64), kernel, stride)
+        acc = self._matmul(name, weights, patches).astype(np.int64) + bias[:, None]
+        if shift > 0:
+            acc = (acc + (1 << (shift - 1))) >> shift
+        return np.clip(acc, -ACTIVATION_LIMIT, ACTIVATION_LIMIT).reshape(channels, out_h, out_w)
+
+    def relu(self, x):
+        return np.maximum(x, 0)
+
+    def add(self, a, b):
+        return np.clip(a + b, -ACTIVATION_LIMIT, ACTIVATION_LIMIT)
+
+    def concat(self, a, b):
+        return np.concatenate([a, b])
+
+    def pixel_shuffle(self, x):
+        return pixel_shuffle(x)
+
+    def crop(self, x, size):
+        return np.ascontiguousarray(x[:, :size[0], :size[1]])
+
+    def sigmoid_gate(self, x, gate):
+        index = np.clip((gate >> (FRACTION_BITS - 4)) + 128, 0, 255)
+        return (x * self.sigmoid_table[index] + (1 << (SIGMOID_BITS - 1))) >> SIGMOID_BITS
+
+
+class FloatOps:
+    """The encoder's float32 analysis (FENet, hyper-analysis): informative, any implementation
+    that approximates the trained networks will do. `layers` maps a name to (w, b) float32."""
+
+    def __init__(self, layers):
+        self.layers = layers
+
+    def conv(self, name, x, channels, kernel, stride=1):
+        weights, bias = self.layers[name]
+        patches, (out_h, out_w) = im2col(x, kernel, stride)
+        out = weights.reshape(channels, -1) @ patches + bias[:, None]
+        return out.reshape(channels, out_h, out_w)
+
+    def relu(self, x):
+        return np.maximum(x, 0)
+
+    def add(self, a, b):
+        return a + b
+
+    def concat(self, a, b):
+        return np.concatenate([a, b])
+
+    def pixel_shuffle(self, x):
+        return pixel_shuffle(x)
+
+    def crop(self, x, size):
+        return np.ascontiguousarray(x[:, :size[0], :size[1]])
+
+    def sigmoid_gate(self, x, gate):
+        return x / (1 + np.exp(-gate))

@@ -1,0 +1,126 @@
+"""L-MSFC model files: reading them, their content hash, finding one by hash.
+
+A model file is safetensors (header JSON + little-endian arrays) whose metadata
+holds the family parameters. The decoder-side (normative) part is every array
+named hs.* / dec.* (weight_int int16, bias_int int64, shift int64) and
+z_frequencies; the model's content hash is the SHA-256 of the family parameters
+(as canonical JSON) followed by, for each normative array in sorted name order,
+its name, dtype, shape and bytes. The parameter set signals the first 8 bytes of
+it; a file is named <name>-<first 16 hex digits>.safetensors.
+"""
+
+import hashlib
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from common.errors import BitstreamError
+from common.tools.lmsfc.arithmetic import BIAS_LIMIT, MAX_CONV_INPUTS, WEIGHT_LIMIT
+from common.tools.lmsfc.graph import DECODER_PREFIXES, Family, layer_shapes
+
+DEFAULT_MODEL_DIR = Path(__file__).with_name("models")
+MODEL_PATH_VARIABLE = "FCRS_LMSFC_MODELS"       # extra folders searched, os.pathsep-separated
+HASH_BYTES = 8
+
+
+def is_normative(name):
+    return name.startswith(DECODER_PREFIXES) or name == "z_frequencies"
+
+
+def family_json(family):
+    return json.dumps(asdict(family), sort_keys=True, separators=(",", ":"))
+
+
+def model_hash(family, arrays):
+    """Hex SHA-256 of the family and the normative arrays."""
+    digest = hashlib.sha256(family_json(family).encode())
+    for name in sorted(n for n in arrays if is_normative(n)):
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def write_model_file(path, family, arrays, metadata):
+    from safetensors.numpy import save_file
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    save_file({n: np.ascontiguousarray(a) for n, a in arrays.items()}, str(temporary),
+              metadata={"family": family_json(family), **metadata})
+    os.replace(temporary, path)
+
+
+class Model:
+    """A loaded model: family, integer decoder layers {name: (w, b, s)}, z tables, float encoder
+    layers {name: (w, b)}, and its hash."""
+
+    def __init__(self, path):
+        from safetensors import safe_open
+        self.path = Path(path)
+        try:
+            with safe_open(str(path), framework="numpy") as handle:
+                metadata = handle.metadata() or {}
+                arrays = {name: handle.get_tensor(name) for name in handle.keys()}
+            self.family = family_from_json(metadata["family"])
+        except (OSError, KeyError, ValueError, TypeError) as exc:
+            raise BitstreamError(f"L-MSFC model file {path} is unreadable: {exc}") from None
+        self.name = metadata.get("name", self.path.stem)
+        self.info = metadata.get("info", "")
+        self.hash = model_hash(self.family, arrays)
+        self.integer_layers, self.float_layers = {}, {}
+        for layer, shape in layer_shapes(self.family).items():
+            if layer.startswith(DECODER_PREFIXES):
+                weight = arrays[layer + ".weight_int"].astype(np.int64)
+                bias = arrays[layer + ".bias_int"].astype(np.int64)
+                shift = int(arrays[layer + ".shift"][0])
+                if (weight.shape != shape or bias.shape != (shape[0],) or np.abs(weight).max() > WEIGHT_LIMIT
+                        or np.abs(bias).max() > BIAS_LIMIT or not 0 <= shift <= 24
+                        or shape[1] * shape[2] * shape[3] > MAX_CONV_INPUTS):
+                    raise BitstreamError(f"L-MSFC model file {path}: layer {layer} breaks the integer bounds")
+                self.integer_layers[layer] = (weight, bias, shift)
+            elif layer + ".weight" in arrays:
+                self.float_layers[layer] = (arrays[layer + ".weight"].astype(np.float32),
+                                            arrays[layer + ".bias"].astype(np.float32))
+        self.z_frequencies = arrays["z_frequencies"].astype(np.int64)
+
+    @property
+    def hash_bytes(self):
+        return bytes.fromhex(self.hash)[:HASH_BYTES]
+
+
+def family_from_json(text):
+    fields = json.loads(text)
+    return Family(channels=tuple(int(c) for c in fields["channels"]), trunk=int(fields["trunk"]),
+                  latent=int(fields["latent"]), hyper=int(fields["hyper"]), extra_stages=int(fields["extra_stages"]))
+
+
+def model_folders():
+    extra = [Path(p) for p in os.environ.get(MODEL_PATH_VARIABLE, "").split(os.pathsep) if p]
+    return extra + [DEFAULT_MODEL_DIR]
+
+
+_CACHE = {}
+
+
+def find_model(hash_bytes):
+    """The model whose hash starts with hash_bytes, from the model folders; a BitstreamError naming
+    the hash when none has it."""
+    key = hash_bytes.hex()
+    if key not in _CACHE:
+        for folder in model_folders():
+            for path in sorted(folder.glob(f"*-{key}*.safetensors")) if folder.is_dir() else []:
+                model = Model(path)
+                if model.hash.startswith(key):
+                    _CACHE[key] = model
+                    break
+            if key in _CACHE:
+                break
+        else:
+            raise BitstreamError(f"the stream needs L-MSFC model {key}, which is not installed "
+                                 f"(searched {', '.join(str(f) for f in model_folders())}; "
+                                 f"add folders with {MODEL_PATH_VARIABLE})")
+    return _CACHE[key]

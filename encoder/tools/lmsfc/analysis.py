@@ -1,0 +1,62 @@
+"""L-MSFC encoding of one group: FENet and the hyper-analysis in float (numpy, no torch), then
+the decoder's own integer hyper-synthesis and DRNet, so that the levels coded and the
+reconstruction are exactly what the decoder derives.
+
+    levels ─► FENet ─► y ─► hyper-analysis ─► z ─► ẑ = clamp(round(z)) ─► z sub-stream
+    ẑ ─► hyper-synthesis (integer) ─► μ, k ─► q = round((y − μ) / Δ_r) ─► y sub-stream
+    μ + q · Δ_r ─► DRNet (integer) ─► reconstruction
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from common.errors import ConfigError
+from common.syntax import SyntaxStructure, SyntaxWriter
+from common.tools.lmsfc.arithmetic import FRACTION_BITS, FloatOps
+from common.tools.lmsfc.codec import GroupParams, hyper_parameters, synthesise
+from common.tools.lmsfc.entropy import MAX_LEVEL, Z_LIMIT, LatentCoder, latent_step
+from common.tools.lmsfc.graph import fenet, hyper_analysis, latent_size
+from common.tools.lmsfc.models import Model, model_folders
+from common.tools.lmsfc.syntax import lmsfc_group_payload
+
+
+def resolve_model(name_or_path):
+    """A model from a file path, or from a name: the file <name>-<hash>.safetensors in the model
+    folders (common/tools/lmsfc/models/ and $FCRS_LMSFC_MODELS)."""
+    path = Path(name_or_path)
+    if path.suffix == ".safetensors":
+        if not path.is_file():
+            raise ConfigError(f"L-MSFC model file {path} does not exist")
+        return Model(path)
+    for folder in model_folders():
+        matches = sorted(folder.glob(f"{name_or_path}-" + "[0-9a-f]" * 16 + ".safetensors")) if folder.is_dir() else []
+        if matches:
+            return Model(matches[0])
+    raise ConfigError(f"no L-MSFC model named '{name_or_path}' in {', '.join(str(f) for f in model_folders())}")
+
+
+def encode_group(model, arrays, rate_index, backend="numpy", trace=None):
+    """(GroupParams, data-unit payload, fixed-point reconstruction per member) of C×H×W arrays."""
+    family = model.family
+    sizes = [tuple(a.shape[1:]) for a in arrays]
+    analysis = FloatOps(model.float_layers)
+    y = fenet(analysis, family, [a.astype(np.float32) for a in arrays])
+    z = hyper_analysis(analysis, family, y)
+    z_symbols = np.clip(np.round(z), -Z_LIMIT, Z_LIMIT).astype(np.int64)
+    params = GroupParams(model_hash=model.hash_bytes, family=family, rate_index=rate_index,
+                         level_sizes=tuple(sizes), latent_size=latent_size(family, sizes))
+    mean, indices = hyper_parameters(model, params, z_symbols, backend)
+    step = latent_step(rate_index)
+    levels = np.round((y.astype(np.float64) * (1 << FRACTION_BITS) - mean) / step).astype(np.int64)
+    levels = np.clip(levels, -MAX_LEVEL + 1, MAX_LEVEL - 1)
+
+    z_coder = LatentCoder()
+    z_coder.encode_z(z_symbols, model.z_frequencies)
+    y_coder = LatentCoder()
+    y_coder.encode_y(levels.ravel(), indices.ravel())
+    rw = SyntaxWriter(trace)
+    z_payload = z_coder.payload()
+    lmsfc_group_payload(rw, SyntaxStructure(lm_z_substream_size=len(z_payload), lm_z_substream=z_payload,
+                                            lm_y_substream=y_coder.payload()))
+    return params, rw.getvalue(), synthesise(model, params, mean, levels, backend)

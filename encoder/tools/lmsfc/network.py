@@ -1,0 +1,140 @@
+"""L-MSFC in torch, for training: the networks of common/tools/lmsfc/graph.py with float
+weights, the mean-scale hyperprior's rate, and the decoder's integer arithmetic simulated
+(straight-through) for the fine-tuning stage.
+
+The rate model is the one the bitstream uses: y − μ is quantised with the step
+Δ = 2^(r/8) of rate index r, its scale index is round(t) − r on the ladder
+σ_k = SIGMA_MIN · 2^(k/8) (in units of Δ), z has one factorised logistic per channel.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from common.tools.lmsfc.arithmetic import ACTIVATION_LIMIT, FRACTION_BITS, SIGMOID_BITS, WEIGHT_LIMIT
+from common.tools.lmsfc.entropy import LADDER_STEPS_PER_OCTAVE, NUM_SCALES, SIGMA_MIN, Z_LIMIT
+from common.tools.lmsfc.graph import (drnet, fenet, hyper_analysis, hyper_synthesis, latent_size, layer_shapes)
+
+ACT_SCALE = float(1 << FRACTION_BITS)
+
+
+def round_ste(x):
+    return x + (torch.round(x) - x).detach()
+
+
+def weight_shift(weight):
+    """The layer's shift s: the largest with max |w| · 2^s ≤ WEIGHT_LIMIT (at most 24)."""
+    peak = float(weight.detach().abs().max())
+    if peak == 0:
+        return 24
+    return max(0, min(24, math.floor(math.log2(WEIGHT_LIMIT / peak))))
+
+
+class TorchOps:
+    """graph.py's operations on N×C×H×W float tensors; `simulate_integer` rounds weights and
+    activations as the integer decoder does (straight-through gradients)."""
+
+    def __init__(self, params, simulate_integer=False):
+        self.params, self.simulate = params, simulate_integer
+
+    def _activation(self, x):
+        if not self.simulate:
+            return x
+        limit = ACTIVATION_LIMIT / ACT_SCALE
+        return torch.clamp(round_ste(x * ACT_SCALE) / ACT_SCALE, -limit, limit)
+
+    def conv(self, name, x, channels, kernel, stride=1):
+        weight, bias = self.params[name + ".weight"], self.params[name + ".bias"]
+        if self.simulate:
+            scale = float(1 << weight_shift(weight))
+            weight = round_ste(weight * scale) / scale
+        return self._activation(F.conv2d(x, weight, bias, stride=stride, padding=kernel // 2))
+
+    def relu(self, x):
+        return F.relu(x)
+
+    def add(self, a, b):
+        return self._activation(a + b)
+
+    def concat(self, a, b):
+        return torch.cat([a, b], dim=1)
+
+    def pixel_shuffle(self, x):
+        return F.pixel_shuffle(x, 2)
+
+    def crop(self, x, size):
+        return x[:, :, :size[0], :size[1]]
+
+    def sigmoid_gate(self, x, gate):
+        smooth = torch.sigmoid(gate)
+        if not self.simulate:
+            return x * smooth
+        index = torch.clamp(torch.floor(gate * 16) + 128, 0, 255)
+        table = torch.round(torch.sigmoid((index - 127.5) / 16) * (1 << SIGMOID_BITS)) / (1 << SIGMOID_BITS)
+        return self._activation(x * (smooth + (table - smooth).detach()))
+
+
+class FusionModel(nn.Module):
+    """One L-MSFC model of a family: every layer of graph.layer_shapes plus z's factorised prior."""
+
+    def __init__(self, family):
+        super().__init__()
+        self.family = family
+        self.names = sorted(layer_shapes(family))
+        self.weights = nn.ParameterDict()
+        for name, shape in layer_shapes(family).items():
+            weight = torch.empty(shape)
+            nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+            if name == "hs.out":
+                weight.mul_(0.1)
+            key = name.replace(".", "_")
+            self.weights[key + "__weight"] = nn.Parameter(weight)
+            self.weights[key + "__bias"] = nn.Parameter(torch.zeros(shape[0]))
+        with torch.no_grad():      # start the scale channels mid-ladder
+            self.weights["hs_out__bias"][family.latent:] = NUM_SCALES / 2
+        self.z_loc = nn.Parameter(torch.zeros(family.hyper))
+        self.z_log_scale = nn.Parameter(torch.zeros(family.hyper))
+
+    def params(self):
+        return {key.replace("__", ".").replace("_", "."): value for key, value in self.weights.items()}
+
+    def forward(self, levels, rate_index, simulate_integer=False):
+        """levels: [N×C_i×H_i×W_i] -> (reconstructed levels, y bits, z bits) per sample (N,)."""
+        ops = TorchOps(self.params(), simulate_integer)
+        sizes = [tuple(level.shape[2:]) for level in levels]
+        y = fenet(ops, self.family, levels)
+        z = hyper_analysis(ops, self.family, y)
+        z_bits = self.z_bits(z + torch.empty_like(z).uniform_(-0.5, 0.5))
+        z_hat = torch.clamp(round_ste(z), -Z_LIMIT, Z_LIMIT)
+        hyper = hyper_synthesis(TorchOps(ops.params, simulate_integer), self.family, z_hat, latent_size(
+            self.family, sizes))
+        mean, scale_t = hyper[:, :self.family.latent], hyper[:, self.family.latent:]
+        step = 2.0 ** (rate_index / LADDER_STEPS_PER_OCTAVE)
+        step = step.view(-1, 1, 1, 1)
+        if simulate_integer:
+            scale_t = round_ste(scale_t)
+        k = torch.clamp(scale_t - rate_index.view(-1, 1, 1, 1), 0, NUM_SCALES - 1)
+        sigma = SIGMA_MIN * 2.0 ** (k / LADDER_STEPS_PER_OCTAVE)
+        v = (y - mean) / step
+        noisy = v + torch.empty_like(v).uniform_(-0.5, 0.5)
+        y_bits = gaussian_bits(noisy, sigma)
+        y_hat = mean + step * round_ste(v)
+        recon = drnet(ops, self.family, y_hat, sizes)
+        return recon, y_bits.flatten(1).sum(1), z_bits.flatten(1).sum(1)
+
+    def z_bits(self, z):
+        loc = self.z_loc.view(1, -1, 1, 1)
+        scale = torch.exp(self.z_log_scale).view(1, -1, 1, 1)
+        upper = torch.sigmoid((z + 0.5 - loc) / scale)
+        lower = torch.sigmoid((z - 0.5 - loc) / scale)
+        return -torch.log2(torch.clamp(upper - lower, min=1e-9))
+
+
+def gaussian_bits(v, sigma):
+    """−log2 of the probability of the unit interval around v under N(0, σ²)."""
+    magnitude = v.abs()
+    upper = 0.5 * torch.erfc(-(0.5 - magnitude) / (sigma * math.sqrt(2)))
+    lower = 0.5 * torch.erfc(-(-0.5 - magnitude) / (sigma * math.sqrt(2)))
+    return -torch.log2(torch.clamp(upper - lower, min=1e-9))
