@@ -78,9 +78,13 @@ def hyper_parameters(model, params, z_symbols, product="numpy"):
     return hyper[:latent], scale_indices(hyper[latent:], params.rate_index)
 
 
-def synthesise(model, params, mean, levels, product="numpy"):
-    """ŷ = μ + q · Δ_r, then DRNet: the decoded levels as fixed-point integer arrays."""
-    y_hat = np.clip(mean + levels * latent_step(params.rate_index), -ACTIVATION_LIMIT, ACTIVATION_LIMIT)
+def latent_values(mean, levels, rate_index):
+    """ŷ = clamp(μ + q · Δ_r), fixed point."""
+    return np.clip(mean + levels * latent_step(rate_index), -ACTIVATION_LIMIT, ACTIVATION_LIMIT)
+
+
+def synthesise(model, params, y_hat, product="numpy"):
+    """DRNet on ŷ: the decoded members as fixed-point integer arrays."""
     ops = IntegerOps(model.integer_layers, TABLES["sigmoid"], product)
     return drnet(ops, model.family, y_hat, list(params.level_sizes))
 
@@ -105,7 +109,7 @@ def decode_group(params, payload, product="numpy", trace=None):
     y_coder = LatentCoder(y_payload)
     levels = y_coder.decode_y(indices.ravel()).reshape(indices.shape)
     y_coder.finish()
-    return synthesise(model, params, mean, levels, product)
+    return synthesise(model, params, latent_values(mean, levels, params.rate_index), product)
 
 
 def to_values(fixed_point, dtype):

@@ -7,6 +7,7 @@ reconstruction are exactly what the decoder derives.
     μ + q · Δ_r ─► DRNet (integer) ─► reconstruction
 """
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import numpy as np
 from common.errors import ConfigError
 from common.syntax import SyntaxStructure, SyntaxWriter
 from common.tools.lmsfc.arithmetic import FRACTION_BITS, FloatOps
-from common.tools.lmsfc.codec import GroupParams, hyper_parameters, synthesise
+from common.tools.lmsfc.codec import GroupParams, hyper_parameters, latent_values, synthesise
 from common.tools.lmsfc.entropy import MAX_LEVEL, Z_LIMIT, LatentCoder, latent_step
 from common.tools.lmsfc.graph import fenet, hyper_analysis, latent_size
 from common.tools.lmsfc.models import Model, model_folders
@@ -36,8 +37,16 @@ def resolve_model(name_or_path):
     raise ConfigError(f"no L-MSFC model named '{name_or_path}' in {', '.join(str(f) for f in model_folders())}")
 
 
-def encode_group(model, arrays, rate_index, backend="numpy", trace=None):
-    """(GroupParams, data-unit payload, fixed-point reconstruction per member) of C×H×W arrays."""
+@dataclass
+class GroupCoding:
+    params: GroupParams
+    payload: bytes                 # lmsfc_group_payload(): the first member's tdu_entropy_payload
+    reconstruction: list           # per member, fixed-point integers (value · 2^F), as the decoder's
+    y_hat: np.ndarray              # ŷ in fixed point, what DRNet decoded
+
+
+def encode_group(model, arrays, rate_index, backend="numpy"):
+    """The GroupCoding of C×H×W arrays (the members, largest first) at a rate index."""
     family = model.family
     sizes = [tuple(a.shape[1:]) for a in arrays]
     analysis = FloatOps(model.float_layers)
@@ -55,8 +64,9 @@ def encode_group(model, arrays, rate_index, backend="numpy", trace=None):
     z_coder.encode_z(z_symbols, model.z_frequencies)
     y_coder = LatentCoder()
     y_coder.encode_y(levels.ravel(), indices.ravel())
-    rw = SyntaxWriter(trace)
+    rw = SyntaxWriter()
     z_payload = z_coder.payload()
     lmsfc_group_payload(rw, SyntaxStructure(lm_z_substream_size=len(z_payload), lm_z_substream=z_payload,
                                             lm_y_substream=y_coder.payload()))
-    return params, rw.getvalue(), synthesise(model, params, mean, levels, backend)
+    y_hat = latent_values(mean, levels, rate_index)
+    return GroupCoding(params, rw.getvalue(), synthesise(model, params, y_hat, backend), y_hat)

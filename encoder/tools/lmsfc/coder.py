@@ -66,9 +66,10 @@ def code_lmsfc_tensors(tensors, options, step_offsets, step_allocator):
         arrays = [tensors[n][0] if tensors[n].ndim == 4 else tensors[n] for n in members]
         check_group(model, members, arrays)
         start = time.perf_counter()
-        params, payload, fixed_point = encode_group(model, arrays, rate_index, backend=options["LmsfcBackend"])
+        coding = encode_group(model, arrays, rate_index, backend=options["LmsfcBackend"])
+        params = coding.params
         seconds = (time.perf_counter() - start) / len(members)
-        for index, (name, values) in enumerate(zip(members, fixed_point)):
+        for index, (name, values) in enumerate(zip(members, coding.reconstruction)):
             spec = tensor_spec(name, tensors[name], 0, step_map=False)
             group = LmsfcParams(group_start=index == 0)
             if index == 0:
@@ -79,6 +80,6 @@ def code_lmsfc_tensors(tensors, options, step_offsets, step_allocator):
             spec = dataclasses.replace(spec, tool=Tool.LMSFC, lmsfc=group)
             assert spec.layout == Layout.CHW
             reconstruction = to_values(values, np.dtype(spec.numpy_dtype)).reshape(spec.array_shape)
-            coded.append(CodedTensor(spec=spec, payload=payload if index == 0 else b"",
+            coded.append(CodedTensor(spec=spec, payload=coding.payload if index == 0 else b"",
                                      reconstruction=reconstruction, seconds=seconds))
     return coded
