@@ -254,7 +254,7 @@ def parse_args(argv=None):
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--crop", type=int, default=40, help="P3 crop side (×8 image pixels)")
     parser.add_argument("--augmentations", type=int, default=3)
-    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--lmbda", type=float, default=4.0, help="λ_0: λ(r) = λ_0 · 2^(−r/4)")
     parser.add_argument("--rate-min", type=int, default=-8)
     parser.add_argument("--rate-max", type=int, default=24)
