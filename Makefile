@@ -54,6 +54,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_effnet_rate.py
 	$(PY) benchmarks/bench_anchor.py
 	$(PY) benchmarks/bench_ctc.py
+	$(PY) benchmarks/bench_lmsfc.py
 
 clean-venv:
 	rm -rf $(VENV)
