@@ -38,20 +38,30 @@ BIAS_LIMIT = (1 << 52) - (1 << 48)
 SIGMOID_BITS = 12
 
 
-def im2col(x, kernel, stride):
-    """(C, H, W) -> (C · k², H_out · W_out) patches, zero padding floor(k / 2), in x's dtype."""
+PATCH_ELEMENTS = 1 << 22           # im2col works on row bands of at most this many patch elements
+
+
+def im2col(x, kernel, stride, rows=None):
+    """(C, H, W) -> (C · k², rows · W_out) patches of the output rows `rows` (a range; all by
+    default), zero padding floor(k / 2), in x's dtype; and (H_out, W_out)."""
     channels, height, width = x.shape
-    if kernel == 1:
-        patches = x[:, ::stride, ::stride]
-        return patches.reshape(channels, -1), patches.shape[1:]
-    pad = kernel // 2
-    padded = np.pad(x, ((0, 0), (pad, pad), (pad, pad)))
     out_h, out_w = -(-height // stride), -(-width // stride)
-    columns = np.empty((channels, kernel, kernel, out_h, out_w), dtype=x.dtype)
+    rows = rows or range(out_h)
+    pad = kernel // 2
+    padded = np.pad(x, ((0, 0), (pad, pad), (pad, pad))) if pad else x
+    first, count = rows.start, len(rows)
+    columns = np.empty((channels, kernel, kernel, count, out_w), dtype=x.dtype)
     for i in range(kernel):
+        top = i + stride * first
         for j in range(kernel):
-            columns[:, i, j] = padded[:, i:i + stride * out_h:stride, j:j + stride * out_w:stride]
+            columns[:, i, j] = padded[:, top:top + stride * count:stride, j:j + stride * out_w:stride]
     return columns.reshape(channels * kernel * kernel, -1), (out_h, out_w)
+
+
+def row_bands(channels, kernel, out_h, out_w):
+    """Output-row ranges whose patches hold at most PATCH_ELEMENTS elements (memory bound)."""
+    rows_per_band = max(1, PATCH_ELEMENTS // max(1, channels * kernel * kernel * out_w))
+    return [range(r, min(out_h, r + rows_per_band)) for r in range(0, out_h, rows_per_band)]
 
 
 def pixel_shuffle(x):
@@ -81,11 +91,16 @@ class IntegerOps:
 
     def conv(self, name, x, channels, kernel, stride=1):
         weights, bias, shift = self.layers[name]
-        patches, (out_h, out_w) = im2col(x.astype(np.float64), kernel, stride)
-        acc = self._matmul(name, weights, patches).astype(np.int64) + bias[:, None]
-        if shift > 0:
-            acc = (acc + (1 << (shift - 1))) >> shift
-        return np.clip(acc, -ACTIVATION_LIMIT, ACTIVATION_LIMIT).reshape(channels, out_h, out_w)
+        values = x.astype(np.float64)
+        out_h, out_w = -(-x.shape[1] // stride), -(-x.shape[2] // stride)
+        out = np.empty((channels, out_h * out_w), dtype=np.int64)
+        for rows in row_bands(x.shape[0], kernel, out_h, out_w):
+            patches, _ = im2col(values, kernel, stride, rows)
+            acc = self._matmul(name, weights, patches).astype(np.int64) + bias[:, None]
+            if shift > 0:
+                acc = (acc + (1 << (shift - 1))) >> shift
+            out[:, rows.start * out_w:rows.stop * out_w] = acc
+        return np.clip(out, -ACTIVATION_LIMIT, ACTIVATION_LIMIT).reshape(channels, out_h, out_w)
 
     def relu(self, x):
         return np.maximum(x, 0)
@@ -116,8 +131,11 @@ class FloatOps:
 
     def conv(self, name, x, channels, kernel, stride=1):
         weights, bias = self.layers[name]
-        patches, (out_h, out_w) = im2col(x, kernel, stride)
-        out = weights.reshape(channels, -1) @ patches + bias[:, None]
+        out_h, out_w = -(-x.shape[1] // stride), -(-x.shape[2] // stride)
+        out = np.empty((channels, out_h * out_w), dtype=np.float32)
+        for rows in row_bands(x.shape[0], kernel, out_h, out_w):
+            patches, _ = im2col(x, kernel, stride, rows)
+            out[:, rows.start * out_w:rows.stop * out_w] = weights.reshape(channels, -1) @ patches + bias[:, None]
         return out.reshape(channels, out_h, out_w)
 
     def relu(self, x):

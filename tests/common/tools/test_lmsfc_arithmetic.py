@@ -122,3 +122,15 @@ def test_truncated_or_padded_sub_stream_is_an_error():
 def test_tables_file_has_the_hash_the_spec_prints():
     from common.tools.lmsfc.entropy import TABLES_SHA256, tables_sha256
     assert tables_sha256() == TABLES_SHA256
+
+
+def test_row_bands_bound_memory_without_changing_the_result(monkeypatch):
+    from common.tools.lmsfc import arithmetic
+    rng = np.random.default_rng(0)
+    x = rng.integers(-5000, 5000, size=(16, 37, 29))
+    layer = (rng.integers(-3000, 3000, size=(8, 16, 3, 3)), rng.integers(-10 ** 6, 10 ** 6, size=8), 9)
+    ops = IntegerOps({"layer": layer}, TABLES["sigmoid"])
+    whole = ops.conv("layer", x, 8, 3, stride=2)
+    monkeypatch.setattr(arithmetic, "PATCH_ELEMENTS", 16 * 9 * 15 * 3)      # three output rows per band
+    assert len(arithmetic.row_bands(16, 3, 19, 15)) == 7
+    np.testing.assert_array_equal(ops.conv("layer", x, 8, 3, stride=2), whole)
