@@ -81,6 +81,8 @@ def run(cfg_paths, input_path, output_path, trace_path, overrides):
     if options["Tool"] == "anchor":
         setting = (f"video anchor, InnerCodec {options['InnerCodec']}, AnchorPacking {options['AnchorPacking']}, "
                    f"QP {options['QP']}")
+    elif options["Tool"] == "lmsfc":
+        setting = f"L-MSFC, models {options['LmsfcModels']}, rate index {options['QP']}"
     else:
         budget = f", noise budget {options['NoiseBudget']:g}" if options["NoiseBudget"] > 0 else ""
         setting = f"QP {options['QP']}, {options['StepAllocation']} steps{budget}"
