@@ -106,7 +106,7 @@ def _print_report(out, data):
     import math
 
     from ctc.metrics import METRIC_NAMES
-    from ctc.report import _cr_text, write_report
+    from ctc.report import compression_ratio_text, write_report
 
     _, bd_rows, nl_rows, labels = write_report(out, data)
     for tool, metric, value, ci, _ in bd_rows:
@@ -114,7 +114,7 @@ def _print_report(out, data):
         shown = f"{value:+.1f} %" if math.isfinite(value) else "n/a"
         print(f"BD-rate {labels[tool]} vs anchor ({METRIC_NAMES[metric]}): {shown}{bounds}")
     for tool, metric, nl, ci, _ in nl_rows:
-        print(f"R_NL {labels[tool]} ({METRIC_NAMES[metric]}): {nl.text()} bpfp, CR_NL {_cr_text(nl, ci)}")
+        print(f"R_NL {labels[tool]} ({METRIC_NAMES[metric]}): {nl.text()} bpfp, CR_NL {compression_ratio_text(nl, ci)}")
     print(f"report: {os.path.join(str(out), 'report.md')}")
 
 

@@ -271,7 +271,7 @@ def write_report(out, data=None):
            "(the same ratio on both axes). '≤': even the lowest rate point is near-lossless (R_NL is at most it); "
            "'>': no rate point is. 'censored' = share of bootstrap resamples where R_NL is such a bound.", "",
            _table(["tool", "metric", "R_NL bpp [95 % CI]", "R_NL bpfp [95 % CI]", "CR_NL [95 % CI]", "censored"],
-                  [[labels[t], METRIC_NAMES[m], _nl_text(nl_bpp, ci_bpp), _nl_text(nl, ci), _cr_text(nl, ci),
+                  [[labels[t], METRIC_NAMES[m], _nl_text(nl_bpp, ci_bpp), _nl_text(nl, ci), compression_ratio_text(nl, ci),
                     "n/a" if not np.isfinite(c) else f"{100 * c:.0f} %"]
                    for (t, m, nl, ci, c), (_, _, nl_bpp, ci_bpp, _) in zip(nl_rows, nl_bpp_rows)])]
     md += ["## Per rate point", ""]
@@ -307,7 +307,7 @@ def _nl_text(nl, ci):
     return f"{nl.text()}{bounds}"
 
 
-def _cr_text(nl, ci):
+def compression_ratio_text(nl, ci):
     symbol = {"<=": "≥ ", ">": "< ", "": ""}[nl.censored]
     bounds = "" if not all(np.isfinite(ci)) else \
         f" [{UNCOMPRESSED_BITS_PER_POINT / ci[1]:.0f}, {UNCOMPRESSED_BITS_PER_POINT / ci[0]:.0f}]"
