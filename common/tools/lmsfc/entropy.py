@@ -32,7 +32,8 @@ row k of the ladder. Then, for the elements whose symbol is an escape (in
 element order), the excess e = |q| − Q_k ≥ 0 follows as Exp-Golomb-0: n with
 Uniform(32), then e + 1 − 2^n with Uniform(2^n) when n > 0. The level is
 q = ±(Q_k + e) for the escapes, the symbol otherwise, and ŷ = μ + q · Δ_r
-(fixed point, clamped to ±ACTIVATION_LIMIT).
+(fixed point, clamped to ±ACTIVATION_LIMIT); a level of magnitude MAX_LEVEL or
+more is an error.
 """
 
 import hashlib
@@ -42,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import BitstreamError
+from common.tools.lmsfc.arithmetic import FRACTION_BITS, SIGMOID_BITS
 
 SIGMA_MIN = 0.11
 LADDER_STEPS_PER_OCTAVE = 8
@@ -52,7 +54,6 @@ RATE_INDEX_MIN, RATE_INDEX_MAX = -32, 64
 MAX_LEVEL = 1 << 20                # |q| of y; Exp-Golomb excess n < 21
 TABLES_PATH = Path(__file__).with_name("tables.npz")
 TABLES_SHA256 = "f46a3ed6da26f8df7c35d2cfd0299bf05663d67e97c9cfaec13d55dfc24948bd"   # of tables.npz
-
 
 
 def build_tables():
@@ -73,10 +74,10 @@ def build_tables():
         tail = 1 - cdf((q_max - 0.5) / sigma)
         probabilities[0] = probabilities[-1] = tail
         frequencies[k, :len(symbols)] = quantise_frequencies(probabilities)
-    sigmoid = np.array([round((1 << 12) / (1 + math.exp(-(i - 127.5) / 16))) for i in range(256)], dtype=np.int64)
-    steps = np.array([round(2 ** (r / LADDER_STEPS_PER_OCTAVE) * 256) for r in range(RATE_INDEX_MIN,
-                                                                                    RATE_INDEX_MAX + 1)],
-                     dtype=np.int64)
+    sigmoid = np.array([round((1 << SIGMOID_BITS) / (1 + math.exp(-(i - 127.5) / 16))) for i in range(256)],
+                       dtype=np.int64)
+    steps = np.array([round(2 ** (r / LADDER_STEPS_PER_OCTAVE) * (1 << FRACTION_BITS))
+                      for r in range(RATE_INDEX_MIN, RATE_INDEX_MAX + 1)], dtype=np.int64)
     return {"ladder_frequencies": frequencies, "ladder_half_widths": half_widths, "sigmoid": sigmoid,
             "steps": steps}
 
@@ -107,7 +108,7 @@ TABLES = load_tables()
 
 def scale_indices(scale_t, rate_index):
     """k = clamp(floor((t + 2^(F−1)) / 2^F) − r, 0, NUM_SCALES − 1) of fixed-point t."""
-    return np.clip(((scale_t + 128) >> 8) - rate_index, 0, NUM_SCALES - 1)
+    return np.clip(((scale_t + (1 << (FRACTION_BITS - 1))) >> FRACTION_BITS) - rate_index, 0, NUM_SCALES - 1)
 
 
 def latent_step(rate_index):
@@ -188,5 +189,7 @@ class LatentCoder:
             if n > 20:
                 raise BitstreamError("an L-MSFC escape exceeds MAX_LEVEL")
             excess = (1 << int(n)) - 1 + (int(self._decode(self._uniform(1 << int(n)), 1)[0]) if n > 0 else 0)
+            if half[position] + excess >= MAX_LEVEL:
+                raise BitstreamError("an L-MSFC level exceeds MAX_LEVEL")
             levels[position] = np.sign(levels[position]) * (half[position] + excess)
         return levels
