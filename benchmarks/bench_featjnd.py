@@ -322,7 +322,6 @@ def main(argv=None):
     command = ".venv/bin/python benchmarks/bench_featjnd.py" + "".join(
         " " + shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
 
-    t0 = time.perf_counter()
     from encoder.options import default_options
 
     epsilon = args.epsilon if args.epsilon is not None else default_options()["JndEpsilon"]
@@ -361,7 +360,6 @@ def main(argv=None):
 
         torch.set_num_threads(1)
         delta, delta_file, delta_cached = compute_deltas(paths, stems, weights, args.cache)
-        t_delta = time.perf_counter() - t0
         net = EfficientNetLiteSplit(args.model)
 
         def predict(x):

@@ -3,11 +3,9 @@ records equal to what the `encode` app writes, COCO plumbing with random weights
 
 import csv
 import json
-import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest

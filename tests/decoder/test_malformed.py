@@ -19,7 +19,7 @@ import pytest
 
 from common.codepoints import DType, Layout, UnitType
 from common.hashing import tensor_md5
-from common.stream import STREAM_HEADER_BYTES, UNIT_HEADER_BYTES
+from common.stream import STREAM_HEADER_BYTES
 from common.syntax import SyntaxReader, SyntaxStructure, SyntaxWriter
 from common.limits import MAX_DECODED_ELEMENTS, MAX_DIM
 from common.syntax_structures import decoded_feature_hash, feature_parameter_set, tensor_data_unit

@@ -1,6 +1,6 @@
 """Export a trained FusionModel to a model file (safetensors, content-hash named).
 
-The file holds the encoder's float32 analysis layers (enc.*, ha.*) and the
+The file holds the encoder's analysis layers (enc.*, ha.*, float16: informative) and the
 decoder's normative integer data (hs.*, dec.* as weight_int / bias_int / shift,
 z's frequency tables); `common/tools/lmsfc/models.py` reads it and defines the
 content hash. Integerisation: w_int = round(w · 2^s) with the layer's shift s
