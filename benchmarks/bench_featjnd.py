@@ -322,6 +322,7 @@ def main(argv=None):
     command = ".venv/bin/python benchmarks/bench_featjnd.py" + "".join(
         " " + shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
 
+    t0 = time.perf_counter()
     from encoder.options import default_options
 
     epsilon = args.epsilon if args.epsilon is not None else default_options()["JndEpsilon"]
