@@ -12,7 +12,8 @@ distortion weight follows Δ² as the step does. bpp is bits per input-image pix
 the steps simulate the decoder's integer arithmetic (straight-through).
 
 --ablation trains the no-fusion codec instead: one single-level model per level
-(its own FENet, hyperprior and DRNet, E = L − i stages), trained together under the
+(its own FENet, hyperprior and DRNet, E = L − 1 − i + --extra-stages stages, so every latent
+has the fusion model's resolution), trained together under the
 same loss, widths chosen for about the fusion model's size.
 
 Checkpoints (every --checkpoint-every steps, atomically) make the run resumable:
@@ -119,9 +120,9 @@ def random_crop(pyramid, rng, size):
     return crops
 
 
-def make_family(args, channels=YOLO_CHANNELS, extra_stages=1):
+def make_family(args, channels=YOLO_CHANNELS, extra_stages=None):
     return Family(channels=tuple(channels), trunk=args.trunk, latent=args.latent, hyper=args.hyper,
-                  extra_stages=extra_stages)
+                  extra_stages=args.extra_stages if extra_stages is None else extra_stages)
 
 
 def build_models(args):
@@ -131,7 +132,8 @@ def build_models(args):
     models = {}
     levels = len(YOLO_CHANNELS)
     for i, channels in enumerate(YOLO_CHANNELS):
-        models[f"{args.name}-level{i}"] = FusionModel(make_family(args, (channels,), extra_stages=levels - i))
+        models[f"{args.name}-level{i}"] = FusionModel(make_family(args, (channels,),
+                                                                  extra_stages=levels - 1 - i + args.extra_stages))
     return models
 
 
@@ -248,8 +250,9 @@ def parse_args(argv=None):
     parser.add_argument("--name", default="yolov5n", help="model name (the file is <name>-<hash>.safetensors)")
     parser.add_argument("--ablation", action="store_true", help="train the no-fusion ablation")
     parser.add_argument("--trunk", type=int, default=48)
-    parser.add_argument("--latent", type=int, default=96)
+    parser.add_argument("--latent", type=int, default=128)
     parser.add_argument("--hyper", type=int, default=48)
+    parser.add_argument("--extra-stages", type=int, default=0, help="E: stride-2 stages from the last level to y")
     parser.add_argument("--steps", type=int, default=6000)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--crop", type=int, default=40, help="P3 crop side (×8 image pixels)")

@@ -13,7 +13,8 @@ backends run the same text:
 
 Shapes: a level is C×H×W; level i + 1 has the stride of level i doubled and the
 size ceil(H_i / 2) × ceil(W_i / 2). The latent y lies E stride-2 stages below
-the last level (E = `extra_stages`), the hyper-latent z one more.
+the last level (E = `extra_stages`; E = 0: at the last level's resolution), the
+hyper-latent z one more.
 """
 
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ class Family:
     trunk: int             # N: channels of FENet's and DRNet's trunks
     latent: int            # M: channels of y
     hyper: int             # channels of z and of the hyper networks
-    extra_stages: int      # E >= 1: stride-2 stages from the last level down to y
+    extra_stages: int      # E >= 0: stride-2 stages from the last level down to y
 
     @property
     def num_levels(self):
@@ -47,7 +48,7 @@ def latent_size(family, level_sizes):
 
 def stage_sizes(family, level_sizes):
     """Sizes DRNet passes through from y up to the last level: the E − 1 sizes between them,
-    smallest first."""
+    smallest first (none for E ≤ 1)."""
     sizes, size = [], level_sizes[-1]
     for _ in range(family.extra_stages - 1):
         size = halved(size)
@@ -85,14 +86,16 @@ def attention_block(ops, name, x, channels):
 
 def fenet(ops, family, levels):
     """Encoder: the largest level through a stride-2 block, concatenated with the next level,
-    again, ... then E − 1 more stages, attention, and a conv to the M channels of y."""
+    again, ... (the last level's stride-2 block only when E ≥ 1), then E − 1 more stages,
+    attention, and a conv to the M channels of y."""
     n = family.trunk
     h = None
     for i, level in enumerate(levels):
         x = level if h is None else ops.concat(h, level)
         h = ops.conv(f"enc.{i}.in", x, n, 3)
         h = residual_block(ops, f"enc.{i}.res", h, n)
-        h = down_block(ops, f"enc.{i}.down", h, n)
+        if i + 1 < family.num_levels or family.extra_stages > 0:
+            h = down_block(ops, f"enc.{i}.down", h, n)
     for j in range(family.extra_stages - 1):
         h = residual_block(ops, f"enc.extra.{j}.res", h, n)
         h = down_block(ops, f"enc.extra.{j}.down", h, n)
@@ -124,7 +127,10 @@ def drnet(ops, family, y_hat, level_sizes):
         h = up_block(ops, f"dec.extra.{j}", h, n, size)
     branches = [None] * family.num_levels
     for i in reversed(range(family.num_levels)):
-        h = up_block(ops, f"dec.up.{i}", h, n, level_sizes[i])
+        if i + 1 == family.num_levels and family.extra_stages == 0:
+            h = residual_block(ops, f"dec.last.{i}", h, n)       # y is at this level's size already
+        else:
+            h = up_block(ops, f"dec.up.{i}", h, n, level_sizes[i])
         branches[i] = h
     mixed = [branches[0]]
     for i in range(1, family.num_levels):

@@ -22,7 +22,7 @@ def lmsfc_params(rw, s):
         rw.ue(s, "lm_trunk_channels_minus1", hi=MAX_NETWORK_CHANNELS - 1)
         rw.ue(s, "lm_latent_channels_minus1", hi=MAX_NETWORK_CHANNELS - 1)
         rw.ue(s, "lm_hyper_channels_minus1", hi=MAX_NETWORK_CHANNELS - 1)
-        rw.ue(s, "lm_extra_stages_minus1", hi=MAX_EXTRA_STAGES - 1)
+        rw.ue(s, "lm_extra_stages", hi=MAX_EXTRA_STAGES)
         rw.se(s, "lm_rate_idx", lo=RATE_INDEX_MIN, hi=RATE_INDEX_MAX)
         rw.ue(s, "lm_latent_height_minus1", hi=MAX_LATENT_DIM - 1)
         rw.ue(s, "lm_latent_width_minus1", hi=MAX_LATENT_DIM - 1)
@@ -67,7 +67,7 @@ def group_family(members):
     params = members[0].ti_lmsfc_params
     return Family(channels=tuple(t.ti_num_channels_minus1 + 1 for t in members),
                   trunk=params.lm_trunk_channels_minus1 + 1, latent=params.lm_latent_channels_minus1 + 1,
-                  hyper=params.lm_hyper_channels_minus1 + 1, extra_stages=params.lm_extra_stages_minus1 + 1)
+                  hyper=params.lm_hyper_channels_minus1 + 1, extra_stages=params.lm_extra_stages)
 
 
 def group_level_sizes(members):
@@ -106,7 +106,7 @@ def to_lmsfc_params(params):
         s.lm_trunk_channels_minus1 = params.trunk - 1
         s.lm_latent_channels_minus1 = params.latent - 1
         s.lm_hyper_channels_minus1 = params.hyper - 1
-        s.lm_extra_stages_minus1 = params.extra_stages - 1
+        s.lm_extra_stages = params.extra_stages
         s.lm_rate_idx = params.rate_index
         s.lm_latent_height_minus1, s.lm_latent_width_minus1 = params.latent_size[0] - 1, params.latent_size[1] - 1
     return s
@@ -117,7 +117,7 @@ def from_lmsfc_params(s):
         return LmsfcParams(group_start=False)
     return LmsfcParams(group_start=True, model_hash=bytes(s.lm_model_hash), num_levels=s.lm_num_levels_minus1 + 1,
                        trunk=s.lm_trunk_channels_minus1 + 1, latent=s.lm_latent_channels_minus1 + 1,
-                       hyper=s.lm_hyper_channels_minus1 + 1, extra_stages=s.lm_extra_stages_minus1 + 1,
+                       hyper=s.lm_hyper_channels_minus1 + 1, extra_stages=s.lm_extra_stages,
                        rate_index=s.lm_rate_idx,
                        latent_size=(s.lm_latent_height_minus1 + 1, s.lm_latent_width_minus1 + 1))
 
@@ -134,7 +134,8 @@ SEMANTICS = {
     "lm_trunk_channels_minus1": "Trunk channels N of the model's family, minus 1.",
     "lm_latent_channels_minus1": "Channels M of the latent y, minus 1.",
     "lm_hyper_channels_minus1": "Channels of the hyper-latent z and of the hyper networks, minus 1.",
-    "lm_extra_stages_minus1": "Number E of stride-2 stages from the last level down to y, minus 1.",
+    "lm_extra_stages": "Number E of stride-2 stages from the last level down to y (0: y has the last level's "
+                       "size).",
     "lm_rate_idx": "Rate index r: the latent step is Δ_r = 2^(r / 8) (fixed point: steps[r − RATE_INDEX_MIN] "
                    "of the tables), and r is subtracted from every scale index.",
     "lm_latent_height_minus1": "Height of y, minus 1: the last level's height halved (rounded up) E times.",
