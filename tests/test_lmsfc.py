@@ -188,3 +188,14 @@ def test_every_truncation_of_the_group_payload_is_a_clean_error(coded):
         broken[1] = (units[1][0], rw.getvalue())
         with pytest.raises(BitstreamError):
             decode_stream(join_units(header, broken))
+
+
+def test_a_damaged_model_file_is_one_error_line(coded, tmp_path, monkeypatch):
+    good = next(model_registry.DEFAULT_MODEL_DIR.glob("conformance-*.safetensors"))
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / good.name).write_bytes(good.read_bytes()[:1000])
+    (tmp_path / "out.bin").write_bytes(coded.stream)
+    monkeypatch.setenv(model_registry.MODEL_PATH_VARIABLE, str(tmp_path / "models"))
+    result = run_cli("decode", "-i", tmp_path / "out.bin", "-o", tmp_path / "rec.npz")
+    assert_clean_error(result.returncode, result.stdout, result.stderr, "decode", tmp_path / "rec.npz")
+    assert "unreadable" in result.stderr

@@ -19,6 +19,7 @@ import numpy as np
 
 from common.errors import BitstreamError
 from common.tools.lmsfc.arithmetic import BIAS_LIMIT, MAX_CONV_INPUTS, WEIGHT_LIMIT
+from common.tools.lmsfc.entropy import FREQUENCY_BITS, Z_LIMIT
 from common.tools.lmsfc.graph import DECODER_PREFIXES, Family, layer_shapes
 
 DEFAULT_MODEL_DIR = Path(__file__).with_name("models")
@@ -66,7 +67,7 @@ class Model:
                 metadata = handle.metadata() or {}
                 arrays = {name: handle.get_tensor(name) for name in handle.keys()}
             self.family = family_from_json(metadata["family"])
-        except (OSError, KeyError, ValueError, TypeError) as exc:
+        except Exception as exc:     # safetensors raises its own SafetensorError for a damaged file
             raise BitstreamError(f"L-MSFC model file {path} is unreadable: {exc}") from None
         self.name = metadata.get("name", self.path.stem)
         self.info = metadata.get("info", "")
@@ -86,6 +87,10 @@ class Model:
                 self.float_layers[layer] = (arrays[layer + ".weight"].astype(np.float32),
                                             arrays[layer + ".bias"].astype(np.float32))
         self.z_frequencies = arrays["z_frequencies"].astype(np.int64)
+        if (self.z_frequencies.shape != (self.family.hyper, 2 * Z_LIMIT + 1) or self.z_frequencies.min() < 1
+                or (self.z_frequencies.sum(axis=1) != 1 << FREQUENCY_BITS).any()):
+            raise BitstreamError(f"L-MSFC model file {path}: z_frequencies are not {self.family.hyper} tables of "
+                                 f"{2 * Z_LIMIT + 1} frequencies >= 1 summing to 2^{FREQUENCY_BITS}")
 
     @property
     def hash_bytes(self):
