@@ -73,17 +73,21 @@ class Model:
         self.info = metadata.get("info", "")
         self.hash = model_hash(self.family, arrays)
         self.integer_layers, self.float_layers = {}, {}
+        missing = [name for name in self._required_arrays() if name not in arrays]
+        if missing:
+            raise BitstreamError(f"L-MSFC model file {path} lacks {', '.join(missing[:3])}"
+                                 f"{' …' if len(missing) > 3 else ''}")
         for layer, shape in layer_shapes(self.family).items():
             if layer.startswith(DECODER_PREFIXES):
                 weight = arrays[layer + ".weight_int"].astype(np.int64)
                 bias = arrays[layer + ".bias_int"].astype(np.int64)
-                shift = int(arrays[layer + ".shift"][0])
+                shift = int(arrays[layer + ".shift"].ravel()[0])
                 if (weight.shape != shape or bias.shape != (shape[0],) or np.abs(weight).max() > WEIGHT_LIMIT
                         or np.abs(bias).max() > BIAS_LIMIT or not 0 <= shift <= 24
                         or shape[1] * shape[2] * shape[3] > MAX_CONV_INPUTS):
                     raise BitstreamError(f"L-MSFC model file {path}: layer {layer} breaks the integer bounds")
                 self.integer_layers[layer] = (weight, bias, shift)
-            elif layer + ".weight" in arrays:
+            else:
                 self.float_layers[layer] = (arrays[layer + ".weight"].astype(np.float32),
                                             arrays[layer + ".bias"].astype(np.float32))
         self.z_frequencies = arrays["z_frequencies"].astype(np.int64)
@@ -91,6 +95,13 @@ class Model:
                 or (self.z_frequencies.sum(axis=1) != 1 << FREQUENCY_BITS).any()):
             raise BitstreamError(f"L-MSFC model file {path}: z_frequencies are not {self.family.hyper} tables of "
                                  f"{2 * Z_LIMIT + 1} frequencies >= 1 summing to 2^{FREQUENCY_BITS}")
+
+    def _required_arrays(self):
+        names = ["z_frequencies"]
+        for layer in layer_shapes(self.family):
+            suffixes = ("weight_int", "bias_int", "shift") if layer.startswith(DECODER_PREFIXES) else ("weight", "bias")
+            names += [f"{layer}.{suffix}" for suffix in suffixes]
+        return names
 
     @property
     def hash_bytes(self):
