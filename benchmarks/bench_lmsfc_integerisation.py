@@ -58,7 +58,8 @@ def main(argv=None):
     cache = FeatureCache(Path.home() / ".cache" / "fcrs" / "features", task)
     model = resolve_model(args.model)
     trained = FusionModel(model.family)
-    trained.load_state_dict(torch.load(args.checkpoint, weights_only=False)["models"][args.model])
+    stored = torch.load(args.checkpoint, weights_only=False)["models"]
+    trained.load_state_dict(stored[args.model] if args.model in stored else next(iter(stored.values())))
     params = trained.params()
     rates = [int(r) for r in args.rate_points.split(",")]
     records = {(kind, r): [] for kind in ("integer", "float") for r in rates}
