@@ -45,10 +45,6 @@ def test_bool_spellings(text, value):
     assert parse_cfg_text(f"DecodedFeatureHash : {text}", "x.cfg") == {"DecodedFeatureHash": value}
 
 
-def test_later_key_in_the_same_file_wins():
-    assert parse_cfg_text("QP : 10\nQP : 20\n", "x.cfg") == {"QP": 20}
-
-
 def test_later_files_win_and_the_command_line_wins_last(tmp_path):
     a = write(tmp_path, "a.cfg", "QP : 10\nRoundingOffset : 0.3\n")
     b = write(tmp_path, "b.cfg", "QP : 20\n")
@@ -125,3 +121,24 @@ def test_repository_cfg_files_parse():
     for path in sorted((REPO / "cfg").glob("*.cfg")):
         options = resolve_options([str(path)], [])
         assert set(options) == set(OPTIONS_BY_NAME)
+
+
+def test_a_key_given_twice_in_one_file_names_both_lines():
+    with pytest.raises(ConfigError, match=r"f.cfg:3: QP is already set on line 1"):
+        parse_cfg_text("QP : 30\nTool : tokenwise\nQP : 40\n", "f.cfg")
+
+
+def test_long_values_and_control_characters_are_shortened_and_escaped():
+    with pytest.raises(ConfigError) as info:
+        parse_cfg_text("QP : " + "9x" * 500_000 + "\n", "f.cfg")
+    assert len(str(info.value)) < 200 and "(1000000 characters)" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        parse_cfg_text("Tool : a\x00b\x1b[31m\n", "f.cfg")
+    assert "\x00" not in str(info.value) and "\x1b" not in str(info.value) and "\\x00" in str(info.value)
+
+
+def test_a_cfg_file_that_is_not_utf8_is_a_config_error(tmp_path):
+    path = tmp_path / "latin1.cfg"
+    path.write_bytes("QP : 30  # caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        resolve_options([str(path)], [])
