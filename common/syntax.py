@@ -51,8 +51,9 @@ class Trace:
         self.lines.append(f"# {text}")
 
     def write(self, path):
-        with open(path, "w", encoding="utf-8") as f:
-            f.write("\n".join(self.lines) + "\n")
+        from common.featio import write_atomically
+        text = ("\n".join(self.lines) + "\n").encode("utf-8")
+        write_atomically(path, lambda f: f.write(text))
 
 
 def _element_name(name, idx):

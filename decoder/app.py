@@ -31,12 +31,17 @@ def main(argv=None):
 def run(args):
     # Heavy imports after argument parsing, so that `decode --help` starts fast.
     from common.errors import InputError
-    from common.featio import save_features
+    from common.featio import check_output_path, save_features
     from common.syntax import Trace
     from decoder.decoder import decode_stream
 
     if not os.path.isfile(args.input):
         raise InputError(f"input file not found: {args.input}")
+    for path in (args.output, args.trace):
+        if path:
+            check_output_path(path, [args.input])
+    if args.output and args.trace and os.path.abspath(args.output) == os.path.abspath(args.trace):
+        raise InputError("--trace and -o name the same file")
     with open(args.input, "rb") as f:
         data = f.read()
     trace = Trace() if args.trace else None

@@ -1,9 +1,10 @@
 """`encode -c cfg/uniform.cfg [-c more.cfg] -i feat.npy|feat.npz -o out.bin [--Key=value ...] [--trace FILE]`"""
 
+import os
 import sys
 import time
 
-from common.errors import ConfigError, exit_code_of
+from common.errors import ConfigError, InputError, exit_code_of
 
 USAGE = """usage: encode -c CFG [-c CFG ...] -i FEATURES -o BITSTREAM [--Key=value ...] [--trace FILE]
 
@@ -58,12 +59,17 @@ def main(argv=None):
 
 
 def run(cfg_paths, input_path, output_path, trace_path, overrides):
-    from common.featio import load_features, write_atomically
+    from common.featio import check_output_path, load_features, write_atomically
     from common.syntax import Trace
     from encoder.cfg import resolve_options
     from encoder.encoder import encode_features
     from encoder.featjnd.allocation import StepAllocator
 
+    for path in (output_path, trace_path):
+        if path:
+            check_output_path(path, [input_path, *cfg_paths])
+    if trace_path and os.path.abspath(trace_path) == os.path.abspath(output_path):
+        raise InputError("--trace and -o name the same file")
     options = resolve_options(cfg_paths, overrides)
     tensors = load_features(input_path)
     trace = Trace() if trace_path else None

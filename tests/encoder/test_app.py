@@ -1,6 +1,8 @@
 """encoder/app.py (`encode`): bad input and bad configuration give one clear error line,
 a non-zero exit and no output; cfg precedence and --help."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -187,3 +189,82 @@ def test_help_in_a_subprocess():
     assert proc.returncode == 0, proc.stderr
     for option in OPTIONS:
         assert f"--{option.name}=" in proc.stdout
+
+
+# -- outputs that would clobber something ------------------------------------------------------------
+
+def test_output_equal_to_the_input_is_refused(tmp_path, capsys, features):
+    before = features.read_bytes()
+    code, out, err = run_main(capsys, ["-c", UNIFORM_CFG, "-i", features, "-o", features])
+    assert_clean_error(code, out, err, "encode")
+    assert "is the input file" in err and features.read_bytes() == before
+
+
+def test_output_through_another_name_of_the_input_is_refused(tmp_path, capsys, features):
+    alias = tmp_path / "alias.npy"
+    os.link(features, alias)
+    code, out, err = run_main(capsys, ["-c", UNIFORM_CFG, "-i", features, "-o", alias])
+    assert_clean_error(code, out, err, "encode")
+
+
+@pytest.mark.parametrize("kind", ["symlink", "folder", "fifo"])
+def test_existing_non_regular_outputs_are_left_alone(tmp_path, capsys, features, kind):
+    out_path = tmp_path / "out.bin"
+    if kind == "symlink":
+        (tmp_path / "target.bin").write_bytes(b"target")
+        out_path.symlink_to(tmp_path / "target.bin")
+    elif kind == "folder":
+        out_path.mkdir()
+    else:
+        os.mkfifo(out_path)
+    code, out, err = run_main(capsys, ["-c", UNIFORM_CFG, "-i", features, "-o", out_path])
+    assert_clean_error(code, out, err, "encode")
+    assert out_path.is_symlink() if kind == "symlink" else (out_path.is_dir() or out_path.is_fifo())
+    if kind == "symlink":
+        assert (tmp_path / "target.bin").read_bytes() == b"target"
+
+
+def test_unwritable_output_folder_is_one_error_line(tmp_path, capsys, features):
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders")
+    folder = tmp_path / "ro"
+    folder.mkdir(mode=0o500)
+    code, out, err = run_main(capsys, ["-c", UNIFORM_CFG, "-i", features, "-o", folder / "out.bin"])
+    assert_clean_error(code, out, err, "encode")
+
+
+def test_npz_member_that_is_not_an_array_is_one_error_line(tmp_path, capsys):
+    import io
+    import zipfile
+    path = tmp_path / "odd.npz"
+    array = io.BytesIO()
+    np.save(array, np.ones((4, 5, 6), dtype=np.float32))
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("p3.npy", array.getvalue())
+        archive.writestr("notes.txt", b"hello")
+    code, out, err = run_main(capsys, ["-c", UNIFORM_CFG, "-i", path, "-o", tmp_path / "out.bin"])
+    assert_clean_error(code, out, err, "encode", tmp_path / "out.bin")
+
+
+def test_outputs_honour_the_umask_and_leave_no_temporary_file(tmp_path, capsys, features):
+    old = os.umask(0o027)
+    try:
+        code, _, err = run_main(capsys, ["-c", UNIFORM_CFG, "-i", features, "-o", tmp_path / "out.bin"])
+    finally:
+        os.umask(old)
+    assert code == 0, err
+    assert (tmp_path / "out.bin").stat().st_mode & 0o777 == 0o640
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".fcrs-")]
+
+
+def test_stale_temporary_files_of_dead_processes_are_removed(tmp_path, capsys, features):
+    import subprocess
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = tmp_path / f".fcrs-{dead.pid}-abcdef012345.tmp"
+    stale.write_bytes(b"left by a killed encoder")
+    alive = tmp_path / f".fcrs-{os.getpid()}-abcdef012345.tmp"
+    alive.write_bytes(b"another writer's file in progress")
+    code, _, err = run_main(capsys, ["-c", UNIFORM_CFG, "-i", features, "-o", tmp_path / "out.bin"])
+    assert code == 0, err
+    assert not stale.exists() and alive.exists()
