@@ -118,6 +118,12 @@ def write_atomically(path, write):
         raise
 
 
+def write_text(path, text):
+    """A UTF-8 text file, written atomically."""
+    data = text.encode("utf-8")
+    write_atomically(str(path), lambda f: f.write(data))
+
+
 def _link_unnamed(fd, name):
     """Give the O_TMPFILE file `fd` the name `name` (linkat with AT_SYMLINK_FOLLOW through /proc)."""
     proc = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)

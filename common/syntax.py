@@ -51,9 +51,8 @@ class Trace:
         self.lines.append(f"# {text}")
 
     def write(self, path):
-        from common.featio import write_atomically
-        text = ("\n".join(self.lines) + "\n").encode("utf-8")
-        write_atomically(path, lambda f: f.write(text))
+        from common.featio import write_text
+        write_text(path, "\n".join(self.lines) + "\n")
 
 
 def _element_name(name, idx):

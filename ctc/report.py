@@ -19,6 +19,7 @@ axes; R_NL is reported on both. The rules are in ctc/stats.py.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import InputError
+from common.featio import write_atomically, write_text
 from ctc.config import RATE_AXES, load_config
 from ctc.metrics import METRIC_NAMES, CocoScorer, Quality, task_metrics
 from ctc.records import REFERENCE_TOOL, read_all
@@ -287,7 +289,7 @@ def write_report(out, data=None):
            "Files: `points.csv`, `bd_rate.csv`, `near_lossless.csv`, `compressai_vision/<tool>.csv` "
            "(CompressAI-Vision summary columns), `rate_accuracy.png`.", ""]
     text = "\n".join(md)
-    (out / "report.md").write_text(text)
+    write_text(out / "report.md", text)
     return text, bd_rows, nl_rows, labels
 
 
@@ -319,10 +321,11 @@ def _num(value):
 
 
 def _write_csv(path, header, rows):
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows)
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(header)
+    writer.writerows(rows)
+    write_text(path, text.getvalue())
 
 
 def _write_points_csv(path, config, results):
@@ -391,5 +394,5 @@ def _plot(path, config, results, reference_quality, labels):
         ax.legend(fontsize=8)
     fig.suptitle(f"{config.name}: rate vs task quality (95 % bootstrap CI)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    write_atomically(str(path), lambda f: fig.savefig(f, dpi=110, format="png"))
     plt.close(fig)

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import ConfigError, FcrsError
+from common.featio import write_text
 from ctc.config import REPO, dataset_root
 from ctc.datasets import file_digest, load_samples, read_rgb
 from ctc.feature_cache import DEFAULT_ROOT, FeatureCache
@@ -279,7 +280,7 @@ def run(config, config_path, out, data=None, weights=None, workers=1, limit=None
     done = store.done_keys(tool.name for tool in config.tools)
     jobs = plan_jobs(config, samples, done)
     total = sum(len(pairs) + want_reference for _, want_reference, pairs in jobs)
-    (out / CONFIG_SNAPSHOT).write_text(Path(config_path).read_text())
+    write_text(out / CONFIG_SNAPSHOT, Path(config_path).read_text())
     invocation = {"command": command, "data": str(root) if root else config.dataset.get("package"),
                   "data_path": str(root.resolve()) if root else None,
                   "images": len(samples), "workers": workers, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -303,7 +304,7 @@ def run(config, config_path, out, data=None, weights=None, workers=1, limit=None
         invocation["wall_s"] = round(time.perf_counter() - start, 1)
         invocation["records_written"] = written
         state["runs"].append(invocation)
-        (out / RUN_FILE).write_text(json.dumps(state, indent=1) + "\n")
+        write_text(out / RUN_FILE, json.dumps(state, indent=1) + "\n")
     return written, invocation["wall_s"], mismatches
 
 

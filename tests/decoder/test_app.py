@@ -134,3 +134,19 @@ def test_trace_via_cli(tmp_path, streams):
     assert proc.returncode == 0, proc.stderr
     lines = (tmp_path / "t.txt").read_text().splitlines()
     assert lines[0].split() == ["sh_magic", "u(32)", ":", str(0x46435253)]
+
+
+@pytest.mark.parametrize("kind", ["input", "symlink", "folder"])
+def test_outputs_that_would_clobber_something_are_refused(tmp_path, capsys, streams, kind):
+    stream = write_stream(tmp_path, streams[0], "in.npy")      # an .npy name, so only the clobber check stops it
+    output = stream if kind == "input" else tmp_path / "rec.npy"
+    if kind == "symlink":
+        (tmp_path / "target.npy").write_bytes(b"target")
+        output.symlink_to(tmp_path / "target.npy")
+    elif kind == "folder":
+        output.mkdir()
+    code, stdout, stderr = run_main(capsys, ["-i", stream, "-o", output])
+    assert_clean_error(code, stdout, stderr, "decode")
+    assert stream.read_bytes() == streams[0].stream
+    if kind == "symlink":
+        assert output.is_symlink() and (tmp_path / "target.npy").read_bytes() == b"target"
