@@ -19,6 +19,9 @@ def parse_args(argv):
     parser.add_argument("--backend", choices=("numpy", "torch"), default="numpy",
                         help="L-MSFC: who evaluates the integer networks' exact float64 products (numpy, or torch "
                         "when installed; the decoded features are identical)")
+    parser.add_argument("--max-memory", type=int, default=1024, metavar="MIB",
+                        help="memory budget in MiB (default 1024): a stream whose decoding would need more is "
+                        "refused before anything is decoded")
     parser.add_argument("--no-hash-check", action="store_true", help="do not check the decoded-feature hash")
     return parser.parse_args(argv)
 
@@ -46,7 +49,8 @@ def run(args):
         data = f.read()
     trace = Trace() if args.trace else None
     start = time.perf_counter()
-    decoded = decode_stream(data, trace=trace, threads=max(1, args.threads), backend=args.backend)
+    decoded = decode_stream(data, trace=trace, threads=max(1, args.threads), backend=args.backend,
+                            max_memory=args.max_memory << 20)
     seconds = time.perf_counter() - start
     if trace is not None:
         trace.write(args.trace)

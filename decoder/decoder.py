@@ -24,9 +24,11 @@ from common.hashing import tensor_md5
 from common.stream import iter_units
 from common.syntax import SyntaxReader, SyntaxStructure
 from common.syntax_structures import decoded_feature_hash, feature_parameter_set, tensor_data_unit
-from common.tools.lmsfc.decode import decode_lmsfc_tensor, lmsfc_group_sources
-from common.tools.tokenwise.decode import decode_tokenwise_tensor
-from common.tools.video_anchor.decode import decode_video_anchor_tensor, shared_picture_sources
+from common.tools.lmsfc.decode import decode_lmsfc_tensor, lmsfc_group_sources, lmsfc_memory
+from common.tools.tokenwise.decode import decode_tokenwise_tensor, tokenwise_memory
+from common.tools.video_anchor.decode import decode_video_anchor_tensor, shared_picture_sources, video_anchor_memory
+
+DEFAULT_MAX_MEMORY = 1 << 30     # bytes; `decode --max-memory` raises it
 
 
 @dataclass
@@ -47,9 +49,11 @@ class DecodedStream:
     hash_checks: list = field(default_factory=list)    # empty when the stream has no hash unit
 
 
-def decode_stream(data, trace=None, threads=1, backend="numpy"):
+def decode_stream(data, trace=None, threads=1, backend="numpy", max_memory=DEFAULT_MAX_MEMORY):
     """Parse and decode a whole stream. Raises BitstreamError on any violation. `backend`
-    (numpy or torch) evaluates L-MSFC's exact products; the result is the same."""
+    (numpy or torch) evaluates L-MSFC's exact products; the result is the same. A stream whose
+    decoding would need more than max_memory bytes (decoding_memory) is refused before anything
+    is decoded."""
     units = iter_units(data, trace)
     first = next(units, None)
     if first is None or first[0] != UnitType.FEATURE_PARAMETER_SET:
@@ -60,6 +64,10 @@ def decode_stream(data, trace=None, threads=1, backend="numpy"):
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise BitstreamError("two tensors share a name")
+    needed = decoding_memory(specs)
+    if needed > max_memory:
+        raise BitstreamError(f"decoding needs about {needed / 2**20:.0f} MiB, more than the memory budget of "
+                             f"{max_memory / 2**20:.0f} MiB (decode --max-memory MIB raises it)")
 
     payloads, hash_unit = [], None
     for unit_type, payload in units:
@@ -103,6 +111,15 @@ def decode_tensor(spec, payload, shared=None):
         return shared.tensor(spec)
     return TENSOR_DECODERS[spec.tool](spec, payload)
 
+
+def decoding_memory(specs):
+    """Peak bytes decoding these tensors needs, by each tool's estimate (all held at once)."""
+    return sum(MEMORY_ESTIMATES[spec.tool](spec) for spec in specs)
+
+
+# Each coding tool's peak-memory estimate of one tensor (TensorSpec -> bytes).
+MEMORY_ESTIMATES = {Tool.TOKENWISE_SQ: tokenwise_memory, Tool.VIDEO_ANCHOR: video_anchor_memory,
+                    Tool.LMSFC: lmsfc_memory}
 
 # The decoder of each coding tool (ti_tool_idc): (TensorSpec, tdu_entropy_payload) -> decoded array.
 TENSOR_DECODERS = {Tool.TOKENWISE_SQ: decode_tokenwise_tensor, Tool.VIDEO_ANCHOR: decode_video_anchor_tensor,

@@ -150,3 +150,17 @@ def test_outputs_that_would_clobber_something_are_refused(tmp_path, capsys, stre
     assert stream.read_bytes() == streams[0].stream
     if kind == "symlink":
         assert output.is_symlink() and (tmp_path / "target.npy").read_bytes() == b"target"
+
+
+def test_a_stream_beyond_the_memory_budget_is_refused_before_decoding(tmp_path, capsys, streams):
+    from common.errors import BitstreamError
+    from decoder.decoder import decode_stream, decoding_memory
+    decoded = decode_stream(streams[2].stream)
+    needed = decoding_memory(decoded.specs)
+    with pytest.raises(BitstreamError, match=r"memory budget of 0 MiB \(decode --max-memory MIB raises it\)"):
+        decode_stream(streams[2].stream, max_memory=needed - 1)
+    big = tmp_path / "big.bin"
+    big.write_bytes(streams[2].stream)
+    code, stdout, stderr = run_main(capsys, ["-i", big, "-o", tmp_path / "rec.npz", "--max-memory", "0"])
+    assert_clean_error(code, stdout, stderr, "decode", tmp_path / "rec.npz")
+    assert "--max-memory" in stderr

@@ -5,6 +5,7 @@ import threading
 
 from common.codepoints import Tool
 from common.errors import BitstreamError
+from common.tools.lmsfc.arithmetic import PATCH_ELEMENTS
 from common.tools.lmsfc.codec import GroupParams, decode_group, to_values
 from common.tools.lmsfc.graph import Family
 
@@ -59,3 +60,16 @@ def lmsfc_group_sources(specs, payloads, backend="numpy"):
 def decode_lmsfc_tensor(spec, payload):
     """A group of one tensor (a group's members are decoded through lmsfc_group_sources)."""
     return LmsfcGroup([spec], payload).tensor(spec)
+
+
+ACTIVATIONS_ALIVE = 8       # int64 trunk-sized activations alive at once in DRNet (up-sampling, branches)
+
+
+def lmsfc_memory(spec):
+    """Bytes decoding this tensor needs at its peak: for a group's first tensor, DRNet's
+    activations at the largest level's size (N channels, int64) and one im2col band; its values."""
+    values = 16 * spec.num_elements
+    if not spec.lmsfc.group_start:
+        return values
+    _, height, width = spec.shape
+    return values + 8 * (ACTIVATIONS_ALIVE * spec.lmsfc.trunk * height * width + 2 * PATCH_ELEMENTS)

@@ -25,3 +25,12 @@ def reconstruct(spec, levels, offsets):
     grid_values = dequantise(levels, step_sizes(exponents))
     with np.errstate(over="ignore"):
         return from_grid(spec, grid_values.astype(spec.numpy_dtype))
+
+
+BYTES_PER_ELEMENT = 40      # peak decoder memory per coded element (levels, contexts, values)
+
+
+def tokenwise_memory(spec):
+    """Bytes decoding this tensor needs at its peak (checked before anything is allocated)."""
+    channels, height, width = spec.grid
+    return BYTES_PER_ELEMENT * channels * height * width

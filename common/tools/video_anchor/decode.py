@@ -63,3 +63,14 @@ def video_anchor_tensor(spec, picture):
         raise BitstreamError(f"tensor '{spec.name}': the inner picture has samples beyond {anchor.bit_depth} bits")
     with np.errstate(over="ignore"):
         return dequantise_levels(levels, anchor).astype(spec.numpy_dtype).reshape(spec.array_shape)
+
+
+BYTES_PER_SAMPLE = 24       # the inner decoder's output file, the picture and its levels
+
+
+def video_anchor_memory(spec):
+    """Bytes decoding this tensor needs at its peak: its picture (once per shared picture) and
+    its values."""
+    picture = 0 if spec.anchor.shared_picture else BYTES_PER_SAMPLE * spec.anchor.picture_width * \
+        spec.anchor.picture_height
+    return picture + 16 * spec.num_elements
