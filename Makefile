@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # Debian tools the anchors use (x265 encoder, libde265 decoder binary libde265-dec265).
 APT_TOOLS := x265 libde265-examples
 
-.PHONY: demo test spec check-spec conformance bench clean-venv system-tools
+.PHONY: demo test test-numpy2 spec check-spec conformance bench clean-venv system-tools
 
 demo: $(STAMP)
 	$(PY) -m ctc.demo $(DEMO_ARGS)
@@ -20,6 +20,14 @@ TEST_PATH := $(if $(wildcard $(VVC_BIN)/EncoderAppStatic),$(VVC_BIN):)$(PATH)
 
 test: $(STAMP)
 	PATH="$(TEST_PATH)" $(PY) -m pytest -q
+
+# The decoder under numpy 2: a separate environment with the core dependencies only (the task
+# extras pin numpy < 2), decoding every conformance stream against its MD5s.
+NUMPY2_VENV := $(VENV)-numpy2
+test-numpy2:
+	test -x $(NUMPY2_VENV)/bin/python || $(PYTHON) -m venv $(NUMPY2_VENV)
+	$(NUMPY2_VENV)/bin/python -m pip install --quiet "numpy>=2" constriction==0.5.0 "safetensors>=0.4"
+	$(NUMPY2_VENV)/bin/python tests/decode_conformance.py
 
 $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory system-tools
