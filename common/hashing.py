@@ -1,6 +1,17 @@
-"""Decoded-feature hash: MD5 of a tensor's bytes (C order, little-endian, decoded dtype)."""
+"""Hashes of decoded features.
+
+tensor_md5: the MD5 of a tensor's values (C order, little-endian, decoded dtype): what
+bitstreams/*.md5 list and the CTC records.
+
+integrity_md5: the decoded_feature_hash's dfh_md5, which covers everything the decoder outputs
+and the stream it came from: MD5(P ‖ H ‖ V) with P = MD5 of the feature parameter set unit's
+payload followed by every tensor data unit's payload in stream order (so a changed bit anywhere
+in them changes every hash), H the tensor's canonical header (name, layout, dtype, batch axis,
+decoded shape) and V its values as tensor_md5 reads them.
+"""
 
 import hashlib
+import struct
 
 import numpy as np
 
@@ -8,3 +19,25 @@ import numpy as np
 def tensor_md5(array):
     little_endian = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
     return hashlib.md5(little_endian.tobytes()).digest()
+
+
+def covered_digest(unit_payloads):
+    """P: the MD5 of the parameter set's and the tensor data units' payloads, in stream order."""
+    digest = hashlib.md5()
+    for payload in unit_payloads:
+        digest.update(payload)
+    return digest.digest()
+
+
+def canonical_header(spec):
+    """H: u16 name length, UTF-8 name, u8 layout, u8 dtype, u8 batch flag, u8 rank, u32 per axis
+    of the decoded shape (big-endian)."""
+    name = spec.name.encode("utf-8")
+    shape = spec.array_shape
+    return (struct.pack(">H", len(name)) + name + bytes([spec.layout, spec.dtype, int(spec.batch_axis), len(shape)])
+            + b"".join(struct.pack(">I", n) for n in shape))
+
+
+def integrity_md5(covered, spec, array):
+    little_endian = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+    return hashlib.md5(covered + canonical_header(spec) + little_endian.tobytes()).digest()

@@ -60,7 +60,7 @@ def run(args):
     failed = False
     if not args.no_hash_check:
         if not decoded.hash_checks:
-            print("no decoded-feature hash in the stream: not checked")
+            print("decode: warning: no integrity check in this stream", file=sys.stderr)
         for check in decoded.hash_checks:
             if check.ok:
                 print(f"tensor '{check.name}' [MD5: {check.actual.hex()} OK]")

@@ -21,7 +21,7 @@ import numpy as np
 from common.codepoints import HashType, Tool, UnitType
 from common.errors import ConfigError, InputError
 from common.features import to_tensor_info
-from common.hashing import tensor_md5
+from common.hashing import covered_digest, integrity_md5
 from common.limits import MAX_DECODED_ELEMENTS, MAX_DIM, MAX_NAME_BYTES, MAX_TENSORS
 from common.stream import write_stream
 from common.syntax import SyntaxStructure, SyntaxWriter, Trace
@@ -127,9 +127,11 @@ def encode_features(tensors, options, step_offsets=None, step_allocator=None, tr
         fps_extension_flag=0), trace)]
     units += payload_units
     if options["DecodedFeatureHash"]:
+        covered = covered_digest(payload for _, payload, _ in units)
         units.append(_syntax_unit(UnitType.DECODED_FEATURE_HASH, decoded_feature_hash, SyntaxStructure(
             dfh_hash_type_idc=HashType.MD5, dfh_num_tensors_minus1=len(specs) - 1,
-            dfh_tensors=[SyntaxStructure(dfh_md5=tensor_md5(reconstruction[s.name])) for s in specs]), trace))
+            dfh_tensors=[SyntaxStructure(dfh_md5=integrity_md5(covered, s, reconstruction[s.name]))
+                         for s in specs]), trace))
     return EncodeResult(stream=write_stream(units, trace), reports=reports, reconstruction=reconstruction)
 
 

@@ -6,7 +6,6 @@ import numpy as np
 from hypothesis import given, settings, strategies as st
 
 from common.features import from_grid, to_grid
-from common.hashing import tensor_md5
 from common.syntax import Trace
 from common.tools.tokenwise.sq import step_sizes
 from decoder.decoder import decode_stream
@@ -93,7 +92,6 @@ def test_round_trip(case):
     if opts["DecodedFeatureHash"]:
         assert [c.name for c in decoded.hash_checks] == list(tensors)
         assert all(c.ok for c in decoded.hash_checks)
-        assert [c.actual for c in decoded.hash_checks] == [tensor_md5(a) for a in result.reconstruction.values()]
     else:
         assert decoded.hash_checks == []
     assert encoder_trace.lines == decoder_trace.lines

@@ -7,7 +7,6 @@ import pytest
 from common.codepoints import DType, Layout, Tool, UnitType
 from common.errors import BitstreamError
 from common.features import TensorSpec
-from common.hashing import tensor_md5
 from common.syntax import Trace
 from common.tools.tokenwise.decode import reconstruct
 from common.tools.tokenwise.sq import step_sizes
@@ -64,7 +63,8 @@ def test_hash_mismatch_is_reported_not_raised(streams):
     pairs[k] = (pairs[k][0], bytes(payload))
     decoded = decode_stream(join_units(ref.stream[:6], pairs))
     assert [c.ok for c in decoded.hash_checks] == [True, True, False]
-    assert decoded.hash_checks[-1].actual == tensor_md5(list(ref.reconstruction.values())[-1])
+    original = decode_stream(ref.stream).hash_checks[-1]
+    assert original.ok and decoded.hash_checks[-1].actual == original.expected   # the encoder's hash, recomputed
 
 
 def spec(layout=Layout.CHW, shape=(2, 3, 4), dtype=DType.FLOAT32, qp=48, batch=False):
@@ -101,3 +101,20 @@ def test_reconstruct_overflow_gives_inf_without_warning(recwarn):
     out = reconstruct(spec(shape=(1, 1, 1), dtype=DType.FLOAT16, qp=200), levels, np.zeros((1, 1), np.int64))
     assert np.isinf(out).all()
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_every_single_bit_flip_of_the_parameter_set_is_caught(streams):
+    """The hash covers the parameter set's bytes: a flipped name, batch axis, layout or dtype bit
+    (same element count) never decodes with every hash OK."""
+    from common.errors import FcrsError
+    for ref in streams:
+        pairs = [(u.unit_type, u.payload) for u in split_units(ref.stream)]
+        fps = pairs[0][1]
+        for bit in range(8 * len(fps)):
+            flipped = bytearray(fps)
+            flipped[bit // 8] ^= 0x80 >> (bit % 8)
+            try:
+                decoded = decode_stream(join_units(ref.stream[:6], [(pairs[0][0], bytes(flipped))] + pairs[1:]))
+            except FcrsError:
+                continue
+            assert not all(check.ok for check in decoded.hash_checks), f"bit {bit} of the parameter set passed"
