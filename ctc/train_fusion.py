@@ -221,7 +221,8 @@ def train(args):
     report = validate(models, held, level_weights, args)
     print(f"held-out (rate index: bpp, distortion): {report}")
     for name, model in models.items():
-        path = save_model(model, Path(args.model_dir), name, {"command": " ".join(sys.argv), "seed": args.seed,
+        command = "python -m ctc.train_fusion " + " ".join(sys.argv[1:])
+        path = save_model(model, Path(args.model_dir), name, {"command": command, "seed": args.seed,
                                                              "steps": args.steps, "validation": report})
         print(f"saved {path}: {report}")
 
