@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # Debian tools the anchors use (x265 encoder, libde265 decoder binary libde265-dec265).
 APT_TOOLS := x265 libde265-examples
 
-.PHONY: demo test test-numpy2 spec check-spec conformance bench clean-venv system-tools
+.PHONY: demo test fuzz test-numpy2 spec check-spec conformance bench clean-venv system-tools
 
 demo: $(STAMP)
 	$(PY) -m ctc.demo $(DEMO_ARGS)
@@ -20,6 +20,11 @@ TEST_PATH := $(if $(wildcard $(VVC_BIN)/EncoderAppStatic),$(VVC_BIN):)$(PATH)
 
 test: $(STAMP)
 	PATH="$(TEST_PATH)" $(PY) -m pytest -q
+
+# 20,000 seeded mutations of the conformance streams (make test runs 2,000): clean errors,
+# hash mismatches or identical outputs only; never a wrong output with every hash OK.
+fuzz: $(STAMP)
+	PATH="$(TEST_PATH)" $(PY) -m tests.fuzz --cases 20000
 
 # The decoder under numpy 2: a separate environment with the core dependencies only (the task
 # extras pin numpy < 2), decoding every conformance stream against its MD5s.

@@ -129,7 +129,10 @@ class LatentCoder:
             if len(payload) % 4:
                 raise BitstreamError("an L-MSFC sub-stream's length is not a multiple of 4 bytes")
             words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
-            self._coder = constriction.stream.stack.AnsCoder(words)
+            try:
+                self._coder = constriction.stream.stack.AnsCoder(words)
+            except ValueError as exc:     # e.g. "ANS compressed data never ends in a zero word"
+                raise BitstreamError(f"an L-MSFC sub-stream is not valid ANS data ({exc})") from None
 
     def payload(self):
         return self._coder.get_compressed().astype("<u4").tobytes()

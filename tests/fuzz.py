@@ -1,0 +1,166 @@
+"""Seeded mutation fuzzer of the decoder over the conformance streams of every tool.
+
+Each case mutates one stream of bitstreams/ (a bit flip, a burst of flips, random bytes written
+over a range, a truncation, inserted or deleted bytes, a unit repeated) and decodes it with the
+library (decode_stream, the default memory budget). Every case must end as one of:
+
+    error       a clean FcrsError (the app prints one line and exits 1)
+    mismatch    decoded, and the integrity check says so (***ERROR***, exit 1)
+    same        decoded, every hash OK, output identical to the stream's reference decode
+    unchecked   decoded, but the mutation removed the hash unit (the decoder warns); the
+                output is compared and counted, not failed: without a hash nothing can tell
+
+Failures: a wrong pass (decoded, every hash OK, a different output), a crash (any other
+exception), a case over MAX_CASE_SECONDS, or a process peak RSS over MAX_RSS_MB.
+
+    python -m tests.fuzz --cases 20000 [--seed 0]      # `make fuzz`
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import resource
+import shutil
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+MAX_CASE_SECONDS = 5.0
+MAX_RSS_MB = 1536
+MUTATIONS = ("flip", "burst", "overwrite", "truncate", "insert", "delete", "repeat-unit")
+
+
+def streams():
+    """{name: (stream bytes, reference {name: array})} of the conformance streams this machine
+    can decode (the video-anchor ones need libde265-dec265)."""
+    from decoder.decoder import decode_stream
+
+    out = {}
+    for path in sorted((REPO / "bitstreams").glob("*.bin")):
+        if path.stem.startswith("video_anchor") and shutil.which("libde265-dec265") is None:
+            continue
+        data = path.read_bytes()
+        out[path.stem] = (data, decode_stream(data).tensors)
+    return out
+
+
+def mutate(data, rng):
+    """(mutation kind, mutated bytes)."""
+    from common.stream import STREAM_HEADER_BYTES, UNIT_HEADER_BYTES
+
+    kind = rng.choice(MUTATIONS)
+    out = bytearray(data)
+    if kind == "flip":
+        bit = rng.randrange(8 * len(out))
+        out[bit // 8] ^= 0x80 >> (bit % 8)
+    elif kind == "burst":
+        start = rng.randrange(8 * len(out))
+        for bit in range(start, min(8 * len(out), start + rng.randint(2, 64))):
+            if rng.random() < 0.5:
+                out[bit // 8] ^= 0x80 >> (bit % 8)
+    elif kind == "overwrite":
+        start = rng.randrange(len(out))
+        length = rng.randint(1, 16)
+        out[start:start + length] = bytes(rng.randrange(256) for _ in range(length))
+        out = out[:len(data)]
+    elif kind == "truncate":
+        out = out[:rng.randrange(len(out))]
+    elif kind == "insert":
+        position = rng.randrange(len(out) + 1)
+        out[position:position] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 16)))
+    elif kind == "delete":
+        start = rng.randrange(len(out))
+        del out[start:start + rng.randint(1, 16)]
+    else:                                  # repeat one unit in place
+        units, pos = [], STREAM_HEADER_BYTES
+        while pos + UNIT_HEADER_BYTES <= len(data):
+            size = int.from_bytes(data[pos + 1:pos + 5], "big")
+            units.append((pos, pos + UNIT_HEADER_BYTES + size))
+            pos += UNIT_HEADER_BYTES + size
+        start, end = rng.choice(units)
+        out[end:end] = data[start:end]
+    return kind, bytes(out)
+
+
+def same_output(decoded, reference):
+    if list(decoded) != list(reference):
+        return False
+    return all(decoded[n].dtype == reference[n].dtype and decoded[n].shape == reference[n].shape
+               and decoded[n].tobytes() == reference[n].tobytes() for n in reference)
+
+
+def run(cases, seed=0, log=print):
+    """Run the fuzzer; returns (summary Counter of (outcome), failures list, table text)."""
+    from common.errors import FcrsError
+    from decoder.decoder import decode_stream
+
+    inputs = streams()
+    names = sorted(inputs)
+    rng = random.Random(seed)
+    outcomes = Counter()
+    by_stream = {name: Counter() for name in names}
+    failures = []
+    slowest = 0.0
+    for case in range(cases):
+        name = names[case % len(names)]
+        data, reference = inputs[name]
+        kind, mutated = mutate(data, rng)
+        start = time.perf_counter()
+        try:
+            decoded = decode_stream(mutated)
+        except FcrsError:
+            outcome = "error"
+        except Exception as exc:               # noqa: BLE001 - a crash is what we look for
+            outcome = "crash"
+            failures.append(f"case {case} ({name}, {kind}): crash {type(exc).__name__}: {exc}")
+        else:
+            if not decoded.hash_checks:
+                outcome = "unchecked-same" if same_output(decoded.tensors, reference) else "unchecked-different"
+            elif not all(check.ok for check in decoded.hash_checks):
+                outcome = "mismatch"
+            elif same_output(decoded.tensors, reference):
+                outcome = "same"
+            else:
+                outcome = "WRONG PASS"
+                failures.append(f"case {case} ({name}, {kind}): every hash OK but the output differs")
+        seconds = time.perf_counter() - start
+        slowest = max(slowest, seconds)
+        if seconds > MAX_CASE_SECONDS:
+            failures.append(f"case {case} ({name}, {kind}): {seconds:.1f} s")
+        outcomes[outcome] += 1
+        by_stream[name][outcome] += 1
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if peak_mb > MAX_RSS_MB:
+        failures.append(f"peak RSS {peak_mb:.0f} MB > {MAX_RSS_MB} MB")
+    columns = ["error", "mismatch", "same", "unchecked-same", "unchecked-different", "WRONG PASS", "crash"]
+    lines = [f"{cases} cases, seed {seed}, {len(names)} streams; slowest case {slowest:.2f} s "
+             f"(limit {MAX_CASE_SECONDS:g} s); peak RSS {peak_mb:.0f} MB (limit {MAX_RSS_MB} MB)",
+             "| stream | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name in names + ["all"]:
+        counts = outcomes if name == "all" else by_stream[name]
+        lines.append(f"| {name} | " + " | ".join(str(counts[c]) for c in columns) + " |")
+    return outcomes, failures, "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", type=int, default=20000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    _, failures, table = run(args.cases, args.seed)
+    print(table)
+    print(f"{len(failures)} failures in {time.perf_counter() - start:.0f} s")
+    for failure in failures[:20]:
+        print("  " + failure)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    sys.exit(main())
