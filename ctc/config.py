@@ -180,7 +180,12 @@ def _point_fingerprint(tool, point):
     from encoder.options import default_options
 
     defaults = default_options()
-    return {key: value for key, value in tool.encoder_options(point).items() if defaults.get(key) != value}
+    options = tool.encoder_options(point)
+    fingerprint = {key: value for key, value in options.items() if defaults.get(key) != value}
+    if options["Tool"] == "lmsfc":       # a model retrained under the same name makes other records
+        from encoder.tools.lmsfc.coder import models_of
+        fingerprint["lmsfc_model_hashes"] = [model.hash[:16] for model in models_of(options["LmsfcModels"])]
+    return fingerprint
 
 
 def _cfg_text(value):

@@ -538,3 +538,23 @@ def test_coco_yolov5n_anchor_packs_one_frame():
     anchor = config.tool(config.anchor)
     assert all(anchor.encoder_options(point)["AnchorPacking"] == "frame" for point in anchor.rate_points)
     assert {tool.kind for tool in config.tools} == {"features", "image"}
+
+
+def test_fingerprint_names_the_lmsfc_models_by_hash(monkeypatch):
+    """Records of a model retrained under the same name must not mix with the old ones."""
+    from dataclasses import dataclass
+
+    from encoder.tools.lmsfc import coder
+
+    raw = detection()
+    raw["tools"] = {"lmsfc": {"cfg": "cfg/lmsfc.cfg", "options": {"LmsfcModels": "conformance"},
+                              "rate_points": [0, 8]}}
+    raw["anchor"] = "lmsfc"
+    before = parse_config(raw).fingerprint()
+
+    @dataclass
+    class Retrained:
+        hash: str = "0" * 64
+
+    monkeypatch.setitem(coder._MODELS, "conformance", Retrained())
+    assert parse_config(raw).fingerprint() != before
