@@ -4,10 +4,10 @@ tensor_md5: the MD5 of a tensor's values (C order, little-endian, decoded dtype)
 bitstreams/*.md5 list and the CTC records.
 
 integrity_md5: the decoded_feature_hash's dfh_md5, which covers everything the decoder outputs
-and the stream it came from: MD5(P ‖ H ‖ V) with P = MD5 of the feature parameter set unit's
-payload followed by every tensor data unit's payload in stream order (so a changed bit anywhere
-in them changes every hash), H the tensor's canonical header (name, layout, dtype, batch axis,
-decoded shape) and V its values as tensor_md5 reads them.
+and the stream it came from: MD5(P ‖ H ‖ V) with P = MD5 of the stream's bytes before the hash
+unit (stream header and every unit, reserved ones included: a changed bit anywhere in them
+changes every hash), H the tensor's canonical header (name, layout, dtype, batch axis, decoded
+shape) and V its values as tensor_md5 reads them.
 """
 
 import hashlib
@@ -21,12 +21,9 @@ def tensor_md5(array):
     return hashlib.md5(little_endian.tobytes()).digest()
 
 
-def covered_digest(unit_payloads):
-    """P: the MD5 of the parameter set's and the tensor data units' payloads, in stream order."""
-    digest = hashlib.md5()
-    for payload in unit_payloads:
-        digest.update(payload)
-    return digest.digest()
+def covered_digest(prefix):
+    """P: the MD5 of the stream's bytes before the decoded_feature_hash unit's header."""
+    return hashlib.md5(prefix).digest()
 
 
 def canonical_header(spec):

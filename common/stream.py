@@ -61,3 +61,13 @@ def iter_units(data, trace=None):
             yield UnitType(uh.unit_type), payload
         elif trace is not None:
             trace.note(f"skipped unit of unknown type {uh.unit_type}")
+
+
+def unit_start(data, unit_type):
+    """Byte offset of the header of the last unit of `unit_type` in a well-framed stream, or None."""
+    found, pos = None, STREAM_HEADER_BYTES
+    while pos + UNIT_HEADER_BYTES <= len(data):
+        if data[pos] == unit_type:
+            found = pos
+        pos += UNIT_HEADER_BYTES + int.from_bytes(data[pos + 1:pos + UNIT_HEADER_BYTES], "big")
+    return found

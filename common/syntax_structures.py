@@ -140,9 +140,9 @@ SEMANTICS = {
     "dfh_hash_type_idc": "0: MD5. Other values reserved.",
     "dfh_num_tensors_minus1": "Number of hashes minus 1; equals fps_num_tensors_minus1.",
     "dfh_md5": "Integrity hash of the decoded tensor (common/hashing.py): MD5(P ‖ H ‖ V), P the MD5 of the "
-               "feature parameter set unit's payload followed by every tensor data unit's payload in stream "
-               "order, H the tensor's canonical header (u16 name length, UTF-8 name, u8 ti_layout_idc, u8 "
+               "stream's bytes before this unit's unit header (stream header and every unit, reserved ones "
+               "included; with several hash units, the last one counts), H the tensor's canonical header (u16 name length, UTF-8 name, u8 ti_layout_idc, u8 "
                "ti_dtype_idc, u8 ti_batch_dim_flag, u8 rank, u32 per axis of the decoded shape, big-endian), V "
-               "its elements in C order as little-endian values of its decoded dtype. A changed bit anywhere in "
-               "those units, or a different name, layout, dtype, batch axis, shape or value, is a mismatch.",
+               "its elements in C order as little-endian values of its decoded dtype. A changed bit anywhere before "
+               "the hash unit, or a different name, layout, dtype, batch axis, shape or value, is a mismatch.",
 }

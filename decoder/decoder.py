@@ -21,7 +21,7 @@ from common.codepoints import Tool, UnitType
 from common.errors import BitstreamError
 from common.features import from_tensor_info
 from common.hashing import covered_digest, integrity_md5
-from common.stream import iter_units
+from common.stream import iter_units, unit_start
 from common.syntax import SyntaxReader, SyntaxStructure
 from common.syntax_structures import decoded_feature_hash, feature_parameter_set, tensor_data_unit
 from common.tools.lmsfc.decode import decode_lmsfc_tensor, lmsfc_group_sources, lmsfc_memory
@@ -69,10 +69,9 @@ def decode_stream(data, trace=None, threads=1, backend="numpy", max_memory=DEFAU
         raise BitstreamError(f"decoding needs about {needed / 2**20:.0f} MiB, more than the memory budget of "
                              f"{max_memory / 2**20:.0f} MiB (decode --max-memory MIB raises it)")
 
-    payloads, hash_unit, covered_units = [], None, [first[1]]
+    payloads, hash_unit = [], None
     for unit_type, payload in units:
         if unit_type == UnitType.TENSOR_DATA:
-            covered_units.append(payload)
             tdu = SyntaxStructure()
             tensor_data_unit(SyntaxReader(payload, trace, "tensor data unit"), tdu)
             if tdu.tdu_tensor_idx != len(payloads):
@@ -99,7 +98,7 @@ def decode_stream(data, trace=None, threads=1, backend="numpy", max_memory=DEFAU
     if hash_unit is not None:
         if hash_unit.dfh_num_tensors_minus1 + 1 != len(specs):
             raise BitstreamError("the decoded_feature_hash unit does not hold one hash per tensor")
-        covered = covered_digest(covered_units)
+        covered = covered_digest(data[:unit_start(data, UnitType.DECODED_FEATURE_HASH)])
         for spec, array, entry in zip(specs, arrays, hash_unit.dfh_tensors):
             result.hash_checks.append(HashCheck(spec.name, entry.dfh_md5, integrity_md5(covered, spec, array)))
     return result

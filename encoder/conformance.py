@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from common.codepoints import UnitType
-from common.stream import iter_units, write_stream
+from common.stream import UNIT_HEADER_BYTES, iter_units, write_stream
 from encoder.encoder import encode_features
 from encoder.options import default_options
 
@@ -149,9 +149,32 @@ def encode_conformance_stream(stream):
     if stream.name == "unknown_unit_skipped":
         units = [(t, p, None) for t, p in iter_units(data)]
         units.insert(2, (200, b"reserved unit payload", None))
+        assert units[3][0] == UnitType.DECODED_FEATURE_HASH
+        units[3] = (UnitType.DECODED_FEATURE_HASH, hash_unit_payload(write_stream(units[:3])[:-UNIT_HEADER_BYTES],
+                                                                     data, result.reconstruction), None)
         data = write_stream(units)
         assert UnitType.END_OF_STREAM not in [u[0] for u in units]
     return data, result.reconstruction
+
+
+def hash_unit_payload(prefix, data, reconstruction):
+    """A decoded_feature_hash() payload over `prefix` for the tensors of stream `data` (the hash
+    covers every byte before it, so a unit inserted before it needs a new one)."""
+    from common.codepoints import HashType
+    from common.features import from_tensor_info
+    from common.hashing import covered_digest, integrity_md5
+    from common.syntax import SyntaxReader, SyntaxStructure, SyntaxWriter
+    from common.syntax_structures import decoded_feature_hash, feature_parameter_set
+
+    fps = SyntaxStructure()
+    feature_parameter_set(SyntaxReader(next(iter_units(data))[1]), fps)
+    specs = [from_tensor_info(t) for t in fps.fps_tensors]
+    covered = covered_digest(prefix)
+    rw = SyntaxWriter()
+    decoded_feature_hash(rw, SyntaxStructure(dfh_hash_type_idc=HashType.MD5, dfh_num_tensors_minus1=len(specs) - 1,
+                                             dfh_tensors=[SyntaxStructure(dfh_md5=integrity_md5(
+                                                 covered, spec, reconstruction[spec.name])) for spec in specs]))
+    return rw.getvalue()
 
 
 def recorded_encoder_info(data):

@@ -23,7 +23,7 @@ from common.errors import ConfigError, InputError
 from common.features import to_tensor_info
 from common.hashing import covered_digest, integrity_md5
 from common.limits import MAX_DECODED_ELEMENTS, MAX_DIM, MAX_NAME_BYTES, MAX_TENSORS
-from common.stream import write_stream
+from common.stream import UNIT_HEADER_BYTES, write_stream
 from common.syntax import SyntaxStructure, SyntaxWriter, Trace
 from common.syntax_structures import decoded_feature_hash, feature_parameter_set, tensor_data_unit
 from encoder.tools.interface import DTYPE_OF_NUMPY
@@ -127,7 +127,7 @@ def encode_features(tensors, options, step_offsets=None, step_allocator=None, tr
         fps_extension_flag=0), trace)]
     units += payload_units
     if options["DecodedFeatureHash"]:
-        covered = covered_digest(payload for _, payload, _ in units)
+        covered = covered_digest(write_stream(units)[:-UNIT_HEADER_BYTES])      # all but END_OF_STREAM
         units.append(_syntax_unit(UnitType.DECODED_FEATURE_HASH, decoded_feature_hash, SyntaxStructure(
             dfh_hash_type_idc=HashType.MD5, dfh_num_tensors_minus1=len(specs) - 1,
             dfh_tensors=[SyntaxStructure(dfh_md5=integrity_md5(covered, s, reconstruction[s.name]))

@@ -47,11 +47,14 @@ def test_unknown_units_are_skipped_and_traced(streams):
     ref = streams[0]
     units = split_units(ref.stream)
     pairs = [(u.unit_type, u.payload) for u in units]
-    stream = join_units(ref.stream[:6], pairs[:2] + [(77, b"\x01\x02")] + pairs[2:])
+    after_hash = join_units(ref.stream[:6], pairs[:3] + [(77, b"\x01\x02")] + pairs[3:])
     trace = Trace()
-    decoded = decode_stream(stream, trace=trace)
+    decoded = decode_stream(after_hash, trace=trace)
     assert all(c.ok for c in decoded.hash_checks)
     assert "# skipped unit of unknown type 77" in trace.lines
+    # one inserted before the hash unit is skipped too, but the hash covers its bytes
+    before_hash = join_units(ref.stream[:6], pairs[:2] + [(77, b"\x01\x02")] + pairs[2:])
+    assert not any(c.ok for c in decode_stream(before_hash).hash_checks)
 
 
 def test_hash_mismatch_is_reported_not_raised(streams):

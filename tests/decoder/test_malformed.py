@@ -137,17 +137,22 @@ def add_stream_cases(cases, ref):
     add("magic-only", b"FCRS", ERROR, "bad magic")
     for major in (0, 2, 255):
         add(f"major{major}", s[:4] + bytes([major]) + s[5:], ERROR, "version")
-    add("minor-200", s[:5] + bytes([200]) + s[6:], OK)
+    add("minor-200", s[:5] + bytes([200]) + s[6:], MISMATCH)    # the hash covers the stream header too
 
     # -- unit framing ---------------------------------------------------------------------------
     def rebuild(new_pairs):
         return join_units(header, new_pairs)
 
-    for position in range(len(pairs)):                      # a reserved unit type anywhere: skipped
+    # a reserved unit type anywhere is skipped; before the hash unit its bytes are covered by the
+    # hash (a unit inserted there after encoding is a mismatch), after it they are not
+    hash_position = [t for t, _ in pairs].index(UnitType.DECODED_FEATURE_HASH)
+    for position in range(len(pairs)):
         for unit_type in ((0, 5) if position in (0, len(pairs) - 1) else (255,)):
             skipped = pairs[:position] + [(unit_type, b"reserved payload")] + pairs[position:]
-            add(f"reserved{unit_type}-at{position}", rebuild(skipped), OK)
-    add("reserved-empty-units", rebuild([(9, b"")] + pairs[:-1] + [(200, bytes(300)), (6, b"")] + pairs[-1:]), OK)
+            add(f"reserved{unit_type}-at{position}", rebuild(skipped), MISMATCH if position <= hash_position else OK)
+    add("reserved-empty-units", rebuild([(9, b"")] + pairs[:-1] + [(200, bytes(300)), (6, b"")] + pairs[-1:]),
+        MISMATCH)
+    add("reserved-after-hash", rebuild(pairs[:-1] + [(200, bytes(30)), (6, b"")] + pairs[-1:]), OK)
     add("no-end", rebuild(pairs[:-1]), ERROR, "no end_of_stream")
     add("end-only", rebuild([(UnitType.END_OF_STREAM, b"")]), ERROR, "feature_parameter_set")
     add("end-first", rebuild(pairs[-1:] + pairs), ERROR)
