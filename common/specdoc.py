@@ -251,7 +251,10 @@ def render():
            "## 2. Stream structure", "",
            "```", (syntax_structures.__doc__.split("Stream layout::")[1]).strip("\n"), "```", "",
            "A decoder skips units of reserved type, rejects a stream that ends before END_OF_STREAM or "
-           "has bytes after it, and decodes nothing before the feature parameter set.", "",
+           "has bytes after it, and decodes nothing before the feature parameter set. Before decoding any "
+           "tensor it may refuse a stream whose decoding would exceed its memory budget (this software: "
+           "each tool's estimate of its peak memory against 1 GiB by default, `decode --max-memory`); "
+           "decoding time is proportional to the declared sizes.", "",
            "## 3. Syntax", ""]
     for function in functions:
         out += _syntax_table(function)
