@@ -6,7 +6,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from common.tools.lmsfc.arithmetic import FRACTION_BITS, FloatOps, IntegerOps  # noqa: E402
-from common.tools.lmsfc.entropy import TABLES  # noqa: E402
+from common.tools.lmsfc.entropy import tables  # noqa: E402
 from common.tools.lmsfc.graph import Family, drnet, fenet, layer_shapes  # noqa: E402
 from common.tools.lmsfc.models import Model  # noqa: E402
 from encoder.tools.lmsfc.model_file import save_model  # noqa: E402
@@ -46,7 +46,7 @@ def test_integer_drnet_tracks_the_simulated_network(exported):
     trained, model = exported
     rng = np.random.default_rng(0)
     y_fixed = rng.integers(-600, 600, size=(FAMILY.latent, 2, 2))
-    integer = drnet(IntegerOps(model.integer_layers, TABLES["sigmoid"]), FAMILY, y_fixed, SIZES)
+    integer = drnet(IntegerOps(model.integer_layers, tables()["sigmoid"]), FAMILY, y_fixed, SIZES)
     with torch.no_grad():
         y = torch.from_numpy(y_fixed / 2.0 ** FRACTION_BITS).float()[None]
         simulated = drnet(TorchOps(trained.params(), simulate_integer=True), FAMILY, y, SIZES)

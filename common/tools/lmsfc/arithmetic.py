@@ -70,7 +70,24 @@ def pixel_shuffle(x):
     return out.reshape(channels // 4, 2 * height, 2 * width)
 
 
-class IntegerOps:
+class ArrayOps:
+    """The operations that are exact in any arithmetic (numpy C×H×W arrays); subclasses add conv,
+    add and sigmoid_gate."""
+
+    def relu(self, x):
+        return np.maximum(x, 0)
+
+    def concat(self, a, b):
+        return np.concatenate([a, b])
+
+    def pixel_shuffle(self, x):
+        return pixel_shuffle(x)
+
+    def crop(self, x, size):
+        return np.ascontiguousarray(x[:, :size[0], :size[1]])
+
+
+class IntegerOps(ArrayOps):
     """The normative decoder-side arithmetic. `layers` maps a layer name to (w, b, s) as
     int64 arrays and an int; `product` is "numpy" or "torch" (the same integers, by the
     bounds in this module's docstring)."""
@@ -102,27 +119,15 @@ class IntegerOps:
             out[:, rows.start * out_w:rows.stop * out_w] = acc
         return np.clip(out, -ACTIVATION_LIMIT, ACTIVATION_LIMIT).reshape(channels, out_h, out_w)
 
-    def relu(self, x):
-        return np.maximum(x, 0)
-
     def add(self, a, b):
         return np.clip(a + b, -ACTIVATION_LIMIT, ACTIVATION_LIMIT)
-
-    def concat(self, a, b):
-        return np.concatenate([a, b])
-
-    def pixel_shuffle(self, x):
-        return pixel_shuffle(x)
-
-    def crop(self, x, size):
-        return np.ascontiguousarray(x[:, :size[0], :size[1]])
 
     def sigmoid_gate(self, x, gate):
         index = np.clip((gate >> (FRACTION_BITS - 4)) + 128, 0, 255)
         return (x * self.sigmoid_table[index] + (1 << (SIGMOID_BITS - 1))) >> SIGMOID_BITS
 
 
-class FloatOps:
+class FloatOps(ArrayOps):
     """The encoder's float32 analysis (FENet, hyper-analysis): informative, any implementation
     that approximates the trained networks will do. `layers` maps a name to (w, b) float32."""
 
@@ -138,20 +143,8 @@ class FloatOps:
             out[:, rows.start * out_w:rows.stop * out_w] = weights.reshape(channels, -1) @ patches + bias[:, None]
         return out.reshape(channels, out_h, out_w)
 
-    def relu(self, x):
-        return np.maximum(x, 0)
-
     def add(self, a, b):
         return a + b
-
-    def concat(self, a, b):
-        return np.concatenate([a, b])
-
-    def pixel_shuffle(self, x):
-        return pixel_shuffle(x)
-
-    def crop(self, x, size):
-        return np.ascontiguousarray(x[:, :size[0], :size[1]])
 
     def sigmoid_gate(self, x, gate):
         return x / (1 + np.exp(-gate))

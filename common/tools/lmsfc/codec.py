@@ -41,7 +41,7 @@ import numpy as np
 from common.errors import BitstreamError
 from common.syntax import SyntaxReader, SyntaxStructure
 from common.tools.lmsfc.arithmetic import ACTIVATION_LIMIT, FRACTION_BITS, IntegerOps
-from common.tools.lmsfc.entropy import TABLES, LatentCoder, latent_step, scale_indices
+from common.tools.lmsfc.entropy import LatentCoder, latent_step, scale_indices, tables
 from common.tools.lmsfc.graph import Family, drnet, halved, hyper_synthesis, latent_size
 from common.tools.lmsfc.models import find_model
 from common.tools.lmsfc.syntax import lmsfc_group_payload
@@ -72,7 +72,7 @@ def group_model(params):
 
 def hyper_parameters(model, params, z_symbols, product="numpy"):
     """(μ, k) of every element of y, from ẑ (integer arithmetic)."""
-    ops = IntegerOps(model.integer_layers, TABLES["sigmoid"], product)
+    ops = IntegerOps(model.integer_layers, tables()["sigmoid"], product)
     hyper = hyper_synthesis(ops, model.family, z_symbols << FRACTION_BITS, params.latent_size)
     latent = model.family.latent
     return hyper[:latent], scale_indices(hyper[latent:], params.rate_index)
@@ -85,7 +85,7 @@ def latent_values(mean, levels, rate_index):
 
 def synthesise(model, params, y_hat, product="numpy"):
     """DRNet on ŷ: the decoded members as fixed-point integer arrays."""
-    ops = IntegerOps(model.integer_layers, TABLES["sigmoid"], product)
+    ops = IntegerOps(model.integer_layers, tables()["sigmoid"], product)
     return drnet(ops, model.family, y_hat, list(params.level_sizes))
 
 

@@ -36,12 +36,14 @@ q = ±(Q_k + e) for the escapes, the symbol otherwise, and ŷ = μ + q · Δ_r
 more is an error.
 """
 
+import functools
 import hashlib
 import math
 from pathlib import Path
 
 import numpy as np
 
+from common.ans import ans_decoder, ans_payload
 from common.errors import BitstreamError
 from common.tools.lmsfc.arithmetic import FRACTION_BITS, SIGMOID_BITS
 
@@ -94,7 +96,9 @@ def quantise_frequencies(probabilities, total_bits=FREQUENCY_BITS):
     return frequencies
 
 
-def load_tables():
+@functools.cache
+def tables():
+    """The normative tables, read on first use (decoding other tools never pays for them)."""
     with np.load(TABLES_PATH) as data:
         return {name: data[name] for name in data.files}
 
@@ -103,7 +107,6 @@ def tables_sha256():
     return hashlib.sha256(TABLES_PATH.read_bytes()).hexdigest()
 
 
-TABLES = load_tables()
 
 
 def scale_indices(scale_t, rate_index):
@@ -112,7 +115,7 @@ def scale_indices(scale_t, rate_index):
 
 
 def latent_step(rate_index):
-    return int(TABLES["steps"][rate_index - RATE_INDEX_MIN])
+    return int(tables()["steps"][rate_index - RATE_INDEX_MIN])
 
 
 class LatentCoder:
@@ -120,22 +123,15 @@ class LatentCoder:
 
     def __init__(self, payload=None):
         import constriction
-        self._constriction = constriction
         self._categorical = constriction.stream.model.Categorical
         self._uniform = constriction.stream.model.Uniform
         if payload is None:
             self._coder = constriction.stream.stack.AnsCoder()
         else:
-            if len(payload) % 4:
-                raise BitstreamError("an L-MSFC sub-stream's length is not a multiple of 4 bytes")
-            words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
-            try:
-                self._coder = constriction.stream.stack.AnsCoder(words)
-            except ValueError as exc:     # e.g. "ANS compressed data never ends in a zero word"
-                raise BitstreamError(f"an L-MSFC sub-stream is not valid ANS data ({exc})") from None
+            self._coder = ans_decoder(payload, "an L-MSFC sub-stream")
 
     def payload(self):
-        return self._coder.get_compressed().astype("<u4").tobytes()
+        return ans_payload(self._coder)
 
     def finish(self):
         if not self._coder.is_empty():
@@ -164,7 +160,7 @@ class LatentCoder:
 
     def encode_y(self, levels, indices):
         """levels, indices: flat int arrays of y in element order."""
-        half = TABLES["ladder_half_widths"][indices]
+        half = tables()["ladder_half_widths"][indices]
         escape = np.abs(levels) >= half
         excess = np.abs(levels[escape]) - half[escape]
         bits = np.floor(np.log2(excess + 1)).astype(np.int64)
@@ -176,16 +172,16 @@ class LatentCoder:
         for k in reversed(range(NUM_SCALES)):
             members = indices == k
             if members.any():
-                row = TABLES["ladder_frequencies"][k, :2 * TABLES["ladder_half_widths"][k] + 1]
+                row = tables()["ladder_frequencies"][k, :2 * tables()["ladder_half_widths"][k] + 1]
                 self._coder.encode_reverse(symbols[members].astype(np.int32), self._model(row))
 
     def decode_y(self, indices):
-        half = TABLES["ladder_half_widths"][indices]
+        half = tables()["ladder_half_widths"][indices]
         levels = np.empty(len(indices), dtype=np.int64)
         for k in range(NUM_SCALES):
             members = np.flatnonzero(indices == k)
             if len(members):
-                row = TABLES["ladder_frequencies"][k, :2 * TABLES["ladder_half_widths"][k] + 1]
+                row = tables()["ladder_frequencies"][k, :2 * tables()["ladder_half_widths"][k] + 1]
                 levels[members] = self._decode(self._model(row), len(members)) - half[members]
         for position in np.flatnonzero(np.abs(levels) >= half):
             (n,) = self._decode(self._uniform(32), 1)

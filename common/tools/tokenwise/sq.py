@@ -93,6 +93,7 @@ in earlier waves:
 
 import numpy as np
 
+from common.ans import ans_decoder, ans_payload
 from common.errors import BitstreamError
 
 STEP_EXPONENTS_PER_OCTAVE = 8
@@ -212,13 +213,7 @@ class TokenwiseEntropyCoder:
         if self.encoding:
             self._calls = []   # (symbols, model, parameters), ANS-encoded in reverse by finish()
         else:
-            if len(payload) % 4:
-                raise BitstreamError("entropy payload length is not a multiple of 4 bytes")
-            words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
-            try:
-                self._coder = constriction.stream.stack.AnsCoder(words)
-            except ValueError as exc:   # e.g. "ANS compressed data never ends in a zero word"
-                raise BitstreamError(f"entropy payload is corrupt ({exc})") from None
+            self._coder = ans_decoder(payload, "entropy payload")
         self._ans_type = constriction.stream.stack.AnsCoder
         self.ideal_bits = 0.0   # −log2 P of everything coded, under the models used
 
@@ -427,7 +422,7 @@ class TokenwiseEntropyCoder:
             for call in reversed(self._calls):
                 coder.encode_reverse(*self._expanded_call(*call))
             self._calls = []
-            return np.asarray(coder.get_compressed(), dtype="<u4").tobytes()
+            return ans_payload(coder)
         if not self._coder.is_empty():
             raise BitstreamError("entropy payload has data left over after the last symbol")
         return None

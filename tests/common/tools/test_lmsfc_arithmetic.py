@@ -6,18 +6,18 @@ import pytest
 from common.errors import BitstreamError
 from common.tools.lmsfc.arithmetic import (ACTIVATION_LIMIT, MAX_CONV_INPUTS, WEIGHT_LIMIT, IntegerOps, im2col,
                                            pixel_shuffle)
-from common.tools.lmsfc.entropy import (NUM_SCALES, TABLES, Z_LIMIT, LatentCoder, build_tables, scale_indices)
+from common.tools.lmsfc.entropy import (NUM_SCALES, Z_LIMIT, LatentCoder, build_tables, scale_indices, tables)
 from common.tools.lmsfc.graph import Family, ShapeOps, drnet, halved, latent_size, layer_shapes, stage_sizes
 
 
 def test_committed_tables_are_the_generated_ones():
     generated = build_tables()
-    assert sorted(generated) == sorted(TABLES)
+    assert sorted(generated) == sorted(tables())
     for name, table in generated.items():
-        np.testing.assert_array_equal(TABLES[name], table, err_msg=name)
-    frequencies = TABLES["ladder_frequencies"]
+        np.testing.assert_array_equal(tables()[name], table, err_msg=name)
+    frequencies = tables()["ladder_frequencies"]
     for k in range(NUM_SCALES):
-        row = frequencies[k, :2 * TABLES["ladder_half_widths"][k] + 1]
+        row = frequencies[k, :2 * tables()["ladder_half_widths"][k] + 1]
         assert row.sum() == 1 << 16 and row.min() >= 1
 
 
@@ -40,17 +40,17 @@ def test_conv_is_exact_at_the_bounds(stride):
     weights = rng.choice([-WEIGHT_LIMIT, WEIGHT_LIMIT, 1, -1], size=(3, channels_in, 3, 3)).astype(np.int64)
     weights[0] = WEIGHT_LIMIT * np.sign(x[:, 2:5, 1:4])      # output (0, 1, 0) at the maximum magnitude
     bias = rng.integers(-(1 << 40), 1 << 40, size=3)
-    ops = IntegerOps({"layer": (weights, bias, 13)}, TABLES["sigmoid"])
+    ops = IntegerOps({"layer": (weights, bias, 13)}, tables()["sigmoid"])
     np.testing.assert_array_equal(ops.conv("layer", x, 3, 3, stride=stride), exact_conv(x, weights, bias, 13, stride))
 
 
 def test_sigmoid_gate_follows_the_table():
-    ops = IntegerOps({}, TABLES["sigmoid"])
+    ops = IntegerOps({}, tables()["sigmoid"])
     x = np.array([[[1 << 12, -(1 << 12), 1000]]])
     gate = np.array([[[0, -(1 << 20), 1 << 20]]])
     # gate 0 -> index 128 -> sigmoid(0.5 / 16); very negative -> index 0; very positive -> 255
-    expected = [(4096 * TABLES["sigmoid"][128] + 2048) >> 12, (-4096 * TABLES["sigmoid"][0] + 2048) >> 12,
-                (1000 * TABLES["sigmoid"][255] + 2048) >> 12]
+    expected = [(4096 * tables()["sigmoid"][128] + 2048) >> 12, (-4096 * tables()["sigmoid"][0] + 2048) >> 12,
+                (1000 * tables()["sigmoid"][255] + 2048) >> 12]
     assert ops.sigmoid_gate(x, gate).ravel().tolist() == expected
 
 
@@ -129,7 +129,7 @@ def test_row_bands_bound_memory_without_changing_the_result(monkeypatch):
     rng = np.random.default_rng(0)
     x = rng.integers(-5000, 5000, size=(16, 37, 29))
     layer = (rng.integers(-3000, 3000, size=(8, 16, 3, 3)), rng.integers(-10 ** 6, 10 ** 6, size=8), 9)
-    ops = IntegerOps({"layer": layer}, TABLES["sigmoid"])
+    ops = IntegerOps({"layer": layer}, tables()["sigmoid"])
     whole = ops.conv("layer", x, 8, 3, stride=2)
     monkeypatch.setattr(arithmetic, "PATCH_ELEMENTS", 16 * 9 * 15 * 3)      # three output rows per band
     assert len(arithmetic.row_bands(16, 3, 19, 15)) == 7
