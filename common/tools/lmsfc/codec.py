@@ -70,10 +70,22 @@ def group_model(params):
     return model
 
 
+_INTEGER_OPS = {}
+
+
+def integer_ops(model, product):
+    """One IntegerOps per (model, product), so its float64 weight matrices are made once, not per
+    stream."""
+    key = (model.hash, product)
+    if key not in _INTEGER_OPS:
+        _INTEGER_OPS[key] = IntegerOps(model.integer_layers, tables()["sigmoid"], product)
+    return _INTEGER_OPS[key]
+
+
 def hyper_parameters(model, params, z_symbols, product="numpy"):
     """(μ, k) of every element of y, from ẑ (integer arithmetic)."""
-    ops = IntegerOps(model.integer_layers, tables()["sigmoid"], product)
-    hyper = hyper_synthesis(ops, model.family, z_symbols << FRACTION_BITS, params.latent_size)
+    hyper = hyper_synthesis(integer_ops(model, product), model.family, z_symbols << FRACTION_BITS,
+                            params.latent_size)
     latent = model.family.latent
     return hyper[:latent], scale_indices(hyper[latent:], params.rate_index)
 
@@ -85,8 +97,7 @@ def latent_values(mean, levels, rate_index):
 
 def synthesise(model, params, y_hat, product="numpy"):
     """DRNet on ŷ: the decoded members as fixed-point integer arrays."""
-    ops = IntegerOps(model.integer_layers, tables()["sigmoid"], product)
-    return drnet(ops, model.family, y_hat, list(params.level_sizes))
+    return drnet(integer_ops(model, product), model.family, y_hat, list(params.level_sizes))
 
 
 def split_payload(payload, trace=None):
