@@ -38,7 +38,7 @@ $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory system-tools
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[tasks,test]'
+	$(PY) -m pip install --quiet -e '.[tasks,test,distributed]'
 	touch $(STAMP)
 
 # Installs the anchors' codecs with apt when they are missing (root or sudo);
