@@ -2,6 +2,7 @@
 
     ctc list                                   shipped configurations, their tools and rate points
     ctc run CONFIG [--data DIR] [--weights PATH] [--workers N] [--limit N] [--out DIR] [--cache DIR]
+                   [--backend local|ray] [--address ADDR] [--gpus-per-worker G]
                                                code, decode and evaluate (resumable), then report
     ctc report DIR [--data DIR]                (re)write the report of a run folder
 
@@ -29,18 +30,32 @@ def parse_args(argv):
     run.add_argument("--data", help="dataset folder (the config names no machine path)")
     run.add_argument("--weights", help="task network weights when the config needs them (YOLOv5n safetensors, "
                      "R-CNN state_dict; 'random': R-CNN with seeded random weights, plumbing only)")
-    run.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes (default: CPUs)")
+    run.add_argument("--workers", type=int, help="worker processes, or Ray actors (default: this machine's CPUs; "
+                     "with --address, the cluster's)")
     run.add_argument("--limit", type=int, help="only the first N images")
     run.add_argument("--out", help="run folder (default out/ctc/<config name>); an interrupted run resumes there")
-    run.add_argument("--cache", help="feature cache folder (default ~/.cache/fcrs/features)")
+    run.add_argument("--cache", help="feature cache folder (default ~/.cache/fcrs/features; with --backend ray a "
+                     "path every node reaches, or each node's own default)")
+    run.add_argument("--backend", choices=("local", "ray"), default="local",
+                     help="local: worker processes on this machine (default); ray: actors on a Ray cluster "
+                     "(pip install -e '.[distributed]')")
+    run.add_argument("--address", help="--backend ray: the cluster to join ('auto': the one `ray start` began "
+                     "on this machine; default: start a local one)")
+    run.add_argument("--gpus-per-worker", type=float, default=0.0,
+                     help="--backend ray: GPUs each actor reserves (default 0)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--no-report", action="store_true", help="only write records")
     report = commands.add_parser("report", help="write the report of a run folder")
     report.add_argument("out", help="run folder")
     report.add_argument("--data", help="dataset folder (COCO: the annotations; default: the run's)")
     args = parser.parse_args(argv)
-    if args.command == "run" and (args.workers < 1 or (args.limit is not None and args.limit < 1)):
-        parser.error("--workers and --limit must be at least 1")
+    if args.command == "run":
+        if (args.workers is not None and args.workers < 1) or (args.limit is not None and args.limit < 1):
+            parser.error("--workers and --limit must be at least 1")
+        if args.backend != "ray" and (args.address or args.gpus_per_worker):
+            parser.error("--address and --gpus-per-worker need --backend ray")
+        if args.gpus_per_worker < 0:
+            parser.error("--gpus-per-worker must not be negative")
     return args
 
 
@@ -78,11 +93,18 @@ def run_config(args, command):
     path = resolve_config_path(args.config)
     config = load_config(path)
     out = args.out or default_out(config)
+    workers, backend = args.workers, None
+    if args.backend == "ray":
+        from ctc.ray_backend import RayBackend      # imports Ray only when it is used
+
+        backend = RayBackend(args.address, workers, args.gpus_per_worker)
+    elif workers is None:
+        workers = os.cpu_count() or 1
     start = time.perf_counter()
     try:
         written, wall, mismatches = run(config, path, out, data=args.data, weights=args.weights,
-                                        workers=args.workers, limit=args.limit, cache_root=args.cache,
-                                        progress=not args.no_progress, command=command)
+                                        workers=workers, limit=args.limit, cache_root=args.cache,
+                                        progress=not args.no_progress, command=command, backend=backend)
     except KeyboardInterrupt:
         print(f"ctc: interrupted; the records written so far are kept in {out}: run the same command to resume",
               file=sys.stderr)

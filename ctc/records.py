@@ -24,6 +24,8 @@ from pathlib import Path
 from common.errors import InputError
 
 REFERENCE_TOOL = "uncompressed"
+# Wall times: the only fields two runs of one configuration may differ in (any backend, any workers).
+TIMING_FIELDS = ("encode_s", "decode_s", "nn_part_1_s", "nn_part_2_s")
 
 
 class RecordStore:
@@ -84,6 +86,16 @@ class RecordStore:
         for f in self._files.values():
             f.close()
         self._files.clear()
+
+
+def records_without_timing(out_dir, tool_names):
+    """{tool: records sorted by (image, point), timing fields removed}: what two runs of one
+    configuration must agree on exactly, whatever ran them and in whichever order."""
+    store = RecordStore(out_dir)
+    return {tool: sorted(({k: v for k, v in record.items() if k not in TIMING_FIELDS}
+                          for record in store.iter_records(tool)),
+                         key=lambda record: (record["image"], str(record["point"])))
+            for tool in list(tool_names) + [REFERENCE_TOOL]}
 
 
 def read_all(out_dir, tool_names):

@@ -14,10 +14,15 @@
 
 Interrupted runs resume: records already in OUT are not recomputed. Memory is
 bounded by one image's features per worker; records stream to disk.
+
+Backends: `local` (worker processes on this machine) and `ray` (Ray actors on a
+cluster, ctc/ray_backend.py). Both run the same Evaluator on the same jobs and
+return records to the parent, which alone writes them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -136,14 +141,16 @@ def _pixels(path):
 
 
 def feature_error(reference, decoded):
-    """MSE over all feature points and NRMSE = ||f - f^|| / ||f|| (all tensors of the image together)."""
+    """MSE over all feature points and NRMSE = ||f - f^|| / ||f|| (all tensors of the image together).
+    Sums with numpy's pairwise summation, not np.dot: BLAS splits a dot product over its threads,
+    so its last bits would depend on the machine's thread count (a Ray actor gets one)."""
     error = energy = 0.0
     points = 0
     for name, original in reference.items():
         f = original.astype(np.float64).ravel()
         d = np.asarray(decoded[name], dtype=np.float64).ravel()
-        error += float(np.dot(f - d, f - d))
-        energy += float(np.dot(f, f))
+        error += float(np.sum(np.square(f - d)))
+        energy += float(np.sum(np.square(f)))
         points += f.size
     return {"mse": error / points, "nrmse": float(np.sqrt(error / energy)) if energy > 0 else float("nan")}
 
@@ -262,12 +269,15 @@ def environment():
 
 
 def run(config, config_path, out, data=None, weights=None, workers=1, limit=None, cache_root=None,
-        progress=True, command=""):
-    """Run (or resume) the CTC of `config` into `out`; returns (records written, wall seconds, mismatches)."""
+        progress=True, command="", backend=None):
+    """Run (or resume) the CTC of `config` into `out`; returns (records written, wall seconds, mismatches).
+    `backend`: None for this machine's worker processes, or a ctc.ray_backend.RayBackend."""
     if not config.is_classification and not (weights or config.task.get("weights")):
         from ctc.tasks.evaluation import missing_weights_message
 
         raise ConfigError(missing_weights_message(config.task["network"]))
+    if backend is not None:
+        backend.check_installed()
     root = dataset_root(config, data)
     check_programs(config)
     out = Path(out)
@@ -285,22 +295,32 @@ def run(config, config_path, out, data=None, weights=None, workers=1, limit=None
                   "data_path": str(root.resolve()) if root else None,
                   "images": len(samples), "workers": workers, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
                   "records_before": len(done), "environment": environment()}
-    cache_root = Path(cache_root) if cache_root else DEFAULT_ROOT
     start = time.perf_counter()
     written = mismatches = 0
     bar = _progress_bar(total, config.name, progress)
+    if backend is None:
+        results = _results(jobs, config, weights, Path(cache_root) if cache_root else DEFAULT_ROOT, workers)
+    else:       # no --cache: each node's own default cache, resolved on the node
+        results = backend.results(jobs, config, weights, cache_root, describe=bar.set_postfix_str)
     try:
-        for records in _results(jobs, config, weights, cache_root, workers):
-            if isinstance(records, Exception):
-                raise records
-            for record in records:
-                store.append(record)
-                mismatches += record.get("md5") == "mismatch"
-            written += len(records)
-            bar.update(len(records))
+        with contextlib.closing(results):       # an error or Ctrl-C here stops the workers too
+            for records in results:
+                if isinstance(records, Exception):
+                    raise records
+                for record in records:
+                    key = (record["image"], record["tool"], record.get("point"))
+                    if key in done:             # a re-queued image's record that already arrived
+                        continue
+                    done.add(key)
+                    store.append(record)
+                    written += 1
+                    mismatches += record.get("md5") == "mismatch"
+                    bar.update(1)
     finally:
         bar.close()
         store.close()
+        if backend is not None:
+            invocation.update(backend="ray", cluster=backend.cluster, workers=backend.cluster.get("workers", workers))
         invocation["wall_s"] = round(time.perf_counter() - start, 1)
         invocation["records_written"] = written
         state["runs"].append(invocation)
