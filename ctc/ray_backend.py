@@ -31,6 +31,10 @@ MAX_ATTEMPTS = 3
 # Test hook (tests/ctc/test_ray_backend.py): the first actor exits, as if killed, on its Nth job.
 EXIT_HOOK = "FCRS_CTC_RAY_EXIT_ON_JOB"
 WAIT_SECONDS = 0.5          # ray.wait returns this often, so Ctrl-C is seen at once
+# Ray gives its services the machine's network address even when one machine is the whole
+# cluster; with this it uses the loopback one (read when ray is imported).
+LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+CONNECT_SECONDS = 5
 
 
 def import_ray():
@@ -81,6 +85,8 @@ class RayBackend:
         self.workers = workers
         self.gpus_per_worker = gpus_per_worker
         self.cluster = {}
+        if not address:         # a Ray instance of our own serves this machine alone
+            os.environ.setdefault(LOOPBACK_ONLY, "0")
 
     def check_installed(self):
         import_ray()
@@ -100,7 +106,7 @@ class RayBackend:
             workers = min(self._worker_count(resources), len(jobs))
             self.cluster = {"address": self.address or "local", "nodes": nodes, "cpus": resources.get("CPU", 0),
                             "gpus": resources.get("GPU", 0), "workers": workers,
-                            "gpus_per_worker": self.gpus_per_worker}
+                            "gpus_per_worker": self.gpus_per_worker, "workers_replaced": 0}
             actor_class = ray.remote(num_cpus=1, num_gpus=self.gpus_per_worker, max_restarts=0,
                                      max_task_retries=0, scheduling_strategy="SPREAD")(EvaluatorActor)
             exit_hook = int(os.environ[EXIT_HOOK]) if os.environ.get(EXIT_HOOK) else None
@@ -111,7 +117,7 @@ class RayBackend:
                 return actor
 
             idle = [start_actor(exit_hook if i == 0 else None) for i in range(workers)]
-            describe(f"{workers} workers on {nodes} nodes")
+            describe(_cluster_text(workers, nodes))
             queue = deque(range(len(jobs)))
             attempts = [0] * len(jobs)
             running = {}             # object ref -> (actor, job index)
@@ -135,7 +141,8 @@ class RayBackend:
                         queue.appendleft(index)            # never lost: first in line for the new worker
                         idle.append(start_actor())
                         replaced += 1
-                        describe(f"{workers} workers on {nodes} nodes, {replaced} replaced")
+                        self.cluster["workers_replaced"] = replaced
+                        describe(f"{_cluster_text(workers, nodes)}, {replaced} replaced")
                         continue
                     idle.append(actor)
                     yield records
@@ -148,13 +155,14 @@ class RayBackend:
 
     def _connect(self, ray):
         quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
+        where = f"the Ray cluster at {self.address}" if self.address else "a local Ray instance"
+        _check_reachable(self.address, where)
         try:
             if self.address:
                 ray.init(address=self.address, **quiet)
             else:
                 ray.init(num_cpus=self.workers or os.cpu_count() or 1, include_dashboard=False, **quiet)
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            where = f"the Ray cluster at {self.address}" if self.address else "a local Ray instance"
             raise ConfigError(f"cannot connect to {where}: {_last_line(exc)}") from None
 
     def _worker_count(self, resources):
@@ -171,6 +179,23 @@ class RayBackend:
         return min(self.workers, cpus) if self.workers else cpus
 
 
+def _check_reachable(address, where):
+    """A HOST:PORT nobody answers at is one error line within seconds (Ray itself retries for minutes)."""
+    import socket
+
+    host, _, port = (address or "").rpartition(":")
+    if not host or not port.isdigit() or "://" in address:
+        return                  # 'auto', ray://..., or a local instance: Ray's own checks
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_SECONDS).close()
+    except OSError as exc:
+        raise ConfigError(f"cannot connect to {where}: {exc.strerror or exc}") from None
+
+
 def _last_line(exc):
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
     return lines[-1] if lines else type(exc).__name__
+
+
+def _cluster_text(workers, nodes):
+    return f"{workers} worker{'s' * (workers != 1)} on {nodes} node{'s' * (nodes != 1)}"
