@@ -66,13 +66,14 @@ def parse_qps(text):
     return [int(q) for q in text.split(",")]
 
 
-def ensure_cache(cache, data, model):
+def ensure_cache(cache, data, model, split="backbone"):
     if (cache / "labels.json").is_file() and (cache / "uncompressed_top1.json").is_file():
         return
     print(f"feature cache {cache} missing: extracting from {data} ...", flush=True)
     import extract_effnet_features
 
-    rc = extract_effnet_features.main(["--data", str(data), "--out", str(cache), "--model", model])
+    rc = extract_effnet_features.main(["--data", str(data), "--out", str(cache), "--model", model,
+                                       "--split", split])
     if rc:
         raise SystemExit(f"feature extraction failed ({rc})")
 

@@ -1,4 +1,10 @@
-"""FeatJND validation on EfficientNet-Lite0 backbone features (ARCHITECTURE.md §4.2).
+"""FeatJND validation: EfficientNet-Lite0 (backbone or blocks split) and YOLOv5n P3–P5 (ARCHITECTURE.md §4.2).
+
+--task det runs the detection study instead (benchmarks/featjnd_detection.py: CTC runs of
+coco_yolov5n_featjnd and coco_yolov5n plus a matched-NRMSE loop; AP50 on coco-mini) and
+writes featjnd_validation_yolov5n.md. What follows describes classification (--task cls).
+--split blocks uses the 320×7×7 output of the last MBConv block, whose head (1×1 conv,
+BN, ReLU6 per token, then the pool) is spatial; its estimator is featjnd_<model>-blocks_*.
 
 Checks the paper's claims with the trained estimator G_θ on the 200 images of
 ../shared/data/imagenet-dev (features 1280×7×7 after the head conv/BN/ReLU6,
@@ -318,9 +324,38 @@ def main(argv=None):
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--limit", type=int, help="first N images only")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results folder (default {DEFAULT_OUT})")
+    ap.add_argument("--task", choices=("cls", "det"), default="cls",
+                    help="cls: EfficientNet-Lite on imagenet-dev; det: YOLOv5n P3-P5 on coco-mini")
+    ap.add_argument("--split", choices=("backbone", "blocks"), default="backbone", help="EfficientNet-Lite split (cls)")
+    ap.add_argument("--coco", type=Path, default=REPO.parent / "shared" / "data" / "coco-mini",
+                    help="coco-mini root (det)")
+    ap.add_argument("--yolo-weights", type=Path,
+                    default=REPO.parent / "shared" / "data" / "weights" / "yolov5n_coco.safetensors",
+                    help="YOLOv5n weights (det)")
+    ap.add_argument("--weights-jnd", default="", help="YOLOv5n FeatJND estimator (det; default: the shipped "
+                    "featjnd_yolov5n-neck_*)")
+    ap.add_argument("--study-out", type=Path, default=DEFAULT_OUT / "ctc_coco_yolov5n_featjnd",
+                    help="run folder of coco_yolov5n_featjnd, part (a) (det)")
+    ap.add_argument("--main-out", type=Path, default=DEFAULT_OUT / "ctc_coco_yolov5n",
+                    help="run folder of coco_yolov5n, part (c) (det)")
+    ap.add_argument("--nrmse-det", default="0.1,0.2,0.3,0.5,0.7", help="NRMSE targets of (b) (det)")
     args = ap.parse_args(argv)
     command = ".venv/bin/python benchmarks/bench_featjnd.py" + "".join(
         " " + shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    if args.task == "det":
+        from featjnd_detection import main_detection
+
+        args.nrmse_det = parse_floats(args.nrmse_det)
+        rep = Report()
+        main_detection(args, rep, command)
+        args.out.mkdir(parents=True, exist_ok=True)
+        md_path = args.out / "featjnd_validation_yolov5n.md"
+        md_path.write_text("\n".join(rep.md) + "\n")
+        rep.out(f"Wrote {md_path}")
+        return 0
+    model_name = args.model if args.split == "backbone" else f"{args.model}-{args.split}"
+    if args.split != "backbone" and args.cache == DEFAULT_CACHE:
+        args.cache = DEFAULT_CACHE.parent / f"{DEFAULT_CACHE.name}_{args.split}"
 
     t0 = time.perf_counter()
     from encoder.options import default_options
@@ -328,11 +363,11 @@ def main(argv=None):
     epsilon = args.epsilon if args.epsilon is not None else default_options()["JndEpsilon"]
     weights = args.weights
     if weights is None:
-        found = sorted(glob.glob(WEIGHTS_GLOB.format(model=args.model)), key=os.path.getmtime)
+        found = sorted(glob.glob(WEIGHTS_GLOB.format(model=model_name)), key=os.path.getmtime)
         if not found:
-            raise SystemExit(f"no estimator weights {WEIGHTS_GLOB.format(model=args.model)}: pass --weights")
+            raise SystemExit(f"no estimator weights {WEIGHTS_GLOB.format(model=model_name)}: pass --weights")
         weights = found[-1]
-    ensure_cache(args.cache, args.data, args.model)
+    ensure_cache(args.cache, args.data, args.model, args.split)
     labels = json.loads((args.cache / "labels.json").read_text())
     uncompressed = json.loads((args.cache / "uncompressed_top1.json").read_text())
     stems = sorted(labels)[: args.limit] if args.limit else sorted(labels)
@@ -361,7 +396,7 @@ def main(argv=None):
 
         torch.set_num_threads(1)
         delta, delta_file, delta_cached = compute_deltas(paths, stems, weights, args.cache)
-        net = EfficientNetLiteSplit(args.model)
+        net = EfficientNetLiteSplit(args.model, split=args.split)
 
         def predict(x):
             with torch.no_grad():
@@ -397,7 +432,9 @@ def main(argv=None):
                 pred_b[kind, t] = predict(F + (t * fnorm)[:, None, None, None] * u)
         pred_delta1 = predict(F + D)
         pred_clean = predict(F)
-        head = head_diagnostics(net.net._fc.weight.detach().double().numpy(), F, D, epsilon)
+        # the linear-head diagnostics apply where the head is pool + linear (the backbone split)
+        head = (head_diagnostics(net.net._fc.weight.detach().double().numpy(), F, D, epsilon)
+                if args.split == "backbone" else None)
     wall = time.perf_counter() - t0
 
     # ---------------------------------------------------------------------------------------------
@@ -408,7 +445,7 @@ def main(argv=None):
     points = int(np.prod(np.load(paths[0]).shape))
     w_hash = Path(weights).stem.rsplit("_", 1)[-1]
 
-    rep.both("# FeatJND validation: EfficientNet-Lite0 on imagenet-dev")
+    rep.both(f"# FeatJND validation: EfficientNet-Lite0 ({args.split} split) on imagenet-dev")
     rep.both()
     rep.mdonly("Produced by `benchmarks/bench_featjnd.py` (see its docstring for the method) with:")
     rep.mdonly()
@@ -613,13 +650,16 @@ def main(argv=None):
         ["agreement of f + δ (α = 1)", fmt_ci(*d1).strip(), f"NRMSE of δ: {d1_nrmse:.3f}"],
         [f"CV of s_t over the 49 tokens (ε = {epsilon:g})", f"{diag[:, 4].mean():.3f}",
          f"median max/min s_t: {np.median(diag[:, 5]):.1f}"],
-        ["corr(s_t, fraction of exact zeros at the token)", f"{head['corr_zeros']:.3f}", "per image, mean"],
-        ["share of ||mean_hw δ||² in the null space of W", f"{head['null_share']:.3f}",
-         f"random direction: 1 − rank/C = {head['null_random']:.3f}"],
-        ["visible logit change ||C·W·mean_hw δ|| vs a random direction of equal norm", f"{head['visibility']:.3f}",
-         "1 = as visible as random (C centres the logits)"],
-        ["mean cosine between two images' mean_hw δ", f"{head['cosine']:.3f}", "image-independent δ: 1"],
     ]
+    if head:
+        rows += [
+            ["corr(s_t, fraction of exact zeros at the token)", f"{head['corr_zeros']:.3f}", "per image, mean"],
+            ["share of ||mean_hw δ||² in the null space of W", f"{head['null_share']:.3f}",
+             f"random direction: 1 − rank/C = {head['null_random']:.3f}"],
+            ["visible logit change ||C·W·mean_hw δ|| vs a random direction of equal norm", f"{head['visibility']:.3f}",
+             "1 = as visible as random (C centres the logits)"],
+            ["mean cosine between two images' mean_hw δ", f"{head['cosine']:.3f}", "image-independent δ: 1"],
+        ]
     rep.table(["diagnostic (mean over images)", "value", "reference"], rows, align="lrl")
 
     # ----- verdicts
@@ -659,12 +699,12 @@ def main(argv=None):
     # ----- plots and markdown
     args.out.mkdir(parents=True, exist_ok=True)
     pngs = make_plots(args.out, sigmas, summary_a, targets, summary_b, modes_c, curves, bits, agree, top1,
-                      boot, points)
+                      boot, points, "" if args.split == "backbone" else f"_{args.split}")
     rep.out("Plots: " + ", ".join(str(p) for p in pngs))
-    md_path = args.out / "featjnd_validation.md"
+    md_path = args.out / ("featjnd_validation.md" if args.split == "backbone" else f"featjnd_validation_{args.split}.md")
     md = "\n".join(rep.md)
     md += "\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in pngs) + "\n"
-    discussion = args.out / "featjnd_discussion.md"
+    discussion = args.out / ("featjnd_discussion.md" if args.split == "backbone" else f"featjnd_discussion_{args.split}.md")
     if discussion.is_file():   # hand-written interpretation, kept across re-runs
         md += "\n" + discussion.read_text()
     md_path.write_text(md)
@@ -724,7 +764,8 @@ def _ci_figure(path, title, xlabel, panels, log_x=False, grid_which="major"):
     return path
 
 
-def make_plots(out, sigmas, summary_a, targets, summary_b, modes_c, curves, bits, agree, top1, boot, points):
+def make_plots(out, sigmas, summary_a, targets, summary_b, modes_c, curves, bits, agree, top1, boot, points,
+               suffix=""):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -741,11 +782,11 @@ def make_plots(out, sigmas, summary_a, targets, summary_b, modes_c, curves, bits
     panels_c = [(name, [(bits[curves[mode]].mean(axis=1) / points, [boot.ci(correct[k]) for k in curves[mode]],
                          mode, colors[mode]) for mode, _, _ in modes_c])
                 for correct, name in zip((agree, top1), quality_names)]
-    return [_ci_figure(out / "featjnd_matched_sigma.png", "(a) matched noise budget, 95 % bootstrap CI",
+    return [_ci_figure(out / f"featjnd_matched_sigma{suffix}.png", "(a) matched noise budget, 95 % bootstrap CI",
                        "σ_tgt (noise budget)", panels_a),
-            _ci_figure(out / "featjnd_matched_nrmse.png", "(b) matched NRMSE, 95 % bootstrap CI", "NRMSE", panels_b,
+            _ci_figure(out / f"featjnd_matched_nrmse{suffix}.png", "(b) matched NRMSE, 95 % bootstrap CI", "NRMSE", panels_b,
                        log_x=True),
-            _ci_figure(out / "featjnd_rate.png", "(c) accuracy vs coded bits, 95 % bootstrap CI",
+            _ci_figure(out / f"featjnd_rate{suffix}.png", "(c) accuracy vs coded bits, 95 % bootstrap CI",
                        "bits per feature point (whole stream)", panels_c, log_x=True, grid_which="both")]
 
 

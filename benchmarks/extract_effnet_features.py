@@ -1,4 +1,4 @@
-"""Extract EfficientNet-Lite backbone features of an image folder to a cache.
+"""Extract EfficientNet-Lite features (backbone or blocks split) of an image folder to a cache.
 
 Writes, into --out: one float32 ``<stem>.npy`` per image (C×H×W, 1280×7×7 for
 Lite0), ``labels.json`` (stem -> ground-truth class index) and
@@ -33,10 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="cache folder to write")
     ap.add_argument("--model", default="efficientnet-lite0", help="efficientnet-lite0|1|2")
     ap.add_argument("--batch", type=int, default=25, help="images per forward pass")
+    ap.add_argument("--split", default="backbone", help="split point: backbone (1280×7×7) or blocks (320×7×7)")
     args = ap.parse_args(argv)
 
     t0 = time.perf_counter()
-    net = EfficientNetLiteSplit(args.model)
+    net = EfficientNetLiteSplit(args.model, split=args.split)
     items = read_labels_csv(args.data)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

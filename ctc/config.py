@@ -32,8 +32,8 @@ DATASET_KINDS = ("image_folder", "coco", "package_images")
 TOOL_KINDS = ("features", "image")
 CLASSIFICATION_NETWORKS = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
 DETECTION_NETWORKS = ("yolov5n", "fasterrcnn_r50fpn", "maskrcnn_r50fpn")
-SPLIT_POINTS = {"efficientnet-lite0": ("backbone",), "efficientnet-lite1": ("backbone",),
-                "efficientnet-lite2": ("backbone",), "yolov5n": ("neck", "backbone"),
+SPLIT_POINTS = {"efficientnet-lite0": ("backbone", "blocks"), "efficientnet-lite1": ("backbone", "blocks"),
+                "efficientnet-lite2": ("backbone", "blocks"), "yolov5n": ("neck", "backbone"),
                "fasterrcnn_r50fpn": ("fpn",), "maskrcnn_r50fpn": ("fpn",)}
 IMAGE_ANCHOR_QP = (0, 51)         # x265's QP range for 8-bit pictures
 CLASSIFICATION_METRICS = ("top1", "top5", "agreement")
@@ -59,7 +59,8 @@ DATASET_KEYS = {
 }
 TASK_KEYS = {
     "network": (str, True, "efficientnet-lite0/1/2, yolov5n, fasterrcnn_r50fpn, maskrcnn_r50fpn"),
-    "split": (str, True, "split point: backbone (EfficientNet-Lite; YOLOv5n C3-C5), neck (YOLOv5n P3-P5), "
+    "split": (str, True, "split point: backbone (EfficientNet-Lite 1280×7×7; YOLOv5n C3-C5), blocks "
+              "(EfficientNet-Lite's last MBConv block, 320×7×7), neck (YOLOv5n P3-P5), "
               "fpn (R-CNN p2..p6)"),
     "weights": (str, False, "YOLOv5n safetensors or R-CNN state_dict path ('random': R-CNN with seeded random "
                 "weights, plumbing only); normally given with `ctc run --weights PATH`"),

@@ -84,10 +84,10 @@ def classification_demo(args):
 
     from ctc.featjnd_picture import write_tolerance_picture
     from encoder.cfg import resolve_options
-    from encoder.featjnd.allocation import default_weights_path
+    from encoder.featjnd.allocation import weights_path
     from encoder.featjnd.estimator import load_estimator
     options = resolve_options([os.path.join(REPO, args.cfg)], [])
-    estimator = load_estimator(options["JndWeights"] or default_weights_path())
+    estimator = load_estimator(weights_path(options["JndWeights"]))
     write_tolerance_picture(image, net, estimator, os.path.join(REPO, picture_path), options["JndEpsilon"])
 
     decoded = np.load(os.path.join(REPO, decoded_path))

@@ -15,6 +15,15 @@ Detection / instance segmentation (``split`` is a ``ctc.tasks.rcnn_fpn.RcnnFpnSp
           + KL_softmax(ROI class logits)  + smoothL1(ROI box regression)   on the clean proposals
     D_ins = D_det + MSE(mask logits)                                         on the clean top boxes
 
+YOLOv5n (one-stage; ``yolo_detection_distortion``, on the Detect head's raw outputs per anchor):
+
+    D_yolo = KL_Bernoulli(objectness)                                          every anchor
+           + mean_a σ(o_a)·KL(classes_a)                                         weighted by clean objectness
+           + smoothL1(σ(box outputs))                on anchors with clean objectness × best class ≥ 0.25
+
+(the classes are 80 independent sigmoids, so the class distribution's KL is the
+sum of 80 Bernoulli KLs).
+
 The proposals (ROIs) are computed once from the clean feature and held fixed,
 so both sides pool the same boxes and D is differentiable in f + δ. Each term is
 a mean per item (anchor, ROI, logit), so it does not grow with the image size;
@@ -31,6 +40,7 @@ import torch.nn.functional as F
 __all__ = [
     "classification_distortion",
     "detection_distortion",
+    "yolo_detection_distortion",
     "instance_distortion",
     "featjnd_loss",
     "LAMBDA_CLASSIFICATION",
@@ -59,12 +69,16 @@ def classification_distortion(logits_clean: torch.Tensor, logits_perturbed: torc
     return temperature ** 2 * kl.mean()
 
 
-def _bernoulli_kl(logits_clean: torch.Tensor, logits_perturbed: torch.Tensor) -> torch.Tensor:
-    """Mean over elements of KL(Bern(σ(a)) ‖ Bern(σ(b))), in log-sigmoid form for stability."""
+def _bernoulli_kl_elements(logits_clean: torch.Tensor, logits_perturbed: torch.Tensor) -> torch.Tensor:
+    """KL(Bern(σ(a)) ‖ Bern(σ(b))) per element, in log-sigmoid form for stability."""
     p = torch.sigmoid(logits_clean)
-    kl = (p * (F.logsigmoid(logits_clean) - F.logsigmoid(logits_perturbed))
-          + (1 - p) * (F.logsigmoid(-logits_clean) - F.logsigmoid(-logits_perturbed)))
-    return kl.mean()
+    return (p * (F.logsigmoid(logits_clean) - F.logsigmoid(logits_perturbed))
+            + (1 - p) * (F.logsigmoid(-logits_clean) - F.logsigmoid(-logits_perturbed)))
+
+
+def _bernoulli_kl(logits_clean: torch.Tensor, logits_perturbed: torch.Tensor) -> torch.Tensor:
+    """Mean over elements of KL(Bern(σ(a)) ‖ Bern(σ(b)))."""
+    return _bernoulli_kl_elements(logits_clean, logits_perturbed).mean()
 
 
 def _flat(levels: list[torch.Tensor]) -> torch.Tensor:
@@ -87,6 +101,24 @@ def detection_distortion(split, feats_clean, feats_perturbed, image_sizes, propo
             + F.smooth_l1_loss(boxes, boxes_clean, beta=BOX_SMOOTH_L1_BETA))
 
 
+# YOLOv5's detect.py threshold (objectness × class probability) for a detection it would show
+YOLO_CONFIDENT_SCORE = 0.25
+
+
+def yolo_detection_distortion(logits_clean: list[torch.Tensor], logits_perturbed: list[torch.Tensor]) -> torch.Tensor:
+    """D_yolo between the Detect head's raw outputs (per level B×3×ny×nx×85; clean side detached)."""
+    clean = torch.cat([level.detach().reshape(-1, level.shape[-1]) for level in logits_clean])
+    perturbed = torch.cat([level.reshape(-1, level.shape[-1]) for level in logits_perturbed])
+    objectness = _bernoulli_kl(clean[:, 4], perturbed[:, 4])
+    weight = torch.sigmoid(clean[:, 4])
+    class_kl = _bernoulli_kl_elements(clean[:, 5:], perturbed[:, 5:]).sum(dim=1)
+    classes = (weight * class_kl).mean()     # where nothing is, class changes cannot matter
+    confident = weight * torch.sigmoid(clean[:, 5:]).amax(dim=1) >= YOLO_CONFIDENT_SCORE
+    boxes = (F.smooth_l1_loss(torch.sigmoid(perturbed[confident, :4]), torch.sigmoid(clean[confident, :4]),
+                              beta=BOX_SMOOTH_L1_BETA) if bool(confident.any()) else perturbed.sum() * 0)
+    return objectness + classes + boxes
+
+
 def instance_distortion(split, feats_clean, feats_perturbed, image_sizes, proposals,
                         mask_proposals=None) -> torch.Tensor:
     """D_ins = D_det + MSE of the mask logits on ``mask_proposals`` (default: ``proposals``).
@@ -102,14 +134,22 @@ def instance_distortion(split, feats_clean, feats_perturbed, image_sizes, propos
             + F.mse_loss(masks, masks_clean))
 
 
-def featjnd_loss(distortion: torch.Tensor, delta, lambda_t: float) -> torch.Tensor:
-    """λ_t·D − mean over the batch of ‖δ‖₂.
+def _per_sample(tensors) -> torch.Tensor:
+    """An N×… tensor, or the levels of a pyramid (a dict or list of N×… tensors), as N × (all values)."""
+    levels = list(tensors.values()) if isinstance(tensors, Mapping) else (
+        list(tensors) if isinstance(tensors, (list, tuple)) else [tensors])
+    return torch.cat([level.flatten(1) for level in levels], dim=1)
 
-    ``delta``: an N×… tensor, or the levels of a pyramid (a dict or list of N×…
-    tensors) whose elements together form one sample's δ.
+
+def featjnd_loss(distortion: torch.Tensor, delta, lambda_t: float, features=None) -> torch.Tensor:
+    """λ_t·D − mean over the batch of ‖δ‖₂ (the paper's), or of ‖δ‖₂ / ‖f‖₂ when ``features`` is given.
+
+    ``delta`` (and ``features``): an N×… tensor, or the levels of a pyramid (a dict or list of N×…
+    tensors) whose elements together form one sample. The relative form makes λ_t independent of
+    the feature's size and scale, so one calibration procedure serves every task and split.
     """
-    levels = list(delta.values()) if isinstance(delta, Mapping) else (
-        list(delta) if isinstance(delta, (list, tuple)) else [delta])
-    per_sample = torch.cat([level.flatten(1) for level in levels], dim=1)
     # vector_norm's gradient at δ = 0 is 0 (a sqrt of summed squares would give NaN)
-    return lambda_t * distortion - torch.linalg.vector_norm(per_sample, dim=1).mean()
+    norm = torch.linalg.vector_norm(_per_sample(delta), dim=1)
+    if features is not None:
+        norm = norm / torch.linalg.vector_norm(_per_sample(features).detach(), dim=1).clamp_min(1e-12)
+    return lambda_t * distortion - norm.mean()

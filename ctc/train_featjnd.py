@@ -37,6 +37,7 @@ with the training settings and final loss in the metadata.
 """
 
 import argparse
+import json
 import math
 import os
 import random
@@ -146,7 +147,8 @@ def build_feature_cache(net, paths, crops_per_image, seed, batch=16):
 
 def cached_features(net, paths, args):
     """The feature cache, read from args.cache when it holds the same settings, else built (and saved there)."""
-    key = {"model": net.name, "files": [str(p) for p in paths], "crops": args.crops, "seed": args.seed,
+    key = {"model": net.name, **({"split": net.split} if getattr(net, "split", "backbone") != "backbone" else {}),
+           "files": [str(p) for p in paths], "crops": args.crops, "seed": args.seed,
            "scale": list(CROP_SCALE), "ratio": list(CROP_RATIO)}
     if args.cache and os.path.isfile(args.cache):
         stored = torch.load(args.cache, map_location="cpu", weights_only=True)
@@ -166,8 +168,9 @@ def cached_features(net, paths, args):
 def optimise(estimator, epoch_items, step_outputs, steps, lr, lambda_t, clip=1.0, log=print):
     """Adam on G_θ, gradients clipped to `clip`, for `steps` steps.
 
-    epoch_items() gives the next epoch's items in order; step_outputs(item) -> (D_t, δ), δ being
-    a batch tensor of deltas or a {level: delta} dict of one image's. Returns the per-epoch
+    epoch_items() gives the next epoch's items in order; step_outputs(item) -> (D_t, δ, f), δ being
+    a batch tensor of deltas, a {level: delta} dict of one image's or a list of batched levels,
+    and f the features when the reward is ‖δ‖/‖f‖ (None: the paper's ‖δ‖). Returns the per-epoch
     history [{epoch, steps, loss, distortion, delta_norm, saturated}, ...].
     """
     optimiser = torch.optim.Adam(estimator.parameters(), lr=lr)
@@ -180,8 +183,8 @@ def optimise(estimator, epoch_items, step_outputs, steps, lr, lambda_t, clip=1.0
         for item in epoch_items():
             if done >= steps:
                 break
-            d, delta = step_outputs(item)
-            loss = featjnd_loss(d, delta, lambda_t)
+            d, delta, features = step_outputs(item)
+            loss = featjnd_loss(d, delta, lambda_t, features)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(estimator.parameters(), clip)
@@ -203,18 +206,24 @@ def optimise(estimator, epoch_items, step_outputs, steps, lr, lambda_t, clip=1.0
 
 
 def _delta_statistics(delta):
-    """(mean ‖δ‖₂ per image, share of δ values at the clamp) of a batch tensor or one image's level dict."""
+    """(mean ‖δ‖₂ per image, share of δ values at the clamp) of a batch tensor, one image's level dict
+    or a list of batched levels."""
     with torch.no_grad():
         if isinstance(delta, dict):
             flat = torch.cat([level.flatten() for level in delta.values()])
             return float(flat.norm()), float((flat.abs() >= DELTA_LIMIT).float().mean())
+        if isinstance(delta, list):
+            per_sample = torch.cat([level.flatten(1) for level in delta], dim=1)
+            return (float(per_sample.norm(dim=1).mean()), float((per_sample.abs() >= DELTA_LIMIT).float().mean()))
         return (float(delta.flatten(1).norm(dim=1).mean()), float((delta.abs() >= DELTA_LIMIT).float().mean()))
 
 
-def train_on_features(estimator, features, distortion, steps, batch, lr, lambda_t, seed, clip=1.0, log=print):
+def train_on_features(estimator, features, distortion, steps, batch, lr, lambda_t, seed, clip=1.0, log=print,
+                      relative=False):
     """Train estimator on cached features; distortion(f, δ) -> batch-mean D_t.
 
-    Batches follow one seeded permutation per epoch. Returns the per-epoch history (see optimise).
+    Batches follow one seeded permutation per epoch. relative: reward ‖δ‖/‖f‖ instead of ‖δ‖.
+    Returns the per-epoch history (see optimise).
     """
     order = torch.Generator().manual_seed(seed)
     per_epoch = math.ceil(len(features) / batch)
@@ -225,27 +234,33 @@ def train_on_features(estimator, features, distortion, steps, batch, lr, lambda_
 
     def outputs(f):
         delta = estimator(f)
-        return distortion(f, delta), delta
+        return distortion(f, delta), delta, f if relative else None
 
     return optimise(estimator, batches, outputs, steps, lr, lambda_t, clip, log)
 
 
 def run_classification(args, net=None):
-    """Train G_θ for an EfficientNet-Lite classifier (net: an already built one); returns (weight path, history)."""
+    """Train G_θ for an EfficientNet-Lite classifier (net: an already built one); returns (weight path, history).
+
+    With --lambdas, every fifth photo is held back for the calibration (ctc/featjnd_calibration.py)
+    and one estimator per λ_t is trained; the calibrated one is saved.
+    """
+    from ctc.featjnd_calibration import CLASSIFICATION_HOLDOUT_STRIDE, ClassificationCalibration, split_every
     from ctc.tasks.efficientnet_lite import EfficientNetLiteSplit
 
     seed_everything(args.seed)
-    net = net if net is not None else EfficientNetLiteSplit(args.model)
+    net = net if net is not None else EfficientNetLiteSplit(args.model, split=args.split)
     net.requires_grad_(False)          # frozen task network, eval mode (set by the class)
     paths = image_files(args.data)
     if not paths:
         raise FileNotFoundError(f"no .jpg/.jpeg/.png images below {args.data}")
+    paths, held = split_every(paths, CLASSIFICATION_HOLDOUT_STRIDE) if args.lambdas else (paths, [])
     features = cached_features(net, paths, args)
     steps_per_epoch = math.ceil(len(features) / args.batch)
     steps = args.steps if args.steps else args.epochs * steps_per_epoch
     print(f"data: {len(paths)} images in {args.data}, {args.crops} crops each -> {len(features)} features "
           f"{tuple(features.shape[1:])}; {steps} steps of batch {args.batch} "
-          f"({steps / steps_per_epoch:.1f} epochs)")
+          f"({steps / steps_per_epoch:.1f} epochs)" + (f"; {len(held)} photos held back to calibrate" if held else ""))
 
     temperature = args.temperature
 
@@ -254,24 +269,69 @@ def run_classification(args, net=None):
             clean = net.back(f)
         return classification_distortion(clean, net.back(f + delta), temperature=temperature)
 
-    torch.manual_seed(args.seed)       # the estimator's initial weights
-    estimator = FeatJNDEstimator(features.shape[1], width=args.width, num_blocks=args.blocks)
-    history = train_on_features(estimator, features, distortion, steps, args.batch, args.lr, args.lambda_t,
-                                args.seed)
-    final = history[-1]
+    def train_one(lambda_t):
+        torch.manual_seed(args.seed)       # the estimator's initial weights
+        estimator = FeatJNDEstimator(features.shape[1], width=args.width, num_blocks=args.blocks)
+        history = train_on_features(estimator, features, distortion, steps, args.batch, args.lr, lambda_t,
+                                    args.seed, relative=args.reward == "relative")
+        return estimator, history
+
+    name = net.name if net.split == "backbone" else f"{net.name}-{net.split}"
     metadata = {
-        "task": "cls", "model": net.name, "steps": steps, "epochs": f"{steps / steps_per_epoch:.2f}",
-        "batch": args.batch, "seed": args.seed, "lambda_t": args.lambda_t, "lr": args.lr,
-        "temperature": temperature, "grad_clip": 1.0,
+        "task": "cls", "model": net.name, "split": net.split, "steps": steps,
+        "epochs": f"{steps / steps_per_epoch:.2f}", "batch": args.batch, "seed": args.seed, "lr": args.lr,
+        "temperature": temperature, "grad_clip": 1.0, "reward": args.reward,
         "data": f"{len(paths)} images from {Path(args.data).name}/, {args.crops} random resized crops each "
                 f"({net.input_size}px, scale {CROP_SCALE}, ratio 3/4..4/3, h-flip p=0.5), features cached once",
-        "final_loss": f"{final['loss']:.4f}", "final_distortion": f"{final['distortion']:.6f}",
-        "final_delta_norm": f"{final['delta_norm']:.3f}", "final_saturated": f"{final['saturated']:.4f}",
     }   # no timings: the same seed gives the same weights and the same metadata
+    if not args.lambdas:
+        estimator, history = train_one(args.lambda_t)
+        return _save(estimator, history, args, f"featjnd_{name}", dict(metadata, lambda_t=args.lambda_t)), history
+    calibration = ClassificationCalibration(net, held, args.seed)
+    print(f"calibration: {len(held)} held-back photos × {1 + len(calibration.features) // len(held) - 1} crops "
+          f"= {len(calibration.features)} features; metric: top-1 agreement with the clean prediction")
+    return calibrate(args, train_one, calibration, calibration.features, f"featjnd_{name}", metadata,
+                     "top-1 agreement (%)")
+
+
+def calibrate(args, train_one, calibration, norm_features, prefix, metadata, metric):
+    """Train one estimator per λ_t of --lambdas, measure each one's drop curve on the calibration
+    set, save the chosen one (ctc.featjnd_calibration.choose); returns (path, its history)."""
+    from ctc.featjnd_calibration import choose, curve_table, drops, relative_norm
+
+    candidates, trained = {}, {}
+    for lambda_t in args.lambdas:
+        estimator, history = train_one(lambda_t)
+        curve = calibration.curve(estimator)
+        candidates[lambda_t] = (curve, relative_norm(estimator, norm_features))
+        trained[lambda_t] = (estimator, history)
+        print(f"λ_t {lambda_t:g}: ‖δ‖/‖f‖ {candidates[lambda_t][1]:.3f}; " + ", ".join(
+            f"α {a:g}: {v:.2f} ({-100 * drops(curve)[a]:+.1f} %)" for a, v in curve.items()))
+    chosen = choose(candidates)
+    table = curve_table(candidates, chosen)
+    print(f"\ncalibration curve ({metric} at f + α·δ; in brackets the change from α = 0):\n{table}")
+    if args.calibration_report:
+        from common.featio import write_text
+        write_text(args.calibration_report, f"{metric} at f + α·δ on the calibration set; "
+                   f"in brackets the relative change from α = 0\n\n{table}\n")
+    if chosen is None:
+        raise SystemExit("train_featjnd: no λ_t keeps the drop at α = 1 within 1 %: add larger values to --lambdas")
+    curve, norm = candidates[chosen]
+    estimator, history = trained[chosen]
+    metadata = dict(metadata, lambda_t=chosen, calibration_lambdas=",".join(f"{v:g}" for v in args.lambdas),
+                    calibration_curve=json.dumps({f"{a:g}": round(v, 3) for a, v in curve.items()}),
+                    relative_delta_norm=f"{norm:.4f}")
+    return _save(estimator, history, args, prefix, metadata), history
+
+
+def _save(estimator, history, args, prefix, metadata):
+    final = history[-1]
+    metadata = dict(metadata, final_loss=f"{final['loss']:.4f}", final_distortion=f"{final['distortion']:.6f}",
+                    final_delta_norm=f"{final['delta_norm']:.3f}", final_saturated=f"{final['saturated']:.4f}")
     os.makedirs(args.out, exist_ok=True)
-    path = save_estimator(estimator, args.out, f"featjnd_{net.name}", metadata)
+    path = save_estimator(estimator, args.out, prefix, metadata)
     print(f"saved {path} ({os.path.getsize(path) / 1e6:.1f} MB)")
-    return path, history
+    return path
 
 
 # -- detection / instance segmentation -------------------------------------------------------------
@@ -328,7 +388,7 @@ def run_detection(args):
                                     mask_proposals=[boxes[:args.mask_rois] for boxes in proposals])
         else:
             d = detection_distortion(net, clean, perturbed, image_sizes, proposals)
-        return d, deltas
+        return d, deltas, None
 
     history = optimise(estimator, lambda: torch.randperm(len(paths), generator=order).tolist(), outputs, steps,
                        args.lr, args.lambda_t)
@@ -346,13 +406,96 @@ def run_detection(args):
     return path, history
 
 
+# -- YOLOv5n (one-stage detection) ------------------------------------------------------------------
+
+def detection_pool(data):
+    """(training photos, calibration note): the detection training pool without coco-train, whose 80
+    annotated photos calibrate (ctc.featjnd_calibration.DetectionCalibration)."""
+    from ctc.train_fusion import training_pool
+
+    coco_train = Path(data) / "coco-train"
+    return [p for p in training_pool(Path(data)) if coco_train not in p.parents]
+
+
+def run_yolo(args):
+    """Train a PyramidJNDEstimator (one network per level P3, P4, P5) against the YOLOv5n head;
+    returns (weight path, history).
+
+    The frozen front runs once per augmented photo (ctc.train_fusion's cache: long side 320–640,
+    flip, float16); each step draws --batch aligned random crops (P3 side --crop), δ per level,
+    D = yolo_detection_distortion of the head's raw outputs, reward ‖δ‖/‖f‖ over the levels.
+    """
+    from ctc.featjnd_calibration import DetectionCalibration
+    from ctc.featjnd_losses import yolo_detection_distortion
+    from ctc.tasks.yolov5n import Yolov5n
+    from ctc.train_fusion import cached_pyramids, random_crop
+    from encoder.featjnd.estimator import PyramidJNDEstimator
+
+    if not args.weights:
+        raise SystemExit("train_featjnd: --model yolov5n needs --weights (../shared/data/weights/yolov5n_coco.safetensors)")
+    seed_everything(args.seed)
+    net = Yolov5n(args.weights, split="neck")
+    data = Path(args.data).parent if Path(args.data).name == "train-images" else Path(args.data)
+    paths = detection_pool(data)
+    pyramids = cached_pyramids(args.weights, paths, args.seed, args.augmentations, "featjnd-train")
+    per_epoch = max(1, len(pyramids) // args.batch)
+    steps = args.steps if args.steps else args.epochs * per_epoch
+    print(f"data: {len(paths)} photos × {args.augmentations} augmentations = {len(pyramids)} pyramids; "
+          f"{steps} steps of {args.batch} crops (P3 {args.crop}², {8 * args.crop} px)")
+
+    def train_one(lambda_t):
+        torch.manual_seed(args.seed)
+        estimator = PyramidJNDEstimator([64, 128, 256], width=args.width, num_blocks=args.blocks)
+        rng = random.Random(args.seed)
+
+        def batches():
+            for _ in range(per_epoch):
+                crops = [random_crop(pyramids[rng.randrange(len(pyramids))], rng, args.crop)
+                         for _ in range(args.batch)]
+                yield [torch.from_numpy(np.stack([c[i] for c in crops]).astype(np.float32)) for i in range(3)]
+
+        def outputs(levels):
+            deltas = estimator(levels)
+            features = dict(zip(net.names, levels))
+            with torch.no_grad():
+                clean = net.head_logits(features)
+            perturbed = net.head_logits({name: f + d for (name, f), d in zip(features.items(), deltas)})
+            return yolo_detection_distortion(clean, perturbed), deltas, (levels if args.reward == "relative" else None)
+
+        history = optimise(estimator, batches, outputs, steps, args.lr, lambda_t)
+        return estimator, history
+
+    metadata = {"task": "det", "model": "yolov5n", "split": "neck", "steps": steps, "batch": args.batch,
+                "crop": args.crop, "seed": args.seed, "lr": args.lr, "grad_clip": 1.0, "reward": args.reward,
+                "task_weights": os.path.basename(args.weights),
+                "data": f"{len(paths)} pool photos (train-images, unannotated coco-mini; coco-train held back), "
+                        f"{args.augmentations} augmentations each (long side 320-640, flip), features cached once"}
+    if not args.lambdas:
+        estimator, history = train_one(args.lambda_t)
+        return _save(estimator, history, args, "featjnd_yolov5n-neck", dict(metadata, lambda_t=args.lambda_t)), history
+    calibration = DetectionCalibration(net, data)
+    print(f"calibration: {len(calibration.image_ids)} annotated coco-train photos; metric: bbox AP50")
+    return calibrate(args, train_one, calibration, calibration.features, "featjnd_yolov5n-neck", metadata,
+                     "bbox AP50 (%)")
+
+
 # -- command line ----------------------------------------------------------------------------------
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m ctc.train_featjnd", description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=sorted(TASK_DEFAULTS), default="cls",
                         help="task head the estimator is trained against")
-    parser.add_argument("--model", default="efficientnet-lite0", help="classification network (--task cls)")
+    parser.add_argument("--model", default="", help="task network: efficientnet-lite0/1/2 (cls; default lite0), "
+                        "yolov5n or the R50-FPN (det; default R50-FPN, which --task ins always uses)")
+    parser.add_argument("--split", default="backbone", choices=("backbone", "blocks"),
+                        help="EfficientNet-Lite split point (cls): backbone (1280×7×7) or blocks (320×7×7)")
+    parser.add_argument("--reward", default="absolute", choices=("absolute", "relative"),
+                        help="the ‖δ‖ term: absolute ‖δ‖₂ (the paper's) or relative ‖δ‖₂/‖f‖₂")
+    parser.add_argument("--lambdas", default="", help="comma list of λ_t: train one estimator each, calibrate "
+                        "(α = 1 just noticeable, ctc/featjnd_calibration.py) and save the chosen one")
+    parser.add_argument("--calibration-report", default="", help="markdown file for the calibration curve table")
+    parser.add_argument("--augmentations", type=int, default=3, help="augmented photos per pool photo (yolov5n)")
+    parser.add_argument("--crop", type=int, default=40, help="P3 crop side per training sample (yolov5n; ×8 px)")
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="training images (all .jpg/.jpeg/.png below it)")
     parser.add_argument("--crops", type=int, default=12, help="augmented crops per image in the feature cache (cls)")
     parser.add_argument("--cache", default="", help="optional file keeping the feature cache between runs (cls)")
@@ -369,7 +512,8 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="seeds crops, data order and initial weights")
     parser.add_argument("--out", default="", help="folder for the weight file (default: encoder/featjnd/weights "
                         "for cls, out/featjnd for det/ins)")
-    parser.add_argument("--weights", default="", help="R50-FPN task network weights (det/ins)")
+    parser.add_argument("--weights", default="", help="task network weights (det/ins: R50-FPN state_dict or "
+                        "YOLOv5n safetensors)")
     parser.add_argument("--coco-images", default=str(REPO.parent / "shared" / "data" / "coco-mini" / "val2017"),
                         help="COCO image folder (det/ins)")
     parser.add_argument("--coco-annotations", default="", help="COCO instances JSON restricting the images (det/ins)")
@@ -379,14 +523,23 @@ def parse_args(argv=None):
     lambda_t, lr = TASK_DEFAULTS[args.task]
     args.lambda_t = lambda_t if args.lambda_t is None else args.lambda_t
     args.lr = lr if args.lr is None else args.lr
-    args.out = args.out or str(DEFAULT_OUT if args.task == "cls" else DEFAULT_DETECTION_OUT)
+    if args.model == "yolov5n" and args.task != "det":
+        parser.error("--model yolov5n needs --task det")
+    args.model = args.model or ("efficientnet-lite0" if args.task == "cls" else "rcnn-r50-fpn")
+    try:
+        args.lambdas = [float(v) for v in args.lambdas.split(",") if v.strip()]
+    except ValueError:
+        parser.error(f"--lambdas: not a comma list of numbers: {args.lambdas!r}")
+    # YOLOv5n estimators are shipped (the encoder's JndWeights names them); R-CNN ones are experiments
+    shipped = args.task == "cls" or args.model == "yolov5n"
+    args.out = args.out or str(DEFAULT_OUT if shipped else DEFAULT_DETECTION_OUT)
     return args
 
 
 def main(argv=None):
     args = parse_args(argv)
     start = time.perf_counter()
-    run = run_classification if args.task == "cls" else run_detection
+    run = run_classification if args.task == "cls" else run_yolo if args.model == "yolov5n" else run_detection
     run(args)
     print(f"wall time {time.perf_counter() - start:.0f} s")
     return 0

@@ -29,13 +29,16 @@ OPTIONS = (
     Option("RoundingOffset", float, 0.5, "quantiser rounding offset: q = sign(f) * floor(|f| / step + offset); "
            "0.5 rounds to nearest (error <= step/2), smaller values widen the dead zone", lo=0.0, hi=0.5),
     Option("DecodedFeatureHash", bool, True, "write the decoded-feature MD5 unit (the decoder checks it)"),
-    Option("StepAllocation", str, "uniform", "per-token steps: uniform (QP everywhere), jnd (FeatJND tolerance "
-           "map), random (the same tolerance values permuted over tokens: the paper's baseline)",
-           choices=("uniform", "jnd", "random")),
+    Option("StepAllocation", str, "uniform", "per-token steps: uniform (QP everywhere), jnd (the paper's FeatJND "
+           "tolerance map mean_c |delta| / (|f| + epsilon)), jnd_abs (steps follow (mean_c delta^-2)^(-1/2), the "
+           "high-rate optimum for the JND-weighted error), jnd_rd (per token, the step minimising JND-weighted error "
+           "+ mu * estimated bits), random (jnd's values permuted over tokens: the paper's baseline)",
+           choices=("uniform", "jnd", "jnd_abs", "jnd_rd", "random")),
     Option("NoiseBudget", float, 0.0, "target noise std sigma: steps scaled so that mean(step^2 / 12) = sigma^2; "
            "0 keeps the noise power of QP's uniform step", lo=0.0, hi=1e30),
-    Option("JndWeights", str, "", "FeatJND estimator weights (.safetensors, content-hash named); "
-           "empty: the file shipped in encoder/featjnd/weights/"),
+    Option("JndWeights", str, "", "FeatJND estimator: a .safetensors path (content-hash named), or the name of "
+           "one shipped in encoder/featjnd/weights/ (efficientnet-lite0, efficientnet-lite0-blocks, yolov5n-neck); "
+           "empty: efficientnet-lite0"),
     Option("JndEpsilon", float, 0.01, "epsilon of the token tolerance s_t = mean_c |delta| / (|f| + epsilon)",
            lo=1e-9, hi=1e9),
     Option("RandomSeed", int, 0, "seed of the token permutation of StepAllocation random", lo=0, hi=2**31 - 1),

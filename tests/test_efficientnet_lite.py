@@ -1,4 +1,4 @@
-"""The EfficientNet-Lite0 split equals the unsplit network, on the packaged weights."""
+"""The EfficientNet-Lite0 splits (backbone, blocks) equal the unsplit network, on the packaged weights."""
 
 import numpy as np
 import pytest
@@ -24,6 +24,24 @@ def test_back_of_front_equals_unsplit_network(net):
     assert features.shape == (2, 1280, 7, 7)
     assert float(features.min()) >= 0.0 and float(features.max()) <= 6.0   # ReLU6 output
     torch.testing.assert_close(split, unsplit, rtol=1e-5, atol=1e-5)
+
+
+def test_blocks_split_is_spatial_and_equals_unsplit_network(net):
+    blocks = EfficientNetLiteSplit("efficientnet-lite0", split="blocks")
+    torch.manual_seed(1)
+    images = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        features = blocks.front(images)
+        logits = blocks.back(features)
+        # the head acts per token before the pool: moving energy between tokens changes the logits
+        swapped = features.clone()
+        swapped[:, :, 0, 0], swapped[:, :, 3, 3] = features[:, :, 3, 3], 0
+        moved = blocks.back(swapped)
+    assert features.shape == (2, 320, 7, 7) and blocks.feature_shape == (320, 7, 7)
+    torch.testing.assert_close(logits, net.net(images), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(moved, logits)
+    with pytest.raises(ValueError, match="unknown split"):
+        EfficientNetLiteSplit("efficientnet-lite0", split="head")
 
 
 def test_preprocess_crops_and_scales():

@@ -11,6 +11,7 @@ from ctc.featjnd_losses import (  # noqa: E402
     detection_distortion,
     featjnd_loss,
     instance_distortion,
+    yolo_detection_distortion,
 )
 
 
@@ -118,3 +119,45 @@ def test_featjnd_loss_takes_one_norm_over_all_pyramid_levels():
     delta = {"p2": torch.full((1, 1, 1, 1), 3.0), "p3": torch.full((1, 1, 1, 1), 4.0)}
     assert float(featjnd_loss(torch.tensor(0.0), delta, 200.0)) == pytest.approx(-5.0)   # not −(3 + 4)
     assert float(featjnd_loss(torch.tensor(0.0), list(delta.values()), 200.0)) == pytest.approx(-5.0)
+
+
+def yolo_outputs(seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn((1, 3, n, n, 85), generator=generator) for n in (8, 4, 2)]
+
+
+def test_yolo_distortion_zero_on_identical_outputs_and_clean_side_detached():
+    clean = [level.requires_grad_() for level in yolo_outputs()]
+    assert float(yolo_detection_distortion(clean, [level.detach().clone() for level in clean])) == 0.0
+    perturbed = [(level.detach() + 0.3 * torch.randn(level.shape)).requires_grad_() for level in clean]
+    d = yolo_detection_distortion(clean, perturbed)
+    assert float(d.detach()) > 0
+    d.backward()
+    assert all(level.grad is None for level in clean) and all(level.grad is not None for level in perturbed)
+
+
+def test_yolo_distortion_terms():
+    """Objectness KL on every anchor; class KL weighted by the clean objectness; boxes only where
+    the clean detector is confident (objectness × best class ≥ 0.25)."""
+    clean = [torch.full((1, 3, 2, 2, 85), -20.0)]          # nothing anywhere: objectness and classes ~0
+    perturbed = [clean[0].clone()]
+    perturbed[0][..., :4] += 5.0                            # boxes move, but no anchor is confident
+    assert float(yolo_detection_distortion(clean, perturbed)) == pytest.approx(0.0, abs=1e-6)
+    perturbed = [clean[0].clone()]
+    perturbed[0][..., 5:] = 0.0                             # classes change where objectness is ~0
+    assert float(yolo_detection_distortion(clean, perturbed)) < 1e-6
+    confident = clean[0].clone()
+    confident[0, 0, 0, 0, 4:] = 20.0                        # one anchor: sure object, every class sure
+    moved = confident.clone()
+    moved[0, 0, 0, 0, 0] = 0.0                              # its x output: σ 1 -> 0.5
+    d = float(yolo_detection_distortion([confident], [moved]))
+    # smooth-L1 (β = 1/9) of |Δσ| = 0.5 over the one confident anchor's 4 box outputs
+    assert d == pytest.approx((0.5 - 1 / 18) / 4, rel=1e-4)
+
+
+def test_relative_reward_divides_by_the_feature_norm():
+    delta = [torch.full((2, 1, 2, 2), 3.0), torch.full((2, 4, 1, 1), 3.0)]    # ‖δ‖ = √(8·9) = 8.485
+    features = [torch.full((2, 1, 2, 2), 2.0), torch.full((2, 4, 1, 1), 2.0)]  # ‖f‖ = √(8·4) = 5.657
+    d = torch.tensor(0.5)
+    assert float(featjnd_loss(d, delta, 10.0)) == pytest.approx(5.0 - math.sqrt(72), rel=1e-6)
+    assert float(featjnd_loss(d, delta, 10.0, features)) == pytest.approx(5.0 - 1.5, rel=1e-6)

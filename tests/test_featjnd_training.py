@@ -103,3 +103,43 @@ def test_detection_hook_runs_one_step(tmp_path):
     path, history = run_detection(args)
     assert load_estimator(path).config == {"channels": 256, "width": 8, "num_blocks": 1}
     assert math.isfinite(history[-1]["loss"])
+
+
+SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.pardir, "shared", "data")
+YOLO_WEIGHTS = os.path.join(SHARED, "weights", "yolov5n_coco.safetensors")
+needs_yolo = pytest.mark.skipif(not os.path.isfile(YOLO_WEIGHTS), reason=f"YOLOv5n weights not found at {YOLO_WEIGHTS}")
+
+
+@needs_yolo
+def test_detection_pool_holds_back_the_calibration_photos_and_the_evaluation_set():
+    import json
+
+    from ctc.train_featjnd import detection_pool
+
+    paths = detection_pool(SHARED)
+    with open(os.path.join(SHARED, "coco-mini", "annotations", "instances_val2017.json")) as fh:
+        evaluation = {entry["file_name"] for entry in json.load(fh)["images"]}
+    assert len(paths) == 233
+    assert not any("coco-train" in str(p) for p in paths) and not any(p.name in evaluation for p in paths)
+
+
+@needs_yolo
+def test_yolov5n_estimator_trains_with_the_relative_reward(tmp_path, monkeypatch):
+    """Two steps of --task det --model yolov5n on four random pyramids (the feature cache is stubbed)."""
+    pytest.importorskip("torchvision")
+    import ctc.train_featjnd as train_featjnd
+    import ctc.train_fusion as train_fusion
+
+    rng = np.random.default_rng(0)
+    pyramids = [[rng.normal(size=(c, s, s)).astype(np.float16) for c, s in ((64, 48), (128, 24), (256, 12))]
+                for _ in range(4)]
+    monkeypatch.setattr(train_fusion, "cached_pyramids", lambda *args: pyramids)
+    monkeypatch.setattr(train_featjnd, "detection_pool", lambda data: ["a", "b"])
+    args = parse_args(["--task", "det", "--model", "yolov5n", "--weights", YOLO_WEIGHTS, "--steps", "2",
+                       "--batch", "2", "--crop", "40", "--width", "4", "--blocks", "1", "--reward", "relative",
+                       "--lambda-t", "64", "--out", str(tmp_path)])
+    path, history = train_featjnd.run_yolo(args)
+    model = load_estimator(path)
+    assert model.config == {"levels": [64, 128, 256], "width": 4, "num_blocks": 1}
+    assert os.path.basename(path).startswith("featjnd_yolov5n-neck_")
+    assert estimator_metadata(path)["reward"] == "relative" and math.isfinite(history[-1]["loss"])

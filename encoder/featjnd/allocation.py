@@ -1,13 +1,30 @@
-"""Token-wise step allocation: uniform, FeatJND-guided, or the JND map permuted.
+"""Token-wise step allocation: uniform, FeatJND-guided (three rules), or the JND map permuted.
 
-    f ─► G_θ ─► δ ─► s_t = mean_c |δ| / (|f| + ε) ─► [jnd: s | random: s permuted | uniform: 1]
+    f ─► G_θ ─► δ ─► tolerance per token t:
+           jnd (the paper's):      s_t = mean_c |δ| / (|f| + ε)
+           jnd_abs:                s_t = (mean_c δ⁻²)^(−1/2)
+           random:                 jnd's s permuted over tokens;   uniform: s_t = 1
       ─► Δ_t = λ · s_t ─► e_t = round(48 + 8·log2 Δ_t) ─► step offsets e_t − QP
+    jnd_rd: e_t = argmin_e  D_t(e) + μ·R_t(e)   (an encoder search per token, below)
 
 λ makes the mean noise power of the steps, E_t[Δ_t²/12], equal to σ_tgt²
 (`NoiseBudget`), or, when no budget is given, equal to that of the uniform
 step of `QP` (so jnd, random and uniform at the same QP spend the same noise
 budget and differ only in where they put it). The decoder only ever sees the
 resulting integer offsets (tsq_step_map_flag), so it stays torch-free.
+
+jnd_abs is the high-rate optimum for the JND-weighted error D = Σ (f − f̂)²/δ²: a
+token's step noise Δ_t²/12 falls on every channel, so D_t ∝ Δ_t²·Σ_c δ⁻², and
+minimising D + μ·R with R_t = C·(h_t − log2 Δ_t) gives Δ_t ∝ (Σ_c δ⁻²)^(−1/2).
+It ignores the dead zone: at low rates most levels are 0 whatever the step.
+
+jnd_rd targets rate directly: for every token it quantises with each candidate
+exponent QP + k (k ∈ RD_OFFSETS), measures the JND-weighted error D_t(k) of that
+very quantiser (dead zone included) and an estimate of its bits R_t(k) (the
+Exp-Golomb length of each level, a zero costing RD_ZERO_BITS), and keeps the
+cheapest D + μ·R. μ = Δ_QP²·ln2/6 is the high-rate slope −dD/dR at QP's step, so a
+feature with a flat tolerance keeps steps near QP's; the weights 1/δ² are scaled to
+mean 1 over the tensor, so D is in the units of plain MSE.
 """
 
 import glob
@@ -19,7 +36,12 @@ from common.errors import InputError
 from common.tools.tokenwise.sq import STEP_EXPONENTS_PER_OCTAVE, UNIT_STEP_EXPONENT, step_sizes
 from common.tools.tokenwise.syntax import QP_MAX, QP_MIN
 
-ALLOCATIONS = ("uniform", "jnd", "random")
+ALLOCATIONS = ("uniform", "jnd", "jnd_abs", "jnd_rd", "random")
+# jnd_rd's candidate step exponents around QP (¼ to 8 × QP's step), nearest to QP first: ties
+# (a token of zeros costs the same at any step) keep the step nearest QP's, so the map stays cheap
+RD_OFFSETS = sorted(range(-16, 25, 2), key=abs)
+RD_ZERO_BITS = 0.1                   # a zero level's estimated cost (the context coder makes zeros cheap)
+WEIGHT_RANGE = 1e3                   # 1/δ² weights are clipped to [mean/range, mean·range]
 WEIGHTS_FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
 
 
@@ -28,12 +50,46 @@ def token_tolerance(grid, delta, epsilon):
     return np.mean(np.abs(delta) / (np.abs(grid) + epsilon), axis=0)
 
 
+def absolute_tolerance(delta):
+    """s_t = (mean_c δ⁻²)^(−1/2) of a (C, H, W) δ -> (H, W): jnd_abs's high-rate optimum."""
+    floor = 1e-6 * max(float(np.abs(delta).max()), 1e-300)
+    return 1.0 / np.sqrt(np.mean(1.0 / np.maximum(delta * delta, floor * floor), axis=0))
+
+
+def level_bits(levels):
+    """Estimated bits of quantised levels: Exp-Golomb-0 length of |q| plus a sign bit; RD_ZERO_BITS for 0."""
+    magnitude = np.abs(levels)
+    return np.where(magnitude > 0, 2.0 * np.floor(np.log2(magnitude + 1.0)) + 2.0, RD_ZERO_BITS)
+
+
+def rd_offsets(grid, delta, qp, rounding_offset, noise_budget=0.0):
+    """jnd_rd: per-token step offsets (to QP) minimising the JND-weighted error + μ·(estimated bits)."""
+    weights = 1.0 / np.maximum(delta * delta, 1e-300)
+    weights /= np.mean(weights)
+    weights = np.clip(weights, 1.0 / WEIGHT_RANGE, WEIGHT_RANGE)
+    base_step = np.sqrt(12.0) * noise_budget if noise_budget > 0 else float(step_sizes(np.array([qp]))[0])
+    mu = base_step ** 2 * np.log(2.0) / 6.0
+    magnitude = np.abs(grid)
+    best_cost = np.full(grid.shape[1:], np.inf)
+    best = np.zeros(grid.shape[1:], dtype=np.int64)
+    for offset in RD_OFFSETS:
+        exponent = int(np.clip(qp + offset, QP_MIN, QP_MAX))
+        step = float(step_sizes(np.array([exponent]))[0])
+        levels = np.floor(magnitude / step + rounding_offset)
+        error = magnitude - levels * step
+        cost = np.sum(weights * error * error + mu * level_bits(levels), axis=0)
+        better = cost < best_cost
+        best_cost[better] = cost[better]
+        best[better] = exponent - qp
+    return best
+
+
 def shaped_tolerance(tolerance, allocation, seed):
     """The per-token weights the steps follow: s (jnd), s permuted over tokens with a
     fixed seed (random), or all ones (uniform)."""
     if allocation == "uniform":
         return np.ones_like(tolerance)
-    if allocation == "random":
+    if allocation == "random":       # the paper's baseline: jnd's values, placed at random
         flat = tolerance.ravel()
         return flat[np.random.default_rng(seed).permutation(flat.size)].reshape(tolerance.shape)
     return tolerance
@@ -51,16 +107,26 @@ def step_exponents(weights, qp, noise_budget):
     return np.clip(exponents, QP_MIN, QP_MAX).astype(np.int64)
 
 
-DEFAULT_ESTIMATOR = "featjnd_efficientnet-lite0"
+DEFAULT_ESTIMATOR = "efficientnet-lite0"
 
 
-def default_weights_path():
-    """The shipped estimator (EfficientNet-Lite0 backbone features)."""
-    found = glob.glob(os.path.join(WEIGHTS_FOLDER, f"{DEFAULT_ESTIMATOR}_*.safetensors"))
+def default_weights_path(name=DEFAULT_ESTIMATOR):
+    """The shipped estimator `featjnd_<name>_<hash>.safetensors` (default: EfficientNet-Lite0 backbone)."""
+    found = glob.glob(os.path.join(WEIGHTS_FOLDER, f"featjnd_{glob.escape(name)}_*.safetensors"))
     if len(found) != 1:
-        raise InputError(f"expected one {DEFAULT_ESTIMATOR}_<hash>.safetensors in {WEIGHTS_FOLDER}, found "
+        raise InputError(f"expected one featjnd_{name}_<hash>.safetensors in {WEIGHTS_FOLDER}, found "
                          f"{len(found)}: set JndWeights")
     return found[0]
+
+
+def weights_path(value):
+    """JndWeights -> a file: empty is the default estimator, a bare name (no '/', no .safetensors)
+    names a shipped one (e.g. yolov5n-neck), anything else is a path."""
+    if not value:
+        return default_weights_path()
+    if "/" not in value and os.sep not in value and not value.endswith(".safetensors"):
+        return default_weights_path(value)
+    return value
 
 
 class StepAllocator:
@@ -72,7 +138,8 @@ class StepAllocator:
         self.noise_budget = options["NoiseBudget"]
         self.epsilon = options["JndEpsilon"]
         self.seed = options["RandomSeed"]
-        self._weights_path = options["JndWeights"] or None
+        self.rounding_offset = options["RoundingOffset"]
+        self._weights = options["JndWeights"]
         self._estimator = None
 
     @property
@@ -82,26 +149,30 @@ class StepAllocator:
     def estimator(self):
         if self._estimator is None:
             from encoder.featjnd.estimator import load_estimator   # torch only when JND is used
-            self._estimator = load_estimator(self._weights_path or default_weights_path())
+            self._estimator = load_estimator(weights_path(self._weights))
         return self._estimator
 
-    def tolerance(self, grid):
-        """s_t of a (C, H, W) float64 grid, from the estimator."""
+    def delta(self, grid):
+        """δ of a (C, H, W) float64 grid, from the estimator (float64)."""
         import torch
-        estimator = self.estimator()
-        channels = estimator.config["channels"]
-        if grid.shape[0] != channels:
-            raise InputError(f"the FeatJND estimator takes {channels} channels, the tensor has {grid.shape[0]}")
+        estimator = self.estimator().for_channels(grid.shape[0])
+        if estimator is None:
+            config = self.estimator().config
+            raise InputError(f"the FeatJND estimator takes {config.get('levels', config.get('channels'))} "
+                             f"channels, the tensor has {grid.shape[0]}")
         with torch.no_grad():
-            delta = estimator(torch.from_numpy(grid.astype(np.float32))[None])[0].double().numpy()
-        return token_tolerance(grid, delta, self.epsilon)
+            return estimator(torch.from_numpy(grid.astype(np.float32))[None])[0].double().numpy()
 
     def offsets(self, spec, grid):
         """(H, W) step offsets to QP for one tensor's coding grid."""
         if self.allocation == "uniform":
             tolerance = np.ones(spec.grid[1:])
+        elif self.allocation == "jnd_rd":
+            return rd_offsets(grid, self.delta(grid), self.qp, self.rounding_offset, self.noise_budget)
+        elif self.allocation == "jnd_abs":
+            tolerance = absolute_tolerance(self.delta(grid))
         else:
-            tolerance = self.tolerance(grid)
+            tolerance = token_tolerance(grid, self.delta(grid), self.epsilon)
         weights = shaped_tolerance(tolerance, self.allocation, self.seed)
         return step_exponents(weights, self.qp, self.noise_budget) - self.qp
 

@@ -4,8 +4,10 @@
       ─► 3×3 conv w→C ─► clamp(±DELTA_LIMIT) ─► δ
 
 The bottleneck width w keeps it small (w = 64, B = 2: 1.5 M parameters, 6 MB,
-for C = 1280); one network serves every FPN level (all have C = 256). It is
-trained against a frozen task head (ctc/train_featjnd.py) and used only by the
+for C = 1280); one network serves every FPN level (all have C = 256). A pyramid
+whose levels differ in channels (YOLOv5n P3–P5: 64, 128, 256) gets one such
+network per level (PyramidJNDEstimator), picked by the tensor's channel count. It
+is trained against a frozen task head (ctc/train_featjnd.py) and used only by the
 encoder, to shape per-token steps: the decoder never needs it.
 
 Weights are stored as safetensors, the file name carrying the first 12 hex
@@ -48,6 +50,35 @@ class FeatJNDEstimator(nn.Module):
     def forward(self, features):
         return torch.clamp(self.exit(self.blocks(self.entry(features))), -DELTA_LIMIT, DELTA_LIMIT)
 
+    def for_channels(self, channels):
+        """The network that takes `channels`-channel tensors (this one), or None."""
+        return self if channels == self.config["channels"] else None
+
+
+class PyramidJNDEstimator(nn.Module):
+    """One FeatJNDEstimator per pyramid level (levels differ in channels); forward maps a list of
+    levels to their deltas."""
+
+    def __init__(self, levels, width=32, num_blocks=2):
+        super().__init__()
+        levels = [int(c) for c in levels]
+        if len(set(levels)) != len(levels):
+            raise ValueError(f"pyramid levels must differ in channels (the encoder picks the network by "
+                             f"them): {levels}")
+        self.config = {"levels": levels, "width": width, "num_blocks": num_blocks}
+        self.networks = nn.ModuleList(FeatJNDEstimator(c, width, num_blocks) for c in levels)
+
+    def forward(self, levels):
+        return [network(f) for network, f in zip(self.networks, levels)]
+
+    def for_channels(self, channels):
+        return next((n for n in self.networks if n.config["channels"] == channels), None)
+
+
+def build_estimator(config):
+    """The estimator a stored config describes (one network, or one per pyramid level)."""
+    return PyramidJNDEstimator(**config) if "levels" in config else FeatJNDEstimator(**config)
+
 
 def save_estimator(model, folder, prefix, metadata=None):
     """Write the weights as `<prefix>_<sha256[:12]>.safetensors` in folder; returns the path."""
@@ -81,8 +112,12 @@ def load_estimator(path):
         state = load(data)
     except Exception as exc:  # malformed safetensors header or metadata
         raise InputError(f"FeatJND weight file {path} is unreadable: {exc}") from None
-    model = FeatJNDEstimator(**config)
-    model.load_state_dict(state)
+    try:
+        model = build_estimator(config)
+        model.load_state_dict(state)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise InputError(f"FeatJND weight file {path} does not hold the estimator its metadata describes: "
+                         f"{str(exc).splitlines()[0]}") from None
     return model.eval()
 
 

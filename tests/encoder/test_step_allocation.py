@@ -11,11 +11,14 @@ import pytest
 from common.tools.tokenwise.sq import step_sizes
 from decoder.decoder import decode_stream
 from encoder.encoder import encode_features
-from encoder.featjnd.allocation import StepAllocator, shaped_tolerance, step_exponents, token_tolerance
+from common.errors import InputError
+from encoder.featjnd.allocation import (RD_OFFSETS, StepAllocator, absolute_tolerance, rd_offsets, shaped_tolerance,
+                                        step_exponents, token_tolerance, weights_path)
 from encoder.options import default_options
 
 torch = pytest.importorskip("torch")
-from encoder.featjnd.estimator import FeatJNDEstimator, save_estimator  # noqa: E402
+from encoder.featjnd.estimator import (FeatJNDEstimator, PyramidJNDEstimator, load_estimator,  # noqa: E402
+                                       save_estimator)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -53,6 +56,57 @@ def test_qp_mode_keeps_the_uniform_noise_power():
     np.testing.assert_array_equal(step_exponents(np.ones((2, 3)), 40, 0.0), np.full((2, 3), 40))
 
 
+def test_absolute_tolerance_is_the_harmonic_rms_of_delta():
+    delta = np.array([[[1.0, 2.0]], [[1.0, -2.0]], [[0.5, 2.0]]])      # C=3, H=1, W=2
+    np.testing.assert_allclose(absolute_tolerance(delta), [[(6.0 / 3) ** -0.5, 2.0]])
+
+
+def test_rd_offsets_give_tolerant_tokens_larger_steps():
+    rng = np.random.default_rng(5)
+    grid = rng.normal(scale=2.0, size=(16, 4, 4))
+    delta = np.full_like(grid, 0.2)
+    delta[:, :2] = 5.0                                   # the top half tolerates 25× more
+    offsets = rd_offsets(grid, delta, 48, 0.5)
+    assert set(np.unique(offsets)) <= set(RD_OFFSETS)
+    assert offsets[:2].min() > offsets[2:].max()
+    # a flat tolerance keeps the steps near QP's (μ is the high-rate slope at QP's step)
+    flat = rd_offsets(grid, np.ones_like(grid), 48, 0.5)
+    assert abs(float(np.mean(flat))) <= 4
+    # a token of zeros costs the same at every step: it keeps QP's step
+    grid[:, 3, 3] = 0.0
+    assert rd_offsets(grid, delta, 48, 0.5)[3, 3] == 0
+
+
+def test_jnd_weights_name_a_shipped_estimator_or_a_path(tmp_path):
+    assert weights_path("").endswith(".safetensors") and "efficientnet-lite0_" in os.path.basename(weights_path(""))
+    assert weights_path(str(tmp_path / "x.safetensors")) == str(tmp_path / "x.safetensors")
+    with pytest.raises(InputError, match="featjnd_no-such-network_<hash>.safetensors"):
+        weights_path("no-such-network")
+
+
+def test_pyramid_estimator_picks_the_network_by_channels(tmp_path):
+    torch.manual_seed(0)
+    model = PyramidJNDEstimator([4, 8], width=4, num_blocks=1).eval()
+    path = save_estimator(model, str(tmp_path), "featjnd_pyramid")
+    loaded = load_estimator(path)
+    assert loaded.config == {"levels": [4, 8], "width": 4, "num_blocks": 1} and loaded.for_channels(5) is None
+    rng = np.random.default_rng(4)
+    levels = {"p3": rng.normal(size=(1, 4, 6, 6)).astype(np.float32),
+              "p4": rng.normal(size=(1, 8, 3, 3)).astype(np.float32)}
+    options = default_options()
+    options.update(StepAllocation="jnd", JndWeights=path, QP=40)
+    allocator = StepAllocator(options)
+    with torch.no_grad():
+        expected = loaded.for_channels(8)(torch.from_numpy(levels["p4"]))[0].double().numpy()
+    np.testing.assert_allclose(allocator.delta(levels["p4"][0].astype(np.float64)), expected, rtol=1e-6)
+    result = encode_features(levels, options, step_allocator=allocator)
+    decoded = decode_stream(result.stream)
+    for name in levels:
+        assert decoded.tensors[name].tobytes() == result.reconstruction[name].tobytes()
+    with pytest.raises(InputError, match=r"takes \[4, 8\] channels, the tensor has 3"):
+        allocator.delta(np.zeros((3, 2, 2)))
+
+
 @pytest.fixture(scope="module")
 def tiny_weights(tmp_path_factory):
     torch.manual_seed(0)
@@ -60,7 +114,7 @@ def tiny_weights(tmp_path_factory):
     return save_estimator(model, str(tmp_path_factory.mktemp("w")), "featjnd_test")
 
 
-@pytest.mark.parametrize("allocation", ["jnd", "random", "uniform"])
+@pytest.mark.parametrize("allocation", ["jnd", "jnd_abs", "jnd_rd", "random", "uniform"])
 def test_allocated_streams_decode_with_the_plain_decoder(tiny_weights, allocation):
     rng = np.random.default_rng(3)
     feature = np.maximum(rng.normal(size=(8, 5, 6)), 0).astype(np.float32)

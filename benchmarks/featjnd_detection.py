@@ -1,0 +1,274 @@
+"""FeatJND on YOLOv5n P3–P5 (`bench_featjnd.py --task det`): the paper's claims on a one-stage detector.
+
+Every coded measurement goes through the CTC runner (resumable; records and reports in the run
+folders), and this module reads the records; only (b), which codes nothing, has its own loop.
+
+(a) Matched noise budget σ_tgt: the run of ctc/cfg/coco_yolov5n_featjnd.yaml (run or resumed
+    here into --study-out). Per σ: AP50 of uniform, jnd and random (five seeds: mean ± std over
+    seeds, and the interval of the seed-averaged AP50), and paired bootstrap differences.
+(b) Matched NRMSE (‖f̂ − f‖ / ‖f‖ over the whole pyramid, per image): f + α·δ against
+    f + i.i.d. Gaussian noise of the same norm, evaluated here on the cached P3–P5 features;
+    plus f + δ and f + 2δ themselves (α = 1 should be just noticeable on the evaluation set too).
+(c) Real coded bits: the coco_yolov5n run (--main-out, default docs/results/ctc_coco_yolov5n,
+    run or resumed here): BD-rate (AP50 vs bpp, pchip, envelope rule) of every FeatJND
+    allocation (featjnd, random, jnd_abs, jnd_rd) against token-wise uniform, with the report's
+    bootstrap interval.
+(d) Diagnostics of the estimator on the evaluation images, per level.
+
+AP50 is pycocotools' bbox AP at IoU 0.5 on the 79 annotated coco-mini images; intervals are 95 %
+percentile intervals over --bootstrap resamples of the images (one fixed set, so comparisons
+are paired: each resample re-accumulates COCOeval).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+STUDY_CONFIG = "coco_yolov5n_featjnd"
+MAIN_CONFIG = "coco_yolov5n"
+FEATJND_TOOLS = ("featjnd", "random", "jnd_abs", "jnd_rd")      # coco_yolov5n tools compared in (c)
+NOISE_SEED = 20240601
+METRIC = "bbox_ap50"
+
+
+def ensure_run(name, out, data, weights, workers):
+    """Run (or resume: only missing records are computed) the CTC config `name` into `out`."""
+    from ctc.config import load_config, resolve_config_path
+    from ctc.runner import run
+
+    path = resolve_config_path(name)
+    config = load_config(path)
+    written, wall, mismatches = run(config, path, out, data=data, weights=weights, workers=workers,
+                                    progress=False, command=f"bench_featjnd.py --task det ({name})")
+    print(f"{name}: {written} records written in {wall:.0f} s into {out}" + (
+        f"; {mismatches} MD5 MISMATCHES" if mismatches else ""), flush=True)
+    if mismatches:
+        raise SystemExit(f"bench_featjnd: {mismatches} decoded-feature MD5 mismatches in {out}")
+
+
+def report_numbers(out, data):
+    """(config, images, reference quality, {tool: [PointResult]}, bootstrap) of a run folder."""
+    from ctc.report import compute, load_run
+
+    config, state, records = load_run(out)
+    images, reference, results, bootstrap = compute(config, state, records, data)
+    return config, images, reference, results, bootstrap
+
+
+def interval_text(value, samples):
+    from ctc.stats import interval
+
+    lo, hi = interval(samples)
+    return f"{value:.1f} [{lo:.1f}, {hi:.1f}]"
+
+
+def compare(samples):
+    """'>' / '<' when the paired interval excludes 0, else '≈'."""
+    from ctc.stats import interval
+
+    lo, hi = interval(samples)
+    return ">" if lo > 0 else "<" if hi < 0 else "≈"
+
+
+def matched_sigma(rep, results):
+    """(a): tables and verdict rows from the study run."""
+    randoms = sorted(name for name in results if name.startswith("random"))
+    rows, diffs, verdicts = [], [], []
+    for k, point in enumerate(results["uniform"]):
+        sigma = point.options["NoiseBudget"]
+        uniform = results["uniform"][k].quality[METRIC]
+        jnd = results["jnd"][k].quality[METRIC]
+        seeds = np.array([results[name][k].quality[METRIC][0] for name in randoms])
+        random_value = float(seeds.mean())
+        random_samples = np.mean([results[name][k].quality[METRIC][1] for name in randoms], axis=0)
+        bpp = {name: results[name][k].bpp for name in ("uniform", "jnd")}
+        bpp["random"] = float(np.mean([results[name][k].bpp for name in randoms]))
+        rows.append([f"{sigma:g}", "uniform", interval_text(*uniform), "", f"{bpp['uniform']:.4f}",
+                     f"{results['uniform'][k].nrmse:.3f}"])
+        rows.append([f"{sigma:g}", "jnd", interval_text(*jnd), "", f"{bpp['jnd']:.4f}", f"{results['jnd'][k].nrmse:.3f}"])
+        rows.append([f"{sigma:g}", f"random ({len(randoms)} seeds)", interval_text(random_value, random_samples),
+                     f"{seeds.mean():.1f} ± {seeds.std(ddof=1):.1f}", f"{bpp['random']:.4f}",
+                     f"{np.mean([results[name][k].nrmse for name in randoms]):.3f}"])
+        pairs = {"jnd − random": (jnd[0] - random_value, jnd[1] - random_samples),
+                 "random − uniform": (random_value - uniform[0], random_samples - uniform[1]),
+                 "jnd − uniform": (jnd[0] - uniform[0], jnd[1] - uniform[1])}
+        diffs.append([f"{sigma:g}"] + [interval_text(*pair) for pair in pairs.values()])
+        signs = [compare(pair[1]) for pair in pairs.values()]
+        holds = signs[0] == ">" and signs[1] == ">"
+        verdicts.append([f"σ = {sigma:g}", f"jnd {signs[0]} random", f"random {signs[1]} uniform",
+                         f"jnd {signs[2]} uniform", "yes" if holds else "no"])
+    rep.both("## (a) Matched noise budget σ_tgt (steps scaled so that E_t[Δ_t²/12] = σ², coded)")
+    rep.both()
+    rep.table(["σ_tgt", "mode", "AP50 % [CI]", "seeds mean ± std", "bpp", "NRMSE"], rows,
+              align="lllrrr")
+    rep.both("Paired AP50 differences (points, [95 % CI]; random = the seed-averaged AP50):")
+    rep.both()
+    rep.table(["σ_tgt", "jnd − random", "random − uniform", "jnd − uniform"], diffs)
+    return verdicts
+
+
+def perturbation_study(rep, config, images, bootstrap, data, weights, estimator_path, targets):
+    """(b) and (d): f + α·δ against Gaussian noise at matched NRMSE, and estimator diagnostics."""
+    import torch
+
+    from ctc.datasets import coco_paths, file_digest, load_samples, read_rgb
+    from ctc.feature_cache import DEFAULT_ROOT, FeatureCache
+    from ctc.metrics import CocoScorer
+    from ctc.tasks.evaluation import build_task
+    from encoder.featjnd.allocation import absolute_tolerance, token_tolerance
+    from encoder.featjnd.estimator import load_estimator
+
+    torch.set_num_threads(1)
+    task = build_task(config, weights)
+    cache = FeatureCache(DEFAULT_ROOT, task)
+    estimator = load_estimator(estimator_path)
+    samples = {s.id: s for s in load_samples(config, Path(data))}
+    scorer = CocoScorer(coco_paths(Path(data), config.dataset)[1], images)
+    rng = np.random.default_rng(NOISE_SEED)
+    kinds = [("jnd", t) for t in targets] + [("gauss", t) for t in targets] + [("alpha", 1.0), ("alpha", 2.0)]
+    records = {kind: [] for kind in kinds}
+    diagnostics = []
+    for image in images:
+        sample = samples[image]
+        tensors, context, _ = cache.features(file_digest(sample.path), lambda: read_rgb(sample.path))
+        names = list(task.net.names)
+        levels = [torch.from_numpy(np.ascontiguousarray(tensors[n], dtype=np.float32)) for n in names]
+        with torch.no_grad():
+            delta = [d.numpy().astype(np.float64) for d in estimator(levels)]
+        f = [tensors[n].astype(np.float64) for n in names]
+        f_norm = np.sqrt(sum(float((x ** 2).sum()) for x in f))
+        d_norm = np.sqrt(sum(float((d ** 2).sum()) for d in delta))
+        noise = [rng.standard_normal(x.shape) for x in f]
+        g_norm = np.sqrt(sum(float((g ** 2).sum()) for g in noise))
+        for kind, target in kinds:
+            if kind == "alpha":
+                distorted = [x + target * d for x, d in zip(f, delta)]
+            else:
+                direction, norm = (delta, d_norm) if kind == "jnd" else (noise, g_norm)
+                distorted = [x + (target * f_norm / norm) * u for x, u in zip(f, direction)]
+            prediction = task.back({n: x.astype(np.float32) for n, x in zip(names, distorted)}, context)
+            records[kind, target].append({"image": image, "prediction": prediction})
+        with torch.no_grad():
+            raw = task.net.head_logits({n: torch.from_numpy(x.astype(np.float32)) for n, x in zip(names, f)})
+        row = [d_norm / f_norm]
+        for x, d, logits in zip(f, delta, raw):
+            objectness = torch.sigmoid(logits[0, :, :, :, 4]).amax(dim=0).numpy()      # best anchor per token
+            s_rel = token_tolerance(x[0], d[0], 0.01)
+            s_abs = absolute_tolerance(d[0])
+            row += [float(np.abs(d).mean() / np.abs(x).mean()), float(s_rel.std() / s_rel.mean()),
+                    float(s_abs.std() / s_abs.mean()), float(np.corrcoef(s_abs.ravel(), objectness.ravel())[0, 1]),
+                    float(np.corrcoef(s_rel.ravel(), objectness.ravel())[0, 1])]
+        diagnostics.append(row)
+
+    quality = {}
+    for key, recs in records.items():
+        evaluation = scorer.evaluation(recs, "bbox")
+        quality[key] = (scorer.stats(evaluation)[1],
+                        np.array([scorer.stats(evaluation, row)[1] for row in bootstrap.indices]))
+    rows, verdicts = [], []
+    for target in targets:
+        jnd, gauss = quality["jnd", target], quality["gauss", target]
+        sign = compare(jnd[1] - gauss[1])
+        rows.append([f"{target:g}", interval_text(*jnd), interval_text(*gauss),
+                     interval_text(jnd[0] - gauss[0], jnd[1] - gauss[1])])
+        verdicts.append([f"NRMSE {target:g}", f"f + α·δ {sign} Gaussian", "yes" if sign == ">" else "no"])
+    rep.both("## (b) Matched NRMSE: f + α·δ against i.i.d. Gaussian noise of the same norm (per image, whole pyramid)")
+    rep.both()
+    rep.table(["NRMSE", "f + α·δ: AP50 % [CI]", "f + Gaussian: AP50 % [CI]", "JND − Gaussian"], rows)
+    one, two = quality["alpha", 1.0], quality["alpha", 2.0]
+    diagnostics = np.array(diagnostics)
+    rep.both(f"At the estimator's own scale on these evaluation images (never seen in training or calibration): "
+             f"f + δ gives AP50 {interval_text(*one)}, f + 2δ {interval_text(*two)}; "
+             f"mean ‖δ‖/‖f‖ = {diagnostics[:, 0].mean():.3f}.")
+    rep.both()
+    rep.both("## (d) Estimator diagnostics (means over the evaluation images)")
+    rep.both()
+    diag_rows = []
+    for k, name in enumerate(task.net.names):
+        values = diagnostics[:, 1 + 5 * k: 6 + 5 * k].mean(axis=0)
+        diag_rows.append([name, f"{values[0]:.3f}", f"{values[1]:.3f}", f"{values[2]:.3f}", f"{values[4]:+.3f}",
+                          f"{values[3]:+.3f}"])
+    rep.table(["level", "mean |δ| / mean |f|", "CV of s_t (jnd)", "CV of s_t (jnd_abs)",
+               "corr(s_t jnd, objectness)", "corr(s_t jnd_abs, objectness)"], diag_rows)
+    rep.both("(objectness: the clean head's best anchor objectness at the token; a tolerance that follows the "
+             "detector's attention correlates negatively with it.)")
+    rep.both()
+    return verdicts, (one, two)
+
+
+def coded_bits(rep, config, reference, results, bootstrap):
+    """(c): BD-rates of the FeatJND allocations against uniform from the coco_yolov5n run."""
+    from ctc.report import bd_rates
+
+    tools = [name for name in FEATJND_TOOLS if name in results]
+    point_rows = []
+    for name in ["uniform"] + tools:
+        for point in results[name]:
+            value, samples = point.quality[METRIC]
+            point_rows.append([name, point.label, f"{point.bpp:.4f}", f"{point.nrmse:.3f}",
+                               interval_text(value, samples), f"{point.md5_ok}/{len(point.records)}"])
+    rep.both("## (c) Real coded bits (coco_yolov5n, steps at QP's noise power; bits = whole streams)")
+    rep.both()
+    rep.table(["tool", "rate point", "bpp", "NRMSE", "AP50 % [CI]", "MD5 ok"], point_rows, align="llrrrr")
+    rows, verdicts = [], []
+    by_tool = {}
+    for tool, metric, value, ci, overlap in bd_rates(config, results, bootstrap, reference="uniform"):
+        if metric == METRIC and tool in tools:
+            by_tool[tool] = (value, ci)
+            rows.append([tool, f"{value:+.1f} %", f"[{ci[0]:+.1f}, {ci[1]:+.1f}]",
+                         f"{overlap[0]:.1f} .. {overlap[1]:.1f}" if overlap else "n/a"])
+    rep.both(f"BD-rate against token-wise uniform (AP50 vs bpp; uncompressed AP50 {reference[METRIC][0]:.1f}; "
+             "negative = fewer bits):")
+    rep.both()
+    rep.table(["allocation", "BD-rate", "95 % CI", "AP50 overlap"], rows, align="lrrr")
+    for tool, (value, ci) in by_tool.items():
+        saves = ci[1] < 0
+        verdicts.append([f"{tool} vs uniform", f"{value:+.1f} % [{ci[0]:+.1f}, {ci[1]:+.1f}]",
+                         "saves bits" if saves else "costs bits" if ci[0] > 0 else "no difference"])
+    return verdicts, by_tool
+
+
+def main_detection(args, rep, command):
+    from encoder.featjnd.allocation import weights_path
+
+    start = time.perf_counter()
+    estimator = args.weights_jnd or weights_path("yolov5n-neck")
+    ensure_run(STUDY_CONFIG, args.study_out, args.coco, args.yolo_weights, args.workers)
+    ensure_run(MAIN_CONFIG, args.main_out, args.coco, args.yolo_weights, args.workers)
+    config, images, reference, study, bootstrap = report_numbers(args.study_out, args.coco)
+    main_config, _, main_reference, main, main_bootstrap = report_numbers(args.main_out, args.coco)
+
+    rep.both("# FeatJND validation: YOLOv5n P3–P5 on coco-mini (detection)")
+    rep.both()
+    rep.mdonly("Produced by `benchmarks/bench_featjnd.py --task det` (method: benchmarks/featjnd_detection.py) with:")
+    rep.mdonly()
+    rep.mdonly("    " + command)
+    rep.mdonly()
+    rep.both(f"Estimator: {Path(estimator).relative_to(REPO) if Path(estimator).is_relative_to(REPO) else estimator}; "
+             f"{len(images)} annotated coco-mini images, uncompressed AP50 {reference[METRIC][0]:.1f}; "
+             f"intervals: {bootstrap.resamples} paired bootstrap resamples of the images.")
+    rep.both(f"Runs: {args.study_out} ({STUDY_CONFIG}, part a), {args.main_out} ({MAIN_CONFIG}, part c).")
+    rep.both()
+    verdicts_a = matched_sigma(rep, study)
+    verdicts_b, _ = perturbation_study(rep, config, images, bootstrap, args.coco, args.yolo_weights, estimator,
+                                       args.nrmse_det)
+    verdicts_c, by_tool = coded_bits(rep, main_config, main_reference, main, main_bootstrap)
+    rep.both("## Verdicts (a difference counts where its paired 95 % CI excludes 0)")
+    rep.both()
+    rep.table(["(a) matched σ_tgt", "jnd vs random", "random vs uniform", "jnd vs uniform",
+               "claim jnd > random > uniform holds"], verdicts_a, align="lllll")
+    rep.table(["(b) matched NRMSE", "comparison", "claim holds"], verdicts_b, align="lll")
+    rep.table(["(c) coded bits", "BD-rate [CI]", "verdict"], verdicts_c, align="lll")
+    if by_tool:
+        best = min(by_tool, key=lambda t: by_tool[t][0])
+        value, ci = by_tool[best]
+        met = value <= -15.0 and ci[1] < 0
+        rep.both(f"Target (best allocation ≥ 15 % BD-rate saving against uniform, interval excluding 0): best is "
+                 f"{best} at {value:+.1f} % [{ci[0]:+.1f}, {ci[1]:+.1f}]: {'met' if met else 'not met'}.")
+        rep.both()
+    rep.both(f"Wall time {time.perf_counter() - start:.0f} s (runs resumed from their records).")
+    return 0

@@ -1,0 +1,155 @@
+"""FeatJND calibration: how much the task metric drops at f + α·δ, on images the estimator never saw.
+
+    calibration images ─► frozen front ─► f ─► G_θ ─► δ
+    per α: back(f + α·δ) ─► metric(α);  drop(α) = (metric(0) − metric(α)) / metric(0)
+
+"α = 1 is just noticeable" (the paper's Fig. 8 claim) means drop(1) ≤ 1 % and drop(2)
+clearly larger. The estimator's λ_t is chosen with this curve (ctc/train_featjnd.py
+--lambdas): among the trained candidates, the one with the largest δ whose drop(1)
+stays within the tolerance.
+
+Detection (YOLOv5n): the 80 annotated COCO train2017 photos of ../shared/data/coco-train,
+held back from the estimator's training pool; bbox AP50 with pycocotools against their
+official annotations (letterboxed 640×640, the CTC's pre- and post-processing).
+Classification (EfficientNet-Lite): every fifth photo of train-images, held back from
+training, centre crop plus eight seeded random resized crops each; top-1 agreement with
+the clean prediction (the photos have no ImageNet labels).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ALPHAS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
+JUST_NOTICEABLE_DROP = 0.01      # relative task drop that α = 1 may cost
+CLASSIFICATION_HOLDOUT_STRIDE = 5        # every fifth train-images photo calibrates
+CLASSIFICATION_CROPS = 8                 # seeded random resized crops per calibration photo (+ the centre crop)
+
+
+def split_every(paths, stride):
+    """(training paths, held-back paths): every `stride`-th path is held back."""
+    held = set(paths[::stride])
+    return [p for p in paths if p not in held], [p for p in paths if p in held]
+
+
+# -- detection: YOLOv5n on coco-train ---------------------------------------------------------------
+
+class DetectionCalibration:
+    """Front features, letterbox placements and annotations of the detection calibration images."""
+
+    def __init__(self, net, data):
+        from ctc.datasets import read_rgb
+        from ctc.metrics import CocoScorer
+        from ctc.tasks.yolov5n import letterbox, to_input
+
+        folder = Path(data) / "coco-train"
+        annotations = folder / "annotations" / "instances_train2017.json"
+        with open(annotations) as fh:
+            images = json.load(fh)["images"]
+        self.net = net
+        self.image_ids = [entry["id"] for entry in images]
+        self.scorer = CocoScorer(annotations, self.image_ids)
+        self.features, self.placements = [], []
+        for entry in images:
+            boxed, placement = letterbox(read_rgb(folder / "train2017" / entry["file_name"]))
+            with torch.no_grad():
+                levels = net.front(to_input(boxed))
+            self.features.append([levels[name] for name in net.names])
+            self.placements.append(placement)
+
+    def curve(self, estimator, alphas=ALPHAS):
+        """{α: AP50 in %} of back(f + α·δ) over the calibration images."""
+        deltas = []
+        with torch.no_grad():
+            for levels in self.features:
+                deltas.append(estimator(levels))
+        return {alpha: self._ap50([[f + alpha * d for f, d in zip(levels, delta)]
+                                   for levels, delta in zip(self.features, deltas)])
+                for alpha in alphas}
+
+    def _ap50(self, pyramids):
+        from ctc.tasks.yolov5n import COCO_CATEGORY_IDS, non_max_suppression, scale_boxes
+
+        records = []
+        for image_id, levels, placement in zip(self.image_ids, pyramids, self.placements):
+            with torch.no_grad():
+                prediction = self.net.back(dict(zip(self.net.names, levels)))
+                detections = scale_boxes(non_max_suppression(prediction)[0], placement).numpy()
+            records.append({"image": image_id, "prediction": {"detections": [
+                {"category_id": COCO_CATEGORY_IDS[int(c)], "bbox": [float(x0), float(y0), float(x1 - x0),
+                                                                      float(y1 - y0)], "score": float(s)}
+                for x0, y0, x1, y1, s, c in detections]}})
+        return self.scorer.stats(self.scorer.evaluation(records, "bbox"))[1]
+
+
+# -- classification: EfficientNet-Lite on held-back train-images ------------------------------------
+
+class ClassificationCalibration:
+    """Front features of the classification calibration crops and their clean top-1 classes."""
+
+    def __init__(self, net, paths, seed=0):
+        from PIL import Image
+
+        from ctc.train_featjnd import augmented_crops
+
+        crops = []
+        for index, path in enumerate(paths):
+            with Image.open(path) as image:
+                crops.append(net.preprocess(image))
+            crops.extend(augmented_crops(path, seed + 1, index, CLASSIFICATION_CROPS, net.input_size))
+        self.net = net
+        with torch.no_grad():
+            self.features = torch.cat([net.front(torch.stack(crops[i:i + 32])) for i in range(0, len(crops), 32)])
+            self.clean = net.back(self.features).argmax(dim=1)
+
+    def curve(self, estimator, alphas=ALPHAS):
+        """{α: top-1 agreement with the clean prediction in %} of back(f + α·δ)."""
+        with torch.no_grad():
+            delta = torch.cat([estimator(self.features[i:i + 64]) for i in range(0, len(self.features), 64)])
+            return {alpha: 100.0 * float((self.net.back(self.features + alpha * delta).argmax(dim=1)
+                                          == self.clean).float().mean())
+                    for alpha in alphas}
+
+
+# -- the choice -------------------------------------------------------------------------------------
+
+def drops(curve):
+    """{α: relative drop of the metric from α = 0}."""
+    clean = curve[0.0]
+    return {alpha: (clean - value) / clean if clean else 0.0 for alpha, value in curve.items()}
+
+
+def choose(candidates, tolerance=JUST_NOTICEABLE_DROP):
+    """The λ_t to ship from {λ_t: (curve, mean relative ‖δ‖)}: the largest perturbation whose drop at
+    α = 1 is within the tolerance; None when no candidate qualifies."""
+    within = [(norm, lam) for lam, (curve, norm) in candidates.items() if drops(curve)[1.0] <= tolerance]
+    return max(within)[1] if within else None
+
+
+def curve_table(candidates, chosen):
+    """Markdown: one row per λ_t with the metric and the drop at every α."""
+    alphas = next(iter(candidates.values()))[0].keys()
+    lines = ["| λ_t | ‖δ‖/‖f‖ | " + " | ".join(f"α = {a:g}" for a in alphas) + " | chosen |",
+             "|---:|---:|" + "---:|" * len(alphas) + ":---|"]
+    for lam, (curve, norm) in sorted(candidates.items()):
+        cells = [f"{curve[a]:.1f} ({-100 * drops(curve)[a]:+.1f} %)" for a in alphas]
+        lines.append(f"| {lam:g} | {norm:.3f} | " + " | ".join(cells) + f" | {'◀' if lam == chosen else ''} |")
+    return "\n".join(lines)
+
+
+def relative_norm(estimator, features):
+    """Mean over samples of ‖δ‖₂ / ‖f‖₂ (features: a list of pyramids (lists of 1×C×h×w) or an N×C×H×W tensor)."""
+    with torch.no_grad():
+        if isinstance(features, torch.Tensor):
+            delta = torch.cat([estimator(features[i:i + 64]) for i in range(0, len(features), 64)])
+            return float((delta.flatten(1).norm(dim=1) / features.flatten(1).norm(dim=1).clamp_min(1e-12)).mean())
+        ratios = []
+        for levels in features:
+            delta = estimator(levels)
+            ratios.append(float(torch.sqrt(sum((d ** 2).sum() for d in delta))
+                                / torch.sqrt(sum((f ** 2).sum() for f in levels))))
+        return float(np.mean(ratios))
