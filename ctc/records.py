@@ -13,7 +13,9 @@ Record fields (coded records):
     stream, or the image anchor's HEVC stream), feature_points, pixels (input image as
     read), bpfp, bpp, mse, nrmse (||f - f^|| / ||f||), encode_s, decode_s, nn_part_1_s
     (image anchor: front half on the decoded image), nn_part_2_s, md5 ('ok', 'mismatch',
-    'absent'), prediction (the task's, e.g. top5 or COCO detections)
+    'absent'), prediction (the task's, e.g. top5 or COCO detections); feature anchors also
+    inner_bits (the inner video streams alone) and inner_encode_s (the external encoder alone),
+    the image anchor image_psnr (dB over RGB at the input size)
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from common.errors import InputError
 
 REFERENCE_TOOL = "uncompressed"
 # Wall times: the only fields two runs of one configuration may differ in (any backend, any workers).
-TIMING_FIELDS = ("encode_s", "decode_s", "nn_part_1_s", "nn_part_2_s")
+TIMING_FIELDS = ("encode_s", "decode_s", "nn_part_1_s", "nn_part_2_s", "inner_encode_s")
 
 
 class RecordStore:

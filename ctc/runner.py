@@ -120,17 +120,22 @@ class Evaluator:
             md5 = "absent"
         else:
             md5 = "ok" if all(check.ok for check in decoded.hash_checks) else "mismatch"
-        return {"bits": 8 * len(result.stream), "encode_s": encode_seconds, "decode_s": decode_seconds,
-                "md5": md5, "decoded": decoded.tensors}
+        coded = {"bits": 8 * len(result.stream), "encode_s": encode_seconds, "decode_s": decode_seconds,
+                 "md5": md5, "decoded": decoded.tensors}
+        if any(report.inner_bits for report in result.reports):     # a video anchor: its inner codec alone
+            coded["inner_bits"] = sum(report.inner_bits for report in result.reports)
+            coded["inner_encode_s"] = sum(report.inner_seconds for report in result.reports)
+        return coded
 
     def _code_image(self, rgb, point):
-        from ctc.image_anchor import code_image
+        from ctc.image_anchor import code_image, psnr
 
         coded = code_image(rgb, point.options["QP"])
         start = time.perf_counter()
         decoded, _ = self.task.front(coded.decoded)
         return {"bits": coded.bits, "encode_s": coded.encode_seconds, "decode_s": coded.decode_seconds,
-                "nn_part_1_s": time.perf_counter() - start, "md5": "absent", "decoded": decoded}
+                "nn_part_1_s": time.perf_counter() - start, "md5": "absent", "image_psnr": psnr(coded.decoded, rgb),
+                "decoded": decoded}
 
 
 def _pixels(path):

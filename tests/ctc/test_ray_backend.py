@@ -2,6 +2,7 @@
 the local backend's records exactly, a worker killed mid-run survived, an interrupted run
 resumed. One cluster serves the whole module (Ray takes seconds to start)."""
 
+import importlib.util
 import json
 import os
 import signal
@@ -11,42 +12,62 @@ import time
 
 import pytest
 
+from ctc.config import load_config
 from ctc.ray_backend import EXIT_HOOK, LOOPBACK_ONLY
+from ctc.records import RecordStore, records_without_timing
+from tests.ctc.test_run import SMOKE_RECORDS, needs_hevc
+from tests.helpers import REPO
 
-# Before Ray is imported: the test cluster's services listen on the loopback address only.
-os.environ.setdefault(LOOPBACK_ONLY, "0")
-ray = pytest.importorskip("ray", reason="Ray is not installed: the 'distributed' extra (pip install -e "
-                          "'.[distributed]'; make test installs it)")
-
-from ctc.config import load_config  # noqa: E402
-from ctc.records import RecordStore, records_without_timing  # noqa: E402
-from ctc.runner import run  # noqa: E402
-from tests.ctc.test_run import SMOKE_RECORDS, needs_hevc  # noqa: E402
-from tests.helpers import REPO  # noqa: E402
-
-pytestmark = needs_hevc             # the smoke config's anchors need x265 and libde265
+pytestmark = [needs_hevc,            # the smoke config's anchors need x265 and libde265
+              pytest.mark.skipif(importlib.util.find_spec("ray") is None,
+                                 reason="Ray is not installed: the 'distributed' extra "
+                                        "(pip install -e '.[distributed]'; make test installs it)")]
 TOOLS = [tool.name for tool in load_config("smoke").tools]
+# The cluster's services and the runs that join it listen on the loopback address only.
+RAY_ENV = {**os.environ, LOOPBACK_ONLY: "0"}
+# The cluster lives in a process of its own, so this one never imports Ray (its memory is
+# measured by other tests).
+CLUSTER_HOST = """
+import sys
+from ray.cluster_utils import Cluster
+node = {"num_cpus": 1, "object_store_memory": 100 * 2**20}
+cluster = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
+cluster.add_node(**node)
+cluster.wait_for_nodes()
+print(cluster.address, flush=True)
+sys.stdin.read()              # until the tests close stdin
+cluster.shutdown()
+"""
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    from ray.cluster_utils import Cluster
+def cluster(tmp_path_factory):
+    """The address of a Ray cluster of two nodes with one CPU each, on this machine."""
+    log = tmp_path_factory.mktemp("cluster") / "stderr.txt"
+    with open(log, "w") as stderr:
+        host = subprocess.Popen([sys.executable, "-c", CLUSTER_HOST], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=stderr, text=True, env=RAY_ENV)
+    address = host.stdout.readline().strip()
+    if not address:
+        host.kill()
+        pytest.fail(f"the test cluster did not start: {log.read_text()[-2000:]}")
+    yield address
+    host.stdin.close()
+    host.wait(timeout=120)
 
-    node = {"num_cpus": 1, "object_store_memory": 100 * 2**20}
-    cluster = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
-    cluster.add_node(**node)
-    cluster.wait_for_nodes()
-    yield cluster
-    cluster.shutdown()
+
+def ctc(*args):
+    return subprocess.run([sys.executable, "-m", "ctc.cli", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env=RAY_ENV)
 
 
 @pytest.fixture(scope="module")
 def local_records(tmp_path_factory):
     """The smoke config's records from the local backend (its own feature cache)."""
     folder = tmp_path_factory.mktemp("local")
-    config = load_config("smoke")
-    run(config, REPO / "ctc" / "cfg" / "smoke.yaml", folder / "run", workers=1, cache_root=folder / "cache",
-        progress=False)
+    done = ctc("run", "smoke", "--workers", "1", "--out", str(folder / "run"), "--cache", str(folder / "cache"),
+               "--no-progress", "--no-report")
+    assert done.returncode == 0, done.stderr
     return records_without_timing(folder / "run", TOOLS)
 
 
@@ -57,13 +78,13 @@ def ray_cache(tmp_path_factory):
 
 
 def ray_run_args(cluster, out, cache, *extra):
-    return [sys.executable, "-m", "ctc.cli", "run", "smoke", "--backend", "ray", "--address", cluster.address,
+    return [sys.executable, "-m", "ctc.cli", "run", "smoke", "--backend", "ray", "--address", cluster,
             "--out", str(out), "--cache", str(cache), "--no-progress", "--no-report", *extra]
 
 
 def ctc_ray(cluster, out, cache, *extra, env=None):
     return subprocess.run(ray_run_args(cluster, out, cache, *extra), cwd=REPO, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, **(env or {})})
+                          timeout=300, env={**RAY_ENV, **(env or {})})
 
 
 def assert_each_record_once(out, local_records):
@@ -101,7 +122,7 @@ def test_an_interrupted_run_resumes(cluster, local_records, tmp_path, ray_cache)
     and the same command writes exactly the missing records."""
     out = tmp_path / "run"
     args = ray_run_args(cluster, out, ray_cache, "--workers", "1")      # one image at a time: time to interrupt
-    process = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=RAY_ENV)
     references = out / "records" / "uncompressed.jsonl"
     deadline = time.monotonic() + 120
     while not (references.is_file() and references.read_text().count("\n") >= 1) and time.monotonic() < deadline:

@@ -1,6 +1,7 @@
 """`ctc run --backend ray` without a cluster: Ray is imported only when asked for, its absence
 and bad options are one error line, and the parent writes a re-queued image's records once."""
 
+import importlib.util
 import subprocess
 import sys
 
@@ -45,8 +46,9 @@ def test_bad_backend_options(args, message, tmp_path):
     assert done.returncode == 2 and message in done.stderr.strip().splitlines()[-1], done.stderr
 
 
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None,
+                    reason="Ray is not installed: the 'distributed' extra (pip install -e '.[distributed]')")
 def test_an_unreachable_cluster_is_one_line(tmp_path):
-    pytest.importorskip("ray", reason="Ray is not installed: the 'distributed' extra (pip install -e '.[distributed]')")
     done = subprocess.run([sys.executable, "-m", "ctc.cli", "run", "smoke", "--backend", "ray", "--address",
                            "127.0.0.1:1", "--out", str(tmp_path / "o"), "--no-progress"],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
