@@ -1,7 +1,8 @@
 """The HEVC feature anchor against the token-wise tool on EfficientNet-Lite0 backbone features.
 
-What it measures: every image's backbone feature (1280×7×7 float32, cached by
-``benchmarks/extract_effnet_features.py``) is coded
+What it measures: a CTC run (benchmarks/ctc_sweep.py: the configuration is written from
+the settings, ctc/runner.py runs it on the local pool or on Ray) codes every image's
+backbone feature (1280×7×7 float32, from the runner's feature cache)
 
 * with the video anchor (cfg/anchor_hevc.cfg: min-max 10-bit levels, 1280 tiles of
   7×7 in 40 columns × 32 rows, a 280×224 4:0:0 picture, x265 intra with
@@ -14,8 +15,8 @@ What it measures: every image's backbone feature (1280×7×7 float32, cached by
   very fine steps, NRMSE ~1e-5, to spend as many bits as the anchor at QP 22),
 
 both through ``encode_features`` with DecodedFeatureHash on, and every stream is
-decoded with ``decode_stream`` and checked bit-identical to the encoder's
-reconstruction. Per setting: mean bits per image (8 × len(stream): header,
+decoded with ``decode_stream`` and its MD5 (of the encoder's reconstruction) checked.
+Everything is read back from the run's records. Per setting: mean bits per image (8 × len(stream): header,
 parameter set, tensor data unit, MD5 unit), for the anchor also the inner HEVC
 stream's bits; mean NRMSE = ||f − f̂||₂ / ||f||₂; top-1 and top-1 agreement with the
 uncompressed prediction from the classifier head (``EfficientNetLiteSplit().back``)
@@ -31,10 +32,9 @@ NRMSE (monotone PCHIP of log bits vs NRMSE over the sweep) and the saving
 log bits); the two sweep QPs whose mean bits bracket the anchor's, with their bits
 and NRMSE; token-wise encode / decode times interpolated at the anchor's NRMSE.
 
-Images are spread over ``--workers`` processes (default 2, one per core; the times
+Images are spread over ``--workers`` runner workers (default 2, one per core; the times
 are per feature inside one worker, so they include some contention with the other
-worker). The features come from ``--cache`` (default /tmp/fcrs_feats/imagenet_dev_lite0,
-extracted from ``--data`` first when missing); ``--limit N`` uses the first N images.
+worker). ``--limit N`` uses the first N images of ``--data``.
 
 Run (about 5 minutes on 2 cores for the 200 images):
 
@@ -45,9 +45,7 @@ Run (about 5 minutes on 2 cores for the 200 images):
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -57,55 +55,8 @@ sys.path.insert(0, str(HERE))
 
 import numpy as np  # noqa: E402
 
-from bench_effnet_rate import (DEFAULT_CACHE, DEFAULT_DATA, bits_at_nrmse, ensure_cache, parse_qps,  # noqa: E402
-                              worker_pool)
-
-_SETTINGS = None
-
-
-def _init_worker(settings):
-    global _SETTINGS
-    _SETTINGS = settings
-
-
-def _setting_options(tool, qp):
-    from encoder.options import default_options
-    options = default_options()
-    options.update(QP=qp, DecodedFeatureHash=True)
-    if tool == "anchor":
-        options.update(Tool="anchor", InnerCodec="hevc", InnerCodecInfo=False)
-    return options
-
-
-def code_image(job):
-    """Every (tool, QP) setting of one image: bits, inner bits, NRMSE, times, decoded features."""
-    from decoder.decoder import decode_stream
-    from encoder.encoder import encode_features
-
-    index, path = job
-    f = np.load(path)
-    f64 = f.astype(np.float64)
-    norm = np.linalg.norm(f64)
-    n = len(_SETTINGS)
-    out = dict(bits=np.zeros(n, np.int64), inner_bits=np.zeros(n, np.int64), nrmse=np.zeros(n),
-               encode_s=np.zeros(n), inner_encode_s=np.zeros(n), decode_s=np.zeros(n),
-               decoded=np.zeros((n,) + f.shape, f.dtype))
-    for i, (tool, qp) in enumerate(_SETTINGS):
-        start = time.perf_counter()
-        result = encode_features({"": f}, _setting_options(tool, qp))
-        out["encode_s"][i] = time.perf_counter() - start
-        start = time.perf_counter()
-        decoded = decode_stream(result.stream)
-        out["decode_s"][i] = time.perf_counter() - start
-        rec = decoded.tensors[""]
-        if not (np.array_equal(rec, result.reconstruction[""]) and all(c.ok for c in decoded.hash_checks)):
-            raise RuntimeError(f"{path}: decoded features differ from the encoder's reconstruction ({tool} QP {qp})")
-        out["bits"][i] = 8 * len(result.stream)
-        out["inner_bits"][i] = result.reports[0].inner_bits
-        out["inner_encode_s"][i] = result.reports[0].inner_seconds
-        out["nrmse"][i] = np.linalg.norm(rec.astype(np.float64) - f64) / norm
-        out["decoded"][i] = rec
-    return index, out
+from bench_effnet_rate import DEFAULT_DATA, bits_at_nrmse, parse_qps  # noqa: E402
+from ctc_sweep import add_runner_arguments, imagenet_lite0_config, run_sweep  # noqa: E402
 
 
 def interpolate(x, y, target):
@@ -118,64 +69,40 @@ def interpolate(x, y, target):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help=f"feature cache (default {DEFAULT_CACHE})")
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="image folder, only to fill a missing cache")
-    ap.add_argument("--model", default="efficientnet-lite0", help="classifier (default efficientnet-lite0)")
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"image folder with labels.csv (default {DEFAULT_DATA})")
     ap.add_argument("--anchor-qps", default="22,27,32,37,42,47", help="x265 QPs (default 22,27,32,37,42,47)")
     ap.add_argument("--tokenwise-qps", default="-56:72:4",
                     help="token-wise QP sweep, start:stop:step or a list; write --tokenwise-qps=-56:72:4 when it "
                          "starts with a minus (default -56:72:4)")
-    ap.add_argument("--workers", type=int, default=2, help="worker processes over images (default 2)")
     ap.add_argument("--limit", type=int, help="use only the first N images (default: all)")
+    add_runner_arguments(ap)
     args = ap.parse_args(argv)
 
     from common.codepoints import InnerCodec
     from common.tools.video_anchor.inner_decoder import decoder_version
     from encoder.tools.video_anchor.inner_encoder import encoder_version
 
-    t0 = time.perf_counter()
     versions = f"{encoder_version('hevc')}, {decoder_version(InnerCodec.HEVC)}"
-    ensure_cache(args.cache, args.data, args.model)
-    labels = json.loads((args.cache / "labels.json").read_text())
-    uncompressed = json.loads((args.cache / "uncompressed_top1.json").read_text())
-    stems = sorted(labels)[: args.limit] if args.limit else sorted(labels)
-    paths = [args.cache / f"{s}.npy" for s in stems]
     anchor_qps, tokenwise_qps = parse_qps(args.anchor_qps), parse_qps(args.tokenwise_qps)
+    tools = {"anchor": {"cfg": "cfg/anchor_hevc.cfg", "options": {"InnerCodecInfo": 0}, "rate_points": anchor_qps},
+             "tokenwise": {"cfg": "cfg/uniform.cfg", "rate_points": tokenwise_qps}}
+    sweep = run_sweep(imagenet_lite0_config("bench_anchor", tools), args, args.data, args.limit)
     settings = [("anchor", q) for q in anchor_qps] + [("tokenwise", q) for q in tokenwise_qps]
-    n_img, n_set = len(paths), len(settings)
-    label_arr = np.array([labels[s] for s in stems])
-    ref_arr = np.array([uncompressed[s] for s in stems])
-    shape = np.load(paths[0]).shape
-    points = int(np.prod(shape))
+    n_img, n_set = len(sweep.images), len(settings)
+    points = sweep.feature_points
     keys = ("bits", "inner_bits", "nrmse", "encode_s", "inner_encode_s", "decode_s")
-    table = {k: np.zeros((n_set, n_img)) for k in keys}
-    pred = np.zeros((n_set, n_img), dtype=np.int64)
-
-    jobs = list(enumerate(paths))
-    with worker_pool(args.workers, _init_worker, (settings,)) as imap:
-        import torch
-
-        from ctc.tasks.efficientnet_lite import EfficientNetLiteSplit
-
-        torch.set_num_threads(1)
-        net = EfficientNetLiteSplit(args.model)
-        for i, out in imap(code_image, jobs):
-            for k in keys:
-                table[k][:, i] = out[k]
-            with torch.no_grad():
-                pred[:, i] = net.back(torch.from_numpy(out["decoded"])).argmax(1).numpy()
-    wall = time.perf_counter() - t0
-
-    mean = {k: table[k].mean(axis=1) for k in keys}
-    top1 = (pred == label_arr).mean(axis=1) * 100
-    agree = (pred == ref_arr).mean(axis=1) * 100
+    mean = {k: np.array([sweep.field(tool, q, k).mean() if tool == "anchor" or not k.startswith("inner") else 0.0
+                         for tool, q in settings]) for k in keys}
+    predicted = np.array([sweep.top1(tool, q) for tool, q in settings])
+    top1 = (predicted == sweep.labels).mean(axis=1) * 100
+    agree = (predicted == sweep.reference_top1).mean(axis=1) * 100
     rows = {s: k for k, s in enumerate(settings)}
+    checked, coded = sweep.md5_checks()
 
-    print(f"EfficientNet-Lite0 backbone features: {n_img} images of {args.cache}, each "
-          f"{'×'.join(map(str, shape))} = {points:,} feature points; uncompressed top-1 "
-          f"{np.mean(ref_arr == label_arr) * 100:.1f} %")
-    print(f"{n_img * n_set:,} encodes + decodes ({n_set} settings × {n_img} images), all decodes bit-identical to "
-          f"the encoders' reconstructions, in {wall:.0f} s wall with {args.workers} worker(s); {versions}")
+    print(f"EfficientNet-Lite0 backbone features: {n_img} images of {args.data}, each 1280×7×7 = {points:,} "
+          f"feature points; uncompressed top-1 {np.mean(sweep.reference_top1 == sweep.labels) * 100:.1f} %")
+    print(f"{n_img * n_set:,} encodes + decodes ({n_set} settings × {n_img} images), MD5 OK on {checked} of "
+          f"{coded} decodes, in {sweep.wall:.0f} s wall with {args.workers} {args.backend} worker(s); {versions}")
     print("bits = whole stream incl. 18-byte MD5 unit, mean per image; NRMSE = mean per-image ||f−f̂||/||f||; "
           "times = mean wall ms per feature")
     print()

@@ -1,18 +1,16 @@
 """Rate–distortion of token-wise SQ on EfficientNet-Lite0 backbone features, against the HEVC anchor.
 
-What it measures: every image's backbone feature (1280×7×7 float32, after the
-head conv/BN/ReLU6, cached by ``benchmarks/extract_effnet_features.py``) is
-coded with ``encoder.encoder.encode_features`` for each QP of a sweep and each
-RoundingOffset, DecodedFeatureHash on. Per image: bits = 8 × len(stream) (the
-whole stream: header, parameter set, tensor data unit and MD5 unit) and
-NRMSE = ||f − f̂||₂ / ||f||₂ with f̂ the decoded feature
-(``EncodeResult.reconstruction``, which is what the decoder outputs; the first
-``--verify-decode`` images are also run through ``decode_stream`` and compared
-bit for bit). Per setting it prints the mean bits per image, bits per feature
-point, the mean NRMSE, the top-1 accuracy against the labels and the top-1
+What it measures: a CTC run (benchmarks/ctc_sweep.py: the configuration is written from
+the settings, ctc/runner.py runs it on the local pool or on Ray) codes every image's
+backbone feature (1280×7×7 float32, after the head conv/BN/ReLU6, from the runner's
+feature cache) with cfg/uniform.cfg for each QP of a sweep and each RoundingOffset
+(one CTC tool per offset), DecodedFeatureHash on, decodes every stream with
+``decode_stream`` and checks its MD5. Per image: bits = 8 × len(stream) (the whole
+stream: header, parameter set, tensor data unit and MD5 unit) and NRMSE = ||f − f̂||₂ /
+||f||₂ with f̂ the decoded feature. Per setting it prints the mean bits per image, bits
+per feature point, the mean NRMSE, the top-1 accuracy against the labels and the top-1
 agreement with the uncompressed features' prediction, from the classifier head
-(``EfficientNetLiteSplit().back``: average pool + linear) run on the decoded
-features.
+(average pool + linear) run on the decoded features — all read from the run's records.
 
 Then, per RoundingOffset, the mean-bits-vs-mean-NRMSE curve is interpolated
 (monotone PCHIP of log(bits) against NRMSE) at the NRMSE of the HEVC feature
@@ -21,27 +19,19 @@ tiled 32×40, --ipratio 1 --no-info, QP 32 and 42): 49,835 bits per image at
 NRMSE 0.106 and 19,295 bits per image at NRMSE 0.328; the bit saving is
 1 − FCRS bits / HEVC bits.
 
-The features come from the cache folder (``--cache``, default
-/tmp/fcrs_feats/imagenet_dev_lite0: one <stem>.npy per image, labels.json,
-uncompressed_top1.json). When it is missing, the script first extracts it from
-``--data`` (default: ../shared/data/imagenet-dev next to the repository) with
-extract_effnet_features.py's code (needs torch and the packaged Lite0 weights).
-
-Run (about 2 minutes on 2 cores with the cache present):
+Run (about 4 minutes on 2 cores, the feature cache warm):
 
     .venv/bin/python benchmarks/bench_effnet_rate.py
     .venv/bin/python benchmarks/bench_effnet_rate.py --qps 44:72:2 --offsets 0.5,0.35 --workers 2
-    .venv/bin/python benchmarks/bench_effnet_rate.py --cache /tmp/my_cache --data ../shared/data/imagenet-dev
+    .venv/bin/python benchmarks/bench_effnet_rate.py --limit 10 --qps 44:72:8 --backend ray
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import multiprocessing as mp
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -78,11 +68,7 @@ def ensure_cache(cache, data, model, split="backbone"):
         raise SystemExit(f"feature extraction failed ({rc})")
 
 
-# -- worker ---------------------------------------------------------------------------
-
-_CONFIGS = None
-_VERIFY = 0
-
+# -- used by bench_featjnd.py and bench_anchor.py (their own loops) ---------------------
 
 @contextlib.contextmanager
 def worker_pool(workers, initializer, initargs):
@@ -107,45 +93,6 @@ def worker_pool(workers, initializer, initargs):
         if pool:
             pool.close()
             pool.join()
-
-
-def _init_worker(configs, verify):
-    global _CONFIGS, _VERIFY
-    _CONFIGS, _VERIFY = configs, verify
-
-
-def code_image(job):
-    """All (offset, QP) settings of one image: bits, NRMSE, decoded features, decode check."""
-    from encoder.encoder import encode_features
-    from encoder.options import default_options
-
-    index, path = job
-    f = np.load(path)
-    f64 = f.astype(np.float64)
-    norm = np.linalg.norm(f64)
-    bits = np.zeros(len(_CONFIGS), dtype=np.int64)
-    nrmse = np.zeros(len(_CONFIGS))
-    decoded = np.zeros((len(_CONFIGS),) + f.shape, dtype=f.dtype)
-    checked = 0
-    start = time.perf_counter()
-    for i, (offset, qp) in enumerate(_CONFIGS):
-        options = default_options()
-        options.update(QP=qp, RoundingOffset=offset, DecodedFeatureHash=True)
-        result = encode_features({"": f}, options)
-        rec = result.reconstruction[""]
-        bits[i] = 8 * len(result.stream)
-        nrmse[i] = np.linalg.norm(rec.astype(np.float64) - f64) / norm
-        decoded[i] = rec
-        if index < _VERIFY:
-            from decoder.decoder import decode_stream
-
-            out = decode_stream(result.stream)
-            same = np.array_equal(out.tensors[""], rec) and all(c.ok for c in out.hash_checks)
-            if not same:
-                raise RuntimeError(f"{path}: decoder output differs from the encoder's reconstruction "
-                                   f"(QP {qp}, offset {offset})")
-            checked += 1
-    return index, bits, nrmse, decoded, checked, time.perf_counter() - start
 
 
 # -- interpolation --------------------------------------------------------------------
@@ -183,82 +130,50 @@ def value_at_nrmse(nrmse, values, target):
 # -- main -----------------------------------------------------------------------------
 
 def main(argv=None):
+    from ctc_sweep import add_runner_arguments, imagenet_lite0_config, run_sweep
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help=f"feature cache (default {DEFAULT_CACHE})")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA,
-                    help=f"image folder with labels.csv, used only to fill a missing cache (default {DEFAULT_DATA})")
-    ap.add_argument("--model", default="efficientnet-lite0", help="classifier (default efficientnet-lite0)")
+                    help=f"image folder with labels.csv (default {DEFAULT_DATA})")
     ap.add_argument("--qps", default="44:72:2", help="QP sweep: start:stop:step (inclusive) or a list (default 44:72:2)")
     ap.add_argument("--offsets", default="0.5,0.35", help="RoundingOffset values (default 0.5,0.35)")
-    ap.add_argument("--workers", type=int, default=2, help="worker processes over images (default 2)")
     ap.add_argument("--limit", type=int, help="use only the first N images (default: all)")
-    ap.add_argument("--verify-decode", type=int, default=5, metavar="N",
-                    help="also run decode_stream on the first N images and check it equals the reconstruction "
-                         "(default 5)")
+    add_runner_arguments(ap)
     args = ap.parse_args(argv)
 
-    t0 = time.perf_counter()
-    ensure_cache(args.cache, args.data, args.model)
-    labels = json.loads((args.cache / "labels.json").read_text())
-    uncompressed = json.loads((args.cache / "uncompressed_top1.json").read_text())
-    stems = sorted(labels)[: args.limit] if args.limit else sorted(labels)
-    paths = [args.cache / f"{s}.npy" for s in stems]
-    missing = [p for p in paths if not p.is_file()]
-    if missing:
-        raise SystemExit(f"{len(missing)} cached features missing, e.g. {missing[0]}; delete {args.cache} "
-                         "to re-extract")
     offsets = [float(o) for o in args.offsets.split(",")]
     qps = parse_qps(args.qps)
-    configs = [(o, q) for o in offsets for q in qps]
-    n_img, n_cfg = len(stems), len(configs)
-    label_arr = np.array([labels[s] for s in stems])
-    ref_arr = np.array([uncompressed[s] for s in stems])
-    shape = np.load(paths[0]).shape
-    points = int(np.prod(shape))
+    tools = {f"offset_{o:g}": {"cfg": "cfg/uniform.cfg", "options": {"RoundingOffset": o}, "rate_points": qps}
+             for o in offsets}
+    sweep = run_sweep(imagenet_lite0_config("bench_effnet_rate", tools), args, args.data, args.limit)
+    tool_of = dict(zip(offsets, tools))
+    n_img, n_cfg = len(sweep.images), len(offsets) * len(qps)
+    points = sweep.feature_points
+    checked, coded = sweep.md5_checks()
+    encode_ms = np.mean([sweep.field(tool_of[o], q, "encode_s").mean() for o in offsets for q in qps]) * 1000
 
-    bits = np.zeros((n_cfg, n_img), dtype=np.int64)
-    nrmse = np.zeros((n_cfg, n_img))
-    pred = np.zeros((n_cfg, n_img), dtype=np.int64)
-    checked = 0
-    worker_seconds = 0.0
-
-    # The pool is started before torch is imported, so the workers stay torch-free.
-    jobs = list(enumerate(paths))
-    with worker_pool(args.workers, _init_worker, (configs, args.verify_decode)) as imap:
-        import torch
-
-        from ctc.tasks.efficientnet_lite import EfficientNetLiteSplit
-
-        torch.set_num_threads(1)
-        net = EfficientNetLiteSplit(args.model)
-        for i, b, e, decoded, c, sec in imap(code_image, jobs):
-            bits[:, i], nrmse[:, i] = b, e
-            with torch.no_grad():
-                pred[:, i] = net.back(torch.from_numpy(decoded)).argmax(1).numpy()
-            checked += c
-            worker_seconds += sec
-    wall = time.perf_counter() - t0
-
-    print(f"EfficientNet-Lite0 backbone features: {n_img} images of {args.cache}, each "
-          f"{'×'.join(map(str, shape))} = {points:,} feature points")
-    print(f"uncompressed: top-1 {np.mean(ref_arr == label_arr) * 100:.1f} %, "
-          f"exact zeros {np.mean([np.mean(np.load(p) == 0) for p in paths]) * 100:.1f} %")
-    print(f"{n_img * n_cfg:,} encodes ({n_cfg} settings × {n_img} images) in {wall:.0f} s wall with "
-          f"{args.workers} worker(s) ({worker_seconds / (n_img * n_cfg) * 1000:.1f} ms per encode); "
-          f"decode_stream checked identical on {checked} streams")
+    print(f"EfficientNet-Lite0 backbone features: {n_img} images of {args.data}, each 1280×7×7 = {points:,} "
+          "feature points")
+    print(f"uncompressed: top-1 {np.mean(sweep.reference_top1 == sweep.labels) * 100:.1f} %")
+    print(f"{n_img * n_cfg:,} encodes ({n_cfg} settings × {n_img} images) in {sweep.wall:.0f} s wall with "
+          f"{args.workers} {args.backend} worker(s) ({encode_ms:.1f} ms per encode); "
+          f"decoded with MD5 OK: {checked} of {coded} streams")
     print()
     print("Sweep (bits = whole stream incl. MD5 unit, mean per image; NRMSE mean of per-image ||f−f̂||/||f||)")
     print(f"{'QP':>4} {'offset':>6} {'bits/image':>11} {'bits/pt':>8} {'NRMSE':>8} {'top-1 %':>8} {'agree %':>8}")
     mean_bits, mean_nrmse, top1, agree = {}, {}, {}, {}
-    for k, (o, q) in enumerate(configs):
-        mean_bits[o, q] = bits[k].mean()
-        mean_nrmse[o, q] = nrmse[k].mean()
-        top1[o, q] = np.mean(pred[k] == label_arr) * 100
-        agree[o, q] = np.mean(pred[k] == ref_arr) * 100
-        print(f"{q:>4} {o:>6.2f} {mean_bits[o, q]:>11,.0f} {mean_bits[o, q] / points:>8.4f} "
-              f"{mean_nrmse[o, q]:>8.4f} {top1[o, q]:>8.1f} {agree[o, q]:>8.1f}")
-        if k + 1 < n_cfg and configs[k + 1][0] != o:
+    for o in offsets:
+        for q in qps:
+            tool = tool_of[o]
+            predicted = sweep.top1(tool, q)
+            mean_bits[o, q] = sweep.field(tool, q, "bits").mean()
+            mean_nrmse[o, q] = sweep.field(tool, q, "nrmse").mean()
+            top1[o, q] = np.mean(predicted == sweep.labels) * 100
+            agree[o, q] = np.mean(predicted == sweep.reference_top1) * 100
+            print(f"{q:>4} {o:>6.2f} {mean_bits[o, q]:>11,.0f} {mean_bits[o, q] / points:>8.4f} "
+                  f"{mean_nrmse[o, q]:>8.4f} {top1[o, q]:>8.1f} {agree[o, q]:>8.1f}")
+        if o != offsets[-1]:
             print()
     print()
 

@@ -17,6 +17,9 @@ QP, `--no-info` so that no 2,200-byte version SEI is counted, one thread) with t
 conversion in the stream's VUI.
 
     python -m ctc.image_anchor --data ../shared/data/imagenet-dev --qps 22,27,32,37,42,47 --limit 50
+
+Its table comes from a CTC run of the image anchor alone (ctc/runner.py, the records' bpp,
+image_psnr, predictions and times), so it is what `ctc run` reports for this tool.
 """
 
 from __future__ import annotations
@@ -118,47 +121,55 @@ def main(argv=None):
     parser.add_argument("--model", default="efficientnet-lite0", help="classifier (default efficientnet-lite0)")
     parser.add_argument("--qps", default="22,27,32,37,42,47", help="x265 QPs (default 22,27,32,37,42,47)")
     parser.add_argument("--limit", type=int, help="use only the first N images (default: all)")
+    parser.add_argument("--workers", type=int, default=1, help="runner workers (default 1)")
+    parser.add_argument("--out", type=Path, help="run folder, kept and resumable (default: a temporary folder)")
     args = parser.parse_args(argv)
+    from common.errors import exit_code_of
 
-    import torch
-    from PIL import Image
+    return exit_code_of("image_anchor", lambda: _table(args))
 
-    from ctc.datasets import read_labels_csv
-    from ctc.tasks.efficientnet_lite import EfficientNetLiteSplit
 
-    torch.set_num_threads(2)
+def _table(args):
+    import json
+    import tempfile
+
+    import yaml
+
+    from ctc.config import parse_config
+    from ctc.records import REFERENCE_TOOL, RecordStore
+    from ctc.runner import run
+
     qps = [int(q) for q in args.qps.split(",")]
-    images = read_labels_csv(args.data)[:args.limit] if args.limit else read_labels_csv(args.data)
-    net = EfficientNetLiteSplit(args.model)
-    labels, reference = [], []
-    predictions = {qp: [] for qp in qps}
-    rows = {qp: dict(bpp=[], psnr=[], enc=[], dec=[]) for qp in qps}
-    info = ""
-    start = time.perf_counter()
-    for path, label in images:
-        image = Image.open(path).convert("RGB")
-        rgb = np.asarray(image)
-        with torch.no_grad():
-            reference.append(int(net(net.preprocess(image)[None]).argmax()))
-            for qp in qps:
-                coded = code_image(rgb, qp)
-                info = coded.encoder_info
-                decoded = Image.fromarray(coded.decoded)
-                predictions[qp].append(int(net(net.preprocess(decoded)[None]).argmax()))
-                for key, value in (("bpp", coded.bpp), ("psnr", psnr(coded.decoded, rgb)),
-                                   ("enc", coded.encode_seconds), ("dec", coded.decode_seconds)):
-                    rows[qp][key].append(value)
-        labels.append(label)
-    labels, reference = np.array(labels), np.array(reference)
-    print(f"Image anchor: {len(images)} images of {args.data}, {args.model}, {info} / "
-          f"{decoder_version(InnerCodec.HEVC)}, 8-bit 4:2:0 intra, {time.perf_counter() - start:.0f} s")
-    print(f"uncompressed: top-1 {np.mean(reference == labels) * 100:.1f} %")
+    raw = {"name": "image_anchor", "dataset": {"kind": "image_folder"},
+           "task": {"network": args.model, "split": "backbone"},
+           "tools": {"image_anchor": {"kind": "image", "rate_points": qps}}, "anchor": "image_anchor",
+           "report": {"metrics": ["top1", "agreement"], "bootstrap": 0}}
+    with tempfile.TemporaryDirectory() as scratch:
+        out = args.out or Path(scratch)
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / "image_anchor.yaml"
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        _, wall, _ = run(parse_config(raw, str(path)), path, out, data=args.data, workers=args.workers,
+                         limit=args.limit, progress=sys.stderr.isatty())
+        store = RecordStore(out)
+        reference = {r["image"]: r for r in store.read(REFERENCE_TOOL)}
+        coded = {(json.loads(r["point"])["QP"], r["image"]): r for r in store.read("image_anchor")}
+    images = sorted(reference)
+    labels = np.array([reference[i]["label"] for i in images])
+    uncompressed = np.array([reference[i]["prediction"]["top5"][0] for i in images])
+    from encoder.tools.video_anchor.inner_encoder import encoder_version
+
+    print(f"Image anchor: {len(images)} images of {args.data}, {args.model}, {encoder_version('hevc')} / "
+          f"{decoder_version(InnerCodec.HEVC)}, 8-bit 4:2:0 intra, {wall:.0f} s")
+    print(f"uncompressed: top-1 {np.mean(uncompressed == labels) * 100:.1f} %")
     print(f"{'QP':>3} {'bpp':>7} {'PSNR dB':>8} {'top-1 %':>8} {'agree %':>8} {'enc ms':>7} {'dec ms':>7}")
     for qp in qps:
-        r, p = rows[qp], np.array(predictions[qp])
-        print(f"{qp:>3} {np.mean(r['bpp']):>7.4f} {np.mean(r['psnr']):>8.2f} {np.mean(p == labels) * 100:>8.1f} "
-              f"{np.mean(p == reference) * 100:>8.1f} {np.mean(r['enc']) * 1000:>7.1f} "
-              f"{np.mean(r['dec']) * 1000:>7.1f}")
+        rows = [coded[qp, i] for i in images]
+        predicted = np.array([r["prediction"]["top5"][0] for r in rows])
+        mean = {key: np.mean([r[key] for r in rows]) for key in ("bpp", "image_psnr", "encode_s", "decode_s")}
+        print(f"{qp:>3} {mean['bpp']:>7.4f} {mean['image_psnr']:>8.2f} {np.mean(predicted == labels) * 100:>8.1f} "
+              f"{np.mean(predicted == uncompressed) * 100:>8.1f} {mean['encode_s'] * 1000:>7.1f} "
+              f"{mean['decode_s'] * 1000:>7.1f}")
     print("(bpp = HEVC stream bits / input pixels; PSNR over RGB at the input size; agree = same top-1 as the "
           "uncompressed image)")
     return 0

@@ -1,0 +1,93 @@
+"""Benchmarks as CTC runs: a benchmark's settings become a CTC configuration, `ctc/runner.py`
+codes, decodes and evaluates them (the local pool or Ray: the same records), and the
+benchmark reads its numbers back from the records.
+
+    settings ─► imagenet_lite0_config(tools) ─► runner.run (records, resumable with --out)
+             ─► Sweep: per (tool, rate point) arrays over images: bits, nrmse, top-1, agreement, ...
+
+So a benchmark measures what `ctc run` measures, with the runner's feature cache, its MD5
+check of every decode and its workers, instead of a loop of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def add_runner_arguments(parser, workers=2):
+    parser.add_argument("--workers", type=int, default=workers, help=f"runner workers (default {workers})")
+    parser.add_argument("--backend", choices=("local", "ray"), default="local",
+                        help="runner backend: local worker processes (default) or a Ray cluster")
+    parser.add_argument("--address", help="--backend ray: the cluster to join (default: a local instance)")
+    parser.add_argument("--out", type=Path, help="run folder, kept (an interrupted run resumes there; "
+                        "default: a temporary folder)")
+    parser.add_argument("--feature-cache", type=Path,
+                        help="the runner's feature cache (default ~/.cache/fcrs/features)")
+
+
+def imagenet_lite0_config(name, tools, description=""):
+    """The raw CTC configuration: the image folder's labels, EfficientNet-Lite0 split at the backbone."""
+    return {"name": name, "description": description, "dataset": {"kind": "image_folder"},
+            "task": {"network": "efficientnet-lite0", "split": "backbone"}, "tools": tools,
+            "anchor": next(iter(tools)), "report": {"metrics": ["top1", "agreement"], "bootstrap": 0}}
+
+
+def run_sweep(raw, args, data, limit=None):
+    """Runs (or resumes) the configuration with the runner; returns its Sweep."""
+    from ctc.config import parse_config
+    from ctc.runner import run
+
+    backend = None
+    if args.backend == "ray":
+        from ctc.ray_backend import RayBackend
+
+        backend = RayBackend(args.address, args.workers)
+    with tempfile.TemporaryDirectory() as scratch:
+        out = args.out or Path(scratch) / "run"
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / f"{raw['name']}.yaml"
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        config = parse_config(raw, str(path))
+        written, wall, mismatches = run(config, path, out, data=data, workers=args.workers, limit=limit,
+                                        cache_root=args.feature_cache, progress=sys.stderr.isatty(),
+                                        backend=backend)
+        if mismatches:
+            sys.exit(f"{mismatches} decodes did not match the encoder's MD5")
+        return Sweep(config, out, wall)
+
+
+class Sweep:
+    """The records of a run as arrays: reference[field][image], coded(tool, point, field)[image]."""
+
+    def __init__(self, config, out, wall):
+        from ctc.records import REFERENCE_TOOL, RecordStore
+
+        store = RecordStore(out)
+        reference = sorted(store.read(REFERENCE_TOOL), key=lambda r: r["image"])
+        self.images = [r["image"] for r in reference]
+        self.labels = np.array([r["label"] for r in reference])
+        self.reference_top1 = np.array([r["prediction"]["top5"][0] for r in reference])
+        self.feature_points = reference[0]["feature_points"]
+        self.wall = wall
+        self._coded = {}
+        for tool in config.tools:
+            for record in store.read(tool.name):
+                self._coded[tool.name, json.loads(record["point"])["QP"], record["image"]] = record
+
+    def field(self, tool, qp, name):
+        return np.array([self._coded[tool, qp, image][name] for image in self.images])
+
+    def top1(self, tool, qp):
+        return np.array([self._coded[tool, qp, image]["prediction"]["top5"][0] for image in self.images])
+
+    def md5_checks(self):
+        return sum(record["md5"] == "ok" for record in self._coded.values()), len(self._coded)
