@@ -11,7 +11,7 @@ folders), and this module reads the records; only (b), which codes nothing, has 
     plus f + δ and f + 2δ themselves (α = 1 should be just noticeable on the evaluation set too).
 (c) Real coded bits: the coco_yolov5n run (--main-out, default docs/results/ctc_coco_yolov5n,
     run or resumed here): BD-rate (AP50 vs bpp, pchip, envelope rule) of every FeatJND
-    allocation (featjnd, random, jnd_abs, jnd_rd) against token-wise uniform, with the report's
+    allocation (featjnd, random, jnd_rd) against token-wise uniform, with the report's
     bootstrap interval.
 (d) Diagnostics of the estimator on the evaluation images, per level.
 
@@ -30,19 +30,19 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 STUDY_CONFIG = "coco_yolov5n_featjnd"
 MAIN_CONFIG = "coco_yolov5n"
-FEATJND_TOOLS = ("featjnd", "random", "jnd_abs", "jnd_rd")      # coco_yolov5n tools compared in (c)
+FEATJND_TOOLS = ("featjnd", "random", "jnd_rd")      # coco_yolov5n tools compared in (c)
 NOISE_SEED = 20240601
 METRIC = "bbox_ap50"
 
 
-def ensure_run(name, out, data, weights, workers):
+def ensure_run(name, out, data, weights, workers, limit=None):
     """Run (or resume: only missing records are computed) the CTC config `name` into `out`."""
     from ctc.config import load_config, resolve_config_path
     from ctc.runner import run
 
     path = resolve_config_path(name)
     config = load_config(path)
-    written, wall, mismatches = run(config, path, out, data=data, weights=weights, workers=workers,
+    written, wall, mismatches = run(config, path, out, data=data, weights=weights, workers=workers, limit=limit,
                                     progress=False, command=f"bench_featjnd.py --task det ({name})")
     print(f"{name}: {written} records written in {wall:.0f} s into {out}" + (
         f"; {mismatches} MD5 MISMATCHES" if mismatches else ""), flush=True)
@@ -237,8 +237,8 @@ def main_detection(args, rep, command):
 
     start = time.perf_counter()
     estimator = args.weights_jnd or weights_path("yolov5n-neck")
-    ensure_run(STUDY_CONFIG, args.study_out, args.coco, args.yolo_weights, args.workers)
-    ensure_run(MAIN_CONFIG, args.main_out, args.coco, args.yolo_weights, args.workers)
+    ensure_run(STUDY_CONFIG, args.study_out, args.coco, args.yolo_weights, args.workers, args.limit)
+    ensure_run(MAIN_CONFIG, args.main_out, args.coco, args.yolo_weights, args.workers, args.limit)
     config, images, reference, study, bootstrap = report_numbers(args.study_out, args.coco)
     main_config, _, main_reference, main, main_bootstrap = report_numbers(args.main_out, args.coco)
 

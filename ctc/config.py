@@ -23,7 +23,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.errors import ConfigError
+from common.errors import ConfigError, InputError
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_FOLDER = REPO / "ctc" / "cfg"
@@ -186,6 +186,12 @@ def _point_fingerprint(tool, point):
     if options["Tool"] == "lmsfc":       # a model retrained under the same name makes other records
         from encoder.tools.lmsfc.coder import models_of
         fingerprint["lmsfc_model_hashes"] = [model.hash[:16] for model in models_of(options["LmsfcModels"])]
+    if options["StepAllocation"] != "uniform":     # so does a retrained FeatJND estimator (its file names its hash)
+        from encoder.featjnd.allocation import weights_path
+        try:
+            fingerprint["featjnd_estimator"] = os.path.basename(weights_path(options["JndWeights"]))
+        except InputError:                          # not there yet: `ctc run` reports it when it codes
+            fingerprint["featjnd_estimator"] = options["JndWeights"] or "(default, missing)"
     return fingerprint
 
 

@@ -4,9 +4,12 @@
     per α: back(f + α·δ) ─► metric(α);  drop(α) = (metric(0) − metric(α)) / metric(0)
 
 "α = 1 is just noticeable" (the paper's Fig. 8 claim) means drop(1) ≤ 1 % and drop(2)
-clearly larger. The estimator's λ_t is chosen with this curve (ctc/train_featjnd.py
---lambdas): among the trained candidates, the one with the largest δ whose drop(1)
-stays within the tolerance.
+clearly larger. The training reward fixes δ's shape but only loosely its size (the
+drop at α = 1 fell from 10 % to 4 % as λ_t grew 16× on YOLOv5n), so the calibration
+sets both (ctc/train_featjnd.py --lambdas): for every trained candidate, κ is the
+largest scale whose drop stays within the tolerance (found on the α grid, then by
+bisection), and the shipped estimator is the candidate with the largest just-noticeable
+perturbation κ·‖δ‖/‖f‖, with δ scaled by its κ (stored in the file: α = 1 is then κ·δ).
 
 Detection (YOLOv5n): the 80 annotated COCO train2017 photos of ../shared/data/coco-train,
 held back from the estimator's training pool; bbox AP50 with pycocotools against their
@@ -123,21 +126,42 @@ def drops(curve):
     return {alpha: (clean - value) / clean if clean else 0.0 for alpha, value in curve.items()}
 
 
-def choose(candidates, tolerance=JUST_NOTICEABLE_DROP):
-    """The λ_t to ship from {λ_t: (curve, mean relative ‖δ‖)}: the largest perturbation whose drop at
-    α = 1 is within the tolerance; None when no candidate qualifies."""
-    within = [(norm, lam) for lam, (curve, norm) in candidates.items() if drops(curve)[1.0] <= tolerance]
-    return max(within)[1] if within else None
+def just_noticeable_scale(calibration, estimator, curve, tolerance=JUST_NOTICEABLE_DROP, steps=5):
+    """κ: the largest scale of δ whose drop stays within the tolerance, from the α grid of `curve`
+    refined by `steps` bisections toward the first α that exceeds it (capped at the grid's end)."""
+    dropped = drops(curve)
+    alphas = sorted(dropped)
+    exceeding = [a for a in alphas if dropped[a] > tolerance]
+    if not exceeding:
+        return alphas[-1]
+    high = exceeding[0]
+    low = max(a for a in alphas if a < high)          # α = 0 drops nothing
+    for _ in range(steps):
+        middle = (low + high) / 2
+        value = calibration.curve(estimator, (0.0, middle))
+        if drops(value)[middle] <= tolerance:
+            low = middle
+        else:
+            high = middle
+    return low
+
+
+def choose(candidates):
+    """The λ_t to ship from {λ_t: (curve, mean relative ‖δ‖, κ)}: the largest just-noticeable
+    perturbation κ·‖δ‖/‖f‖; None when every κ is 0."""
+    best = max(candidates, key=lambda lam: candidates[lam][1] * candidates[lam][2])
+    return best if candidates[best][2] > 0 else None
 
 
 def curve_table(candidates, chosen):
-    """Markdown: one row per λ_t with the metric and the drop at every α."""
+    """Markdown: one row per λ_t (unscaled δ) with the metric and the drop at every α, and κ."""
     alphas = next(iter(candidates.values()))[0].keys()
-    lines = ["| λ_t | ‖δ‖/‖f‖ | " + " | ".join(f"α = {a:g}" for a in alphas) + " | chosen |",
-             "|---:|---:|" + "---:|" * len(alphas) + ":---|"]
-    for lam, (curve, norm) in sorted(candidates.items()):
+    lines = ["| λ_t | ‖δ‖/‖f‖ | " + " | ".join(f"α = {a:g}" for a in alphas) + " | κ | κ·‖δ‖/‖f‖ | chosen |",
+             "|---:|---:|" + "---:|" * len(alphas) + "---:|---:|:---|"]
+    for lam, (curve, norm, scale) in sorted(candidates.items()):
         cells = [f"{curve[a]:.1f} ({-100 * drops(curve)[a]:+.1f} %)" for a in alphas]
-        lines.append(f"| {lam:g} | {norm:.3f} | " + " | ".join(cells) + f" | {'◀' if lam == chosen else ''} |")
+        lines.append(f"| {lam:g} | {norm:.3f} | " + " | ".join(cells)
+                     + f" | {scale:.3f} | {scale * norm:.3f} | {'◀' if lam == chosen else ''} |")
     return "\n".join(lines)
 
 

@@ -297,30 +297,38 @@ def run_classification(args, net=None):
 def calibrate(args, train_one, calibration, norm_features, prefix, metadata, metric):
     """Train one estimator per λ_t of --lambdas, measure each one's drop curve on the calibration
     set, save the chosen one (ctc.featjnd_calibration.choose); returns (path, its history)."""
-    from ctc.featjnd_calibration import choose, curve_table, drops, relative_norm
+    from ctc.featjnd_calibration import choose, curve_table, drops, just_noticeable_scale, relative_norm
+
+    def curve_text(curve):
+        return ", ".join(f"α {a:g}: {v:.2f} ({-100 * drops(curve)[a]:+.1f} %)" for a, v in curve.items())
 
     candidates, trained = {}, {}
     for lambda_t in args.lambdas:
         estimator, history = train_one(lambda_t)
         curve = calibration.curve(estimator)
-        candidates[lambda_t] = (curve, relative_norm(estimator, norm_features))
+        scale = just_noticeable_scale(calibration, estimator, curve)
+        candidates[lambda_t] = (curve, relative_norm(estimator, norm_features), scale)
         trained[lambda_t] = (estimator, history)
-        print(f"λ_t {lambda_t:g}: ‖δ‖/‖f‖ {candidates[lambda_t][1]:.3f}; " + ", ".join(
-            f"α {a:g}: {v:.2f} ({-100 * drops(curve)[a]:+.1f} %)" for a, v in curve.items()))
+        print(f"λ_t {lambda_t:g}: ‖δ‖/‖f‖ {candidates[lambda_t][1]:.3f}, κ {scale:.3f}; {curve_text(curve)}")
     chosen = choose(candidates)
+    if chosen is None:
+        raise SystemExit("train_featjnd: every candidate's smallest tested perturbation is noticeable")
+    curve, norm, scale = candidates[chosen]
+    estimator, history = trained[chosen]
+    estimator.set_scale(scale)
+    shipped = calibration.curve(estimator)
     table = curve_table(candidates, chosen)
-    print(f"\ncalibration curve ({metric} at f + α·δ; in brackets the change from α = 0):\n{table}")
+    report = (f"{metric} at f + α·δ on the calibration set (δ before the scale κ; in brackets the relative "
+              f"change from α = 0):\n\n{table}\n\nShipped: λ_t = {chosen:g}, δ scaled by κ = {scale:.3f}; "
+              f"its own curve: {curve_text(shipped)}\n")
+    print("\n" + report)
     if args.calibration_report:
         from common.featio import write_text
-        write_text(args.calibration_report, f"{metric} at f + α·δ on the calibration set; "
-                   f"in brackets the relative change from α = 0\n\n{table}\n")
-    if chosen is None:
-        raise SystemExit("train_featjnd: no λ_t keeps the drop at α = 1 within 1 %: add larger values to --lambdas")
-    curve, norm = candidates[chosen]
-    estimator, history = trained[chosen]
+        write_text(args.calibration_report, report)
     metadata = dict(metadata, lambda_t=chosen, calibration_lambdas=",".join(f"{v:g}" for v in args.lambdas),
-                    calibration_curve=json.dumps({f"{a:g}": round(v, 3) for a, v in curve.items()}),
-                    relative_delta_norm=f"{norm:.4f}")
+                    calibration_scale=f"{scale:.4f}",
+                    calibration_curve=json.dumps({f"{a:g}": round(v, 3) for a, v in shipped.items()}),
+                    relative_delta_norm=f"{scale * norm:.4f}")
     return _save(estimator, history, args, prefix, metadata), history
 
 

@@ -39,16 +39,29 @@ class _ResidualBlock(nn.Module):
 
 
 class FeatJNDEstimator(nn.Module):
-    def __init__(self, channels, width=64, num_blocks=2):
+    """`scale` multiplies δ: the calibration's κ, which makes α = 1 just noticeable
+    (ctc/featjnd_calibration.py)."""
+
+    def __init__(self, channels, width=64, num_blocks=2, scale=1.0):
         super().__init__()
         self.config = {"channels": channels, "width": width, "num_blocks": num_blocks}
+        if scale != 1.0:
+            self.config["scale"] = float(scale)
+        self.scale = float(scale)
         self.entry = nn.Sequential(nn.Conv2d(channels, width, 3, padding=1, bias=False),
                                    nn.BatchNorm2d(width), nn.ReLU(inplace=True))
         self.blocks = nn.Sequential(*[_ResidualBlock(width) for _ in range(num_blocks)])
         self.exit = nn.Conv2d(width, channels, 3, padding=1)
 
     def forward(self, features):
-        return torch.clamp(self.exit(self.blocks(self.entry(features))), -DELTA_LIMIT, DELTA_LIMIT)
+        delta = torch.clamp(self.exit(self.blocks(self.entry(features))), -DELTA_LIMIT, DELTA_LIMIT)
+        return delta if self.scale == 1.0 else self.scale * delta
+
+    def set_scale(self, scale):
+        self.scale = float(scale)
+        self.config.pop("scale", None)
+        if scale != 1.0:
+            self.config["scale"] = self.scale
 
     def for_channels(self, channels):
         """The network that takes `channels`-channel tensors (this one), or None."""
@@ -59,7 +72,7 @@ class PyramidJNDEstimator(nn.Module):
     """One FeatJNDEstimator per pyramid level (levels differ in channels); forward maps a list of
     levels to their deltas."""
 
-    def __init__(self, levels, width=32, num_blocks=2):
+    def __init__(self, levels, width=32, num_blocks=2, scale=1.0):
         super().__init__()
         levels = [int(c) for c in levels]
         if len(set(levels)) != len(levels):
@@ -67,9 +80,17 @@ class PyramidJNDEstimator(nn.Module):
                              f"them): {levels}")
         self.config = {"levels": levels, "width": width, "num_blocks": num_blocks}
         self.networks = nn.ModuleList(FeatJNDEstimator(c, width, num_blocks) for c in levels)
+        self.set_scale(scale)
 
     def forward(self, levels):
         return [network(f) for network, f in zip(self.networks, levels)]
+
+    def set_scale(self, scale):
+        self.config.pop("scale", None)
+        if scale != 1.0:
+            self.config["scale"] = float(scale)
+        for network in self.networks:
+            network.set_scale(scale)
 
     def for_channels(self, channels):
         return next((n for n in self.networks if n.config["channels"] == channels), None)

@@ -1,25 +1,40 @@
-"""FeatJND calibration: the choice of λ_t from the drop curves, and the held-back split."""
+"""FeatJND calibration: the just-noticeable scale κ, the choice of λ_t, and the held-back split."""
 
 import pytest
 
 pytest.importorskip("torch")
 
-from ctc.featjnd_calibration import choose, curve_table, drops, split_every  # noqa: E402
+from ctc.featjnd_calibration import choose, curve_table, drops, just_noticeable_scale, split_every  # noqa: E402
 
 
-def curve(drop_at_1, drop_at_2, clean=50.0):
-    return {0.0: clean, 1.0: clean * (1 - drop_at_1), 2.0: clean * (1 - drop_at_2)}
+class LinearDrop:
+    """A calibration set whose metric falls 2 % per unit of α beyond α = 0.25 (×the estimator's gain)."""
+
+    def __init__(self, gain):
+        self.gain = gain
+
+    def curve(self, estimator, alphas=(0.0, 0.5, 1.0, 2.0, 4.0)):
+        return {a: 100.0 - 2.0 * max(0.0, a * self.gain - 0.25) for a in alphas}
 
 
-def test_the_largest_perturbation_within_the_tolerance_is_chosen():
-    candidates = {16.0: (curve(0.05, 0.20), 0.40),       # too visible at α = 1
-                  64.0: (curve(0.008, 0.04), 0.20),      # just noticeable: chosen
-                  256.0: (curve(0.002, 0.01), 0.08)}     # within, but smaller δ
-    assert choose(candidates) == 64.0
-    assert choose(candidates, tolerance=0.001) is None
-    assert drops(curve(0.01, 0.5))[1.0] == pytest.approx(0.01)
-    table = curve_table(candidates, 64.0)
-    assert table.count("\n") == 4 and "| 64 | 0.200 |" in table and table.splitlines()[3].endswith("◀ |")
+def test_the_scale_is_the_largest_within_the_tolerance():
+    calibration = LinearDrop(gain=1.0)                   # drop ≤ 1 % while α ≤ 0.75
+    scale = just_noticeable_scale(calibration, None, calibration.curve(None), steps=8)
+    assert 0.74 <= scale <= 0.75
+    gentle = LinearDrop(gain=0.1)                        # never 1 % on the grid (α ≤ 4): the grid's end
+    assert just_noticeable_scale(gentle, None, gentle.curve(None)) == 4.0
+
+
+def test_the_largest_just_noticeable_perturbation_is_chosen():
+    curve = {0.0: 50.0, 1.0: 49.0, 2.0: 45.0}
+    candidates = {16.0: (curve, 2.0, 0.4),               # κ·norm 0.8: chosen
+                  64.0: (curve, 1.0, 0.7),               # 0.7
+                  256.0: (curve, 0.3, 1.0)}              # 0.3
+    assert choose(candidates) == 16.0
+    assert choose({1.0: (curve, 1.0, 0.0)}) is None
+    assert drops(curve)[1.0] == pytest.approx(0.02)
+    table = curve_table(candidates, 16.0)
+    assert table.count("\n") == 4 and "| 0.400 | 0.800 | ◀ |" in table
 
 
 def test_every_stride_th_path_is_held_back():

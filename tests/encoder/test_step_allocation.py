@@ -152,3 +152,16 @@ def test_uniform_does_not_import_torch(tmp_path):
     run = subprocess.run([sys.executable, "-c", code, str(tmp_path / "f.npy"), str(tmp_path / "o.bin")],
                          cwd=REPO, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
+
+
+def test_the_calibration_scale_is_stored_and_applied(tmp_path):
+    torch.manual_seed(1)
+    model = PyramidJNDEstimator([4, 8], width=4, num_blocks=1).eval()
+    x = torch.randn(1, 8, 3, 3)
+    with torch.no_grad():
+        unscaled = model.for_channels(8)(x)
+    model.set_scale(0.25)
+    loaded = load_estimator(save_estimator(model, str(tmp_path), "featjnd_scaled"))
+    assert loaded.config["scale"] == 0.25
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.for_channels(8)(x), 0.25 * unscaled)
