@@ -5,7 +5,7 @@
     L = λ_t · D_t(f + δ, f) − mean_batch ‖δ‖₂        (Adam, gradient norm clipped to 1)
 
 Classification (``--task cls``, EfficientNet-Lite): f is the 1280×7×7 backbone
-output, D_cls = T²·KL(softmax(back(f)/T) ‖ softmax(back(f + δ)/T)), T = 4,
+output (or the 320×7×7 blocks output, ``--split blocks``), D_cls = T²·KL(softmax(back(f)/T) ‖ softmax(back(f + δ)/T)), T = 4,
 λ_t = 50, lr 1e-4. No labels are needed: the frozen network's own prediction
 on the clean feature is the target.
 
@@ -18,10 +18,19 @@ index), so the cache does not depend on batching or threads), their features are
 kept in memory (~0.25 MB each; ``--cache FILE`` also keeps them on disk), and
 G_θ then trains for many epochs on these fixed crops. This trades augmentation
 diversity (K fixed crops instead of fresh ones each epoch) for a step some 50×
-cheaper. The shipped Lite0 estimator took 5.5 minutes this way (see
-encoder/featjnd/weights/README.md, which also describes what it learned: the
-head only sees channel means through a linear layer, and with λ_t = 50 the
-‖δ‖₂ reward wins: δ saturates at ±10 in a nearly image-independent pattern).
+cheaper. (The first Lite0 estimator, with the paper's λ_t = 50 and reward ‖δ‖₂,
+saturated at ±10 in a nearly image-independent pattern: the history in
+encoder/featjnd/weights/README.md. The calibrated ones replaced it.)
+
+YOLOv5n (``--task det --model yolov5n``): one network per level of P3–P5 (64, 128, 256
+channels), D_yolo on the Detect head's raw outputs (``ctc.featjnd_losses``), cached
+augmented pyramids of the training pool, batches of aligned crops (``run_yolo``).
+
+Calibration (``--lambdas``, with ``--reward relative``: L = λ_t·D − ‖δ‖₂/‖f‖₂): one
+estimator per λ_t, each one's task-metric drop at f + α·δ on held-back photos, a scale κ
+per candidate that makes α = 1 just noticeable, and the candidate with the largest
+just-noticeable perturbation is saved (``ctc.featjnd_calibration``). The shipped
+estimators were made this way (encoder/featjnd/weights/README.md).
 
 Detection / instance segmentation (``--task det|ins``): the torchvision R50-FPN
 split (``ctc.tasks.rcnn_fpn``) with user-given weights; one G_θ is shared by the
@@ -30,10 +39,12 @@ five FPN levels (C = 256); D_det / D_ins come from ``ctc.featjnd_losses``;
 frozen front on one image (batch 1, no augmentation).
 
 Output: ``save_estimator`` writes ``<out>/featjnd_<model>_<sha256[:12]>.safetensors``
-with the training settings and final loss in the metadata.
+with the training settings, the calibration and the final loss in the metadata.
 
-    python -m ctc.train_featjnd --task cls --model efficientnet-lite0 \
-        --crops 12 --epochs 30 --batch 32 --width 32 --blocks 2 --seed 0
+    python -m ctc.train_featjnd --task cls --split blocks --reward relative --lambdas 100,200,400,1000 --epochs 20
+    python -m ctc.train_featjnd --task det --model yolov5n \
+        --weights ../shared/data/weights/yolov5n_coco.safetensors \
+        --steps 600 --batch 8 --reward relative --lambdas 64,256,1024
 """
 
 import argparse
