@@ -29,8 +29,6 @@ Run (a few minutes on 2 cores; on 50 images 97 s here, the old loop 88 s: every 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import multiprocessing as mp
 import sys
 from pathlib import Path
 
@@ -42,7 +40,6 @@ sys.path.insert(0, str(HERE))
 import numpy as np  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "imagenet-dev"
-DEFAULT_CACHE = Path("/tmp/fcrs_feats/imagenet_dev_lite0")
 # HEVC feature anchor on the same 200 images: (mean NRMSE, mean bits per image, x265 QP)
 HEVC_ANCHOR = ((0.106, 49_835, 32), (0.328, 19_295, 42))
 
@@ -54,45 +51,6 @@ def parse_qps(text):
         start, stop, step = parts[0], parts[1], parts[2] if len(parts) > 2 else 1
         return list(range(start, stop + (1 if step > 0 else -1), step))
     return [int(q) for q in text.split(",")]
-
-
-def ensure_cache(cache, data, model, split="backbone"):
-    if (cache / "labels.json").is_file() and (cache / "uncompressed_top1.json").is_file():
-        return
-    print(f"feature cache {cache} missing: extracting from {data} ...", flush=True)
-    import extract_effnet_features
-
-    rc = extract_effnet_features.main(["--data", str(data), "--out", str(cache), "--model", model,
-                                       "--split", split])
-    if rc:
-        raise SystemExit(f"feature extraction failed ({rc})")
-
-
-# -- used by bench_featjnd.py and bench_anchor.py (their own loops) ---------------------
-
-@contextlib.contextmanager
-def worker_pool(workers, initializer, initargs):
-    """Start `workers` processes now (callers do so before importing torch, so the forked workers
-    stay torch-free) and yield imap(function, jobs): the results in completion order, with an
-    images-done counter on a terminal. With one worker everything runs in this process."""
-    pool = mp.Pool(workers, initializer, initargs) if workers > 1 else None
-
-    def imap(function, jobs):
-        results = pool.imap_unordered(function, jobs) if pool else (initializer(*initargs) or map(function, jobs))
-        progress = sys.stderr.isatty()
-        for done, result in enumerate(results, 1):
-            yield result
-            if progress:
-                print(f"\r{done}/{len(jobs)} images", end="", file=sys.stderr, flush=True)
-        if progress:
-            print(file=sys.stderr)
-
-    try:
-        yield imap
-    finally:
-        if pool:
-            pool.close()
-            pool.join()
 
 
 # -- interpolation --------------------------------------------------------------------

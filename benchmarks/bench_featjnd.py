@@ -7,22 +7,27 @@ writes featjnd_validation_yolov5n.md. What follows describes classification (--t
 BN, ReLU6 per token, then the pool) is spatial; its estimator is featjnd_<model>-blocks_*.
 
 Checks the paper's claims with the trained estimator G_θ on the 200 images of
-../shared/data/imagenet-dev (features 1280×7×7 after the head conv/BN/ReLU6,
-from bench_effnet_rate.py's cache). δ = G_θ(f) is computed once per image and
-cached next to the features (featjnd_delta_<weight file stem>.npz); the token
-tolerance is s_t = mean_c |δ| / (|f| + ε) (token_tolerance, ε = --epsilon,
-default the encoder's JndEpsilon). Accuracy is always measured with the frozen
-head (EfficientNetLiteSplit().back: global average pool + linear) on the
-distorted features: top-1 against the labels and top-1 agreement with the
-uncompressed features' prediction, each with a 95 % percentile bootstrap
-interval over images (--bootstrap resamples, fixed seed).
+../shared/data/imagenet-dev (backbone: features 1280×7×7 after the head
+conv/BN/ReLU6). Every coded setting of (a), (c) and (d) is a rate point of one
+CTC configuration (benchmarks/ctc_sweep.py writes it: cfg/featjnd.cfg, one tool
+per allocation and seed; --run-out keeps the run folder, so an interrupted run
+resumes), run by ctc/runner.py on the local pool or a Ray cluster (--backend):
+the encoder's StepAllocator computes δ and the steps, every stream is decoded and
+its decoded-feature MD5 checked, and the decoded features are classified. (b)
+and the diagnostics of (d) read the same features from the runner's feature
+cache and compute δ = G_θ(f) here. The token tolerance is
+s_t = mean_c |δ| / (|f| + ε) (token_tolerance, ε = --epsilon, default the
+encoder's JndEpsilon). Accuracy is always measured with the frozen head
+(EfficientNetLiteSplit().back) on the distorted features: top-1 against the
+labels and top-1 agreement with the uncompressed features' prediction, each
+with a 95 % percentile bootstrap interval over images (--bootstrap resamples,
+fixed seed).
 
-(a) Matched noise budget. For each σ_tgt (--sigmas) and each image, steps
-    Δ_t = λ·w_t with w = shaped_tolerance(s, mode, seed) and λ such that
-    E_t[Δ_t²/12] = σ² (step_exponents(w, QP, σ): snapped to the 1/8-octave
-    exponent grid); the feature is coded with encode_features(step_offsets =
-    e − QP, RoundingOffset 0.5) and its .reconstruction classified. Modes: jnd,
-    random (the same s permuted over tokens, seeds --seeds; mean ± std over
+(a) Matched noise budget. For each σ_tgt (--sigmas), the rate point
+    {NoiseBudget: σ}: steps Δ_t = λ·w_t with w = shaped_tolerance(s, mode,
+    seed) and λ such that E_t[Δ_t²/12] = σ² (step_exponents(w, QP, σ): snapped
+    to the 1/8-octave exponent grid), RoundingOffset 0.5. Modes: jnd, random
+    (the same s permuted over tokens, RandomSeed --seeds; mean ± std over
     seeds, and the bootstrap interval of the seed-averaged per-image accuracy)
     and uniform. Also: realised NRMSE and coded bits, and paired bootstrap
     intervals of the agreement differences jnd − random and jnd − uniform.
@@ -30,18 +35,19 @@ interval over images (--bootstrap resamples, fixed seed).
     f + α·δ (α per image) against f + i.i.d. Gaussian noise scaled per image to
     the same norm, and, as a control for the head's blindness to zero-mean
     spatial patterns, Gaussian noise with each channel's spatial mean removed.
-(c) Real coded bits. For jnd, random (seed 0) and uniform, the QPs of
-    --qps-jnd / --qps-random / --qps-uniform with steps e = step_exponents(w,
-    QP, 0) (the noise power of QP's uniform step) passed as step offsets;
+(c) Real coded bits. For jnd, random (seed 0) and uniform, the rate points
+    {QP: q} for the QPs of --qps-jnd / --qps-random / --qps-uniform (steps
+    e = step_exponents(w, QP, 0): the noise power of QP's uniform step);
     bits = 8 × len(stream) (whole stream incl. parameter set and MD5 unit),
-    bits per feature point = bits / 62,720. The first --verify-decode images'
-    streams are decoded with decode_stream and compared with .reconstruction.
+    bits per feature point = bits / feature points; the step map's share is
+    the record's step_map_bits (its ideal code length, −log2 P).
     BD-rate (bjontegaard, pchip, log rate over the overlapping accuracy range)
     of jnd and random against uniform, with agreement and with top-1 as the
     quality axis, and a bootstrap interval over images (--bd-bootstrap
     resamples: curves recomputed per resample; resamples whose curves are not
     strictly monotone or do not overlap are skipped and counted).
-(d) ε sensitivity (jnd at --sigma-mid for each --epsilons value) and a
+(d) ε sensitivity (jnd at {NoiseBudget: --sigma-mid, JndEpsilon: ε} for each
+    --epsilons value) and a
     diagnostic of the estimator: mean |δ|, fraction |δ| ≥ 9.99 (the clamp is
     ±10), per-channel spatial mean of δ relative to mean |δ| and the share of
     ||δ||² in the per-channel spatial means (i.i.d. noise: ≈ 0.14 and 1/49;
@@ -52,7 +58,8 @@ Writes docs/results/featjnd_validation.md (--out) with the tables and the
 command, and featjnd_matched_sigma.png, featjnd_matched_nrmse.png,
 featjnd_rate.png next to it.
 
-The run reported in docs/results (about 3–4 minutes on 2 cores):
+The run reported in docs/results (about 10 minutes on 2 cores; the features are
+computed once into the runner's cache):
 
     .venv/bin/python benchmarks/bench_featjnd.py
 
@@ -65,7 +72,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import os
 import shlex
 import sys
@@ -79,7 +85,8 @@ sys.path.insert(0, str(HERE))
 
 import numpy as np  # noqa: E402
 
-from bench_effnet_rate import DEFAULT_CACHE, DEFAULT_DATA, ensure_cache, worker_pool  # noqa: E402
+from bench_effnet_rate import DEFAULT_DATA  # noqa: E402
+from ctc_sweep import imagenet_lite0_config, run_sweep  # noqa: E402
 from ctc.stats import Bootstrap, bd_rate, interval  # noqa: E402
 
 WEIGHTS_GLOB = str(REPO / "encoder" / "featjnd" / "weights" / "featjnd_{model}_*.safetensors")
@@ -99,109 +106,64 @@ def parse_ints(text):
     return [int(v) for v in text.split(",") if v.strip()]
 
 
-# -- worker: everything that needs the encoder, per image --------------------------------------
+# -- the coded settings: one CTC configuration -----------------------------------------------------
 
-_CFG = None
+def coded_settings(sigmas, seeds, epsilons, sigma_mid, modes_c, estimator, epsilon):
+    """The coded settings in table order, [(mode, tool, rate point)], and the CTC tools that hold
+    them: cfg/featjnd.cfg with one tool per allocation and seed; a rate point sets NoiseBudget (a),
+    NoiseBudget and JndEpsilon (d) or QP (c)."""
+    modes_a = [("jnd", 0)] + [("random", s) for s in seeds] + [("uniform", 0)]
+
+    def tool_of(mode, seed):
+        return f"random{seed}" if mode == "random" else mode
+
+    def options_of(mode, seed):
+        if mode == "uniform":
+            return {"StepAllocation": "uniform"}
+        options = {"JndWeights": str(estimator), "JndEpsilon": epsilon}
+        return dict(options, StepAllocation="random", RandomSeed=seed) if mode == "random" else options
+
+    settings = [(mode, tool_of(mode, seed), {"NoiseBudget": sigma}) for sigma in sigmas for mode, seed in modes_a]
+    settings += [("jnd", "jnd", {"NoiseBudget": sigma_mid, **({"JndEpsilon": eps} if eps != epsilon else {})})
+                 for eps in epsilons]
+    settings += [(mode, tool_of(mode, seed), {"QP": qp}) for mode, seed, qps in modes_c for qp in qps]
+    tools = {}
+    for mode, name, point in settings:
+        seed = int(name[len("random"):]) if mode == "random" else 0
+        tool = tools.setdefault(name, {"cfg": "cfg/featjnd.cfg", "options": options_of(mode, seed),
+                                       "label": name, "rate_points": []})
+        if point not in tool["rate_points"]:
+            tool["rate_points"].append(point)
+    return modes_a, settings, tools
 
 
-def _init_worker(cfg):
-    global _CFG
-    _CFG = cfg
+def estimator_deltas(estimator_path, features):
+    """δ = G_θ(f) of every image (float32, batches of 25)."""
+    import torch
+
+    from encoder.featjnd.estimator import load_estimator
+
+    estimator = load_estimator(estimator_path)
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(features), 25):
+            out.append(estimator(torch.from_numpy(features[start:start + 25])).numpy())
+    return np.concatenate(out)
 
 
-def _encode(f, options, offsets):
-    from encoder.encoder import encode_features
-
-    result = encode_features({"": f}, options, step_offsets={"": offsets})
-    return result
-
-
-def code_image(job):
-    """All coded settings of one image: (a) matched σ, (d) ε sweep, (c) QP sweeps."""
-    from decoder.decoder import decode_stream
-    from encoder.featjnd.allocation import shaped_tolerance, step_exponents, token_tolerance
-    from encoder.options import default_options
-
-    index, path, delta = job
-    cfg = _CFG
-    start = time.perf_counter()
-    f = np.load(path)
-    f64, d64 = f.astype(np.float64), delta.astype(np.float64)
-    norm = np.linalg.norm(f64)
-    base = default_options()
-    base.update(RoundingOffset=0.5, DecodedFeatureHash=True)
-    tol = {eps: token_tolerance(f64, d64, eps) for eps in sorted(set(cfg["epsilons"]) | {cfg["epsilon"]})}
-    s = tol[cfg["epsilon"]]
-
-    recon, bits, nrmse, errors, map_bits = [], [], [], [], []
-    checked = 0
-
-    def map_cost(exponents, qp):
-        """Payload bits of the step-offset map: the same levels coded with and without it."""
-        from common.tools.tokenwise.sq import TokenwiseEntropyCoder
-        from encoder.tools.tokenwise.coder import signalled_steps
-        from encoder.tools.tokenwise.quantiser import quantise
-
-        tsq_qp, rel, flag = signalled_steps(qp, exponents - qp)
-        if not flag:
-            return 0
-        levels = quantise(f64, tsq_qp + rel, 0.5, np.dtype(np.float32))
-        sizes = []
-        for offsets, use_map in ((rel, True), (np.zeros_like(rel), False)):
-            coder = TokenwiseEntropyCoder()
-            coder.code_tensor(levels, offsets, f.shape, use_map)
-            sizes.append(8 * len(coder.finish()))
-        return sizes[0] - sizes[1]
-
-    def run(weights, qp, sigma, verify=False):
-        nonlocal checked
-        options = dict(base, QP=qp)
-        exponents = step_exponents(weights, qp, sigma)
-        if verify is not None and sigma == 0:
-            map_bits.append(map_cost(exponents, qp))
-        try:
-            result = _encode(f, options, exponents - qp)
-        except Exception as exc:  # e.g. a level beyond the syntax' limit: report, do not hide
-            errors.append(f"{path.name}: QP {qp} σ {sigma}: {exc}")
-            recon.append(np.full_like(f, np.nan))
-            bits.append(0)
-            nrmse.append(np.nan)
-            return
-        rec = result.reconstruction[""]
-        recon.append(rec)
-        bits.append(8 * len(result.stream))
-        nrmse.append(np.linalg.norm(rec.astype(np.float64) - f64) / norm)
-        if verify and index < cfg["verify"]:
-            out = decode_stream(result.stream)
-            if not (np.array_equal(out.tensors[""], rec) and all(c.ok for c in out.hash_checks)):
-                raise RuntimeError(f"{path}: decode_stream differs from the encoder's reconstruction "
-                                   f"(QP {qp}, σ {sigma})")
-            checked += 1
-
-    qp0 = base["QP"]
-    for sigma in cfg["sigmas"]:                                  # (a)
-        for mode, seed in cfg["modes_a"]:
-            run(shaped_tolerance(s, mode, seed), qp0, sigma, None)
-    for eps in cfg["epsilons"]:                                  # (d)
-        run(tol[eps], qp0, cfg["sigma_mid"], None)
-    for mode, seed, qps in cfg["modes_c"]:                       # (c): decode-checked, step-map cost
-        weights = shaped_tolerance(s, mode, seed)
-        for qp in qps:
-            run(weights, qp, 0.0, True)
-
-    # (d) estimator diagnostics on this image
-    absd = np.abs(d64)
-    dc = d64.mean(axis=(1, 2))
-    diag = np.array([
+def estimator_diagnostics(f, d, s):
+    """Per image: mean |δ|, share at the ±10 clamp, DC share of δ, the CV and max/min of s_t."""
+    absd = np.abs(d)
+    dc = d.mean(axis=(1, 2))
+    return np.array([
         absd.mean(),
         np.mean(absd >= 9.99),
         np.abs(dc).mean() / max(absd.mean(), 1e-300),
-        d64.shape[1] * d64.shape[2] * np.sum(dc ** 2) / max(np.sum(d64 ** 2), 1e-300),
+        d.shape[1] * d.shape[2] * np.sum(dc ** 2) / max(np.sum(d ** 2), 1e-300),
         s.std() / max(s.mean(), 1e-300),
         s.max() / max(s.min(), 1e-300),
     ])
-    return (index, np.stack(recon), np.array(bits, dtype=np.int64), np.array(nrmse), diag, checked, errors,
-            np.array(map_bits, dtype=np.int64), time.perf_counter() - start)
+
 
 
 # -- statistics -----------------------------------------------------------------------------------
@@ -275,34 +237,11 @@ class Report:
         self.md.append("")
 
 
-def compute_deltas(paths, stems, weights, cache):
-    """δ = G_θ(f) for every image, computed once and cached per weight file."""
-    import torch
-
-    from encoder.featjnd.estimator import load_estimator
-
-    cache_file = cache / f"featjnd_delta_{Path(weights).stem}.npz"
-    if cache_file.is_file():
-        data = np.load(cache_file)
-        known = dict(zip(data["stems"].tolist(), data["delta"]))
-        if all(s in known for s in stems):
-            return np.stack([known[s] for s in stems]), cache_file, True
-    est = load_estimator(weights)
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(paths), 25):
-            x = torch.from_numpy(np.stack([np.load(p) for p in paths[i:i + 25]]))
-            out.append(est(x).numpy().astype(np.float32))
-    delta = np.concatenate(out)
-    np.savez(cache_file, stems=np.array(stems), delta=delta)
-    return delta, cache_file, False
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help=f"feature cache (default {DEFAULT_CACHE})")
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="image folder, only to fill a missing cache")
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"image folder with labels.csv (cls; default "
+                    f"{DEFAULT_DATA})")
     ap.add_argument("--model", default="efficientnet-lite0")
     ap.add_argument("--weights", help="FeatJND estimator .safetensors (default: the newest "
                     "encoder/featjnd/weights/featjnd_<model>_*.safetensors)")
@@ -319,9 +258,13 @@ def main(argv=None):
     ap.add_argument("--bd-bootstrap", type=int, default=200, help="bootstrap resamples for BD-rate")
     ap.add_argument("--bd-floor", type=float, default=50.0,
                     help="second BD-rate: only points with quality ≥ this %% (default 50)")
-    ap.add_argument("--verify-decode", type=int, default=10, metavar="N",
-                    help="decode the (c) streams of the first N images with decode_stream (default 10)")
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=2, help="runner workers (default 2)")
+    ap.add_argument("--backend", choices=("local", "ray"), default="local",
+                    help="runner backend (cls): local worker processes (default) or a Ray cluster")
+    ap.add_argument("--address", help="--backend ray: the cluster to join (default: a local instance)")
+    ap.add_argument("--run-out", type=Path, help="run folder of the coded settings (cls), kept: an interrupted "
+                    "run resumes there (default: a temporary folder)")
+    ap.add_argument("--feature-cache", type=Path, help="the runner's feature cache (default ~/.cache/fcrs/features)")
     ap.add_argument("--limit", type=int, help="first N images only")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results folder (default {DEFAULT_OUT})")
     ap.add_argument("--task", choices=("cls", "det"), default="cls",
@@ -354,9 +297,6 @@ def main(argv=None):
         rep.out(f"Wrote {md_path}")
         return 0
     model_name = args.model if args.split == "backbone" else f"{args.model}-{args.split}"
-    if args.split != "backbone" and args.cache == DEFAULT_CACHE:
-        args.cache = DEFAULT_CACHE.parent / f"{DEFAULT_CACHE.name}_{args.split}"
-
     t0 = time.perf_counter()
     from encoder.options import default_options
 
@@ -367,74 +307,76 @@ def main(argv=None):
         if not found:
             raise SystemExit(f"no estimator weights {WEIGHTS_GLOB.format(model=model_name)}: pass --weights")
         weights = found[-1]
-    ensure_cache(args.cache, args.data, args.model, args.split)
-    labels = json.loads((args.cache / "labels.json").read_text())
-    uncompressed = json.loads((args.cache / "uncompressed_top1.json").read_text())
-    stems = sorted(labels)[: args.limit] if args.limit else sorted(labels)
-    paths = [args.cache / f"{s}.npy" for s in stems]
-    n = len(stems)
-    label_arr = np.array([labels[s] for s in stems])
-    ref_arr = np.array([uncompressed[s] for s in stems])
+    weights = str(Path(weights).resolve())
 
     sigmas, seeds, targets = parse_floats(args.sigmas), parse_ints(args.seeds), parse_floats(args.nrmse)
     epsilons = parse_floats(args.epsilons)
-    modes_a = [("jnd", 0)] + [("random", s) for s in seeds] + [("uniform", 0)]
     modes_c = [("jnd", 0, parse_ints(args.qps_jnd)), ("random", 0, parse_ints(args.qps_random)),
                ("uniform", 0, parse_ints(args.qps_uniform))]
-    cfg = dict(sigmas=sigmas, modes_a=modes_a, epsilons=epsilons, sigma_mid=args.sigma_mid, epsilon=epsilon,
-               modes_c=modes_c, verify=args.verify_decode)
+    modes_a, settings, tools = coded_settings(sigmas, seeds, epsilons, args.sigma_mid, modes_c, weights, epsilon)
     n_a = len(sigmas) * len(modes_a)
     n_d = len(epsilons)
-    n_c = sum(len(q) for _, _, q in modes_c)
-    n_cfg = n_a + n_d + n_c
+    n_cfg = len(settings)
 
-    # The pool forks before torch is imported, so the workers stay torch-free (and fork-safe).
-    with worker_pool(args.workers, _init_worker, (cfg,)) as imap:
-        import torch
+    # Every coded setting is a CTC rate point: the runner codes, decodes (MD5-checked) and classifies.
+    raw = imagenet_lite0_config(f"bench_featjnd_{args.split}", tools, split=args.split, network=args.model,
+                                description=f"bench_featjnd.py: FeatJND settings, {model_name}")
+    run_args = argparse.Namespace(backend=args.backend, address=args.address, workers=args.workers,
+                                  out=args.run_out, feature_cache=args.feature_cache)
+    sweep = run_sweep(raw, run_args, args.data, args.limit)
+    n = len(sweep.images)
+    label_arr, ref_arr = sweep.labels, sweep.reference_top1
+    pred = np.stack([sweep.top1(tool, point) for _, tool, point in settings])
+    bits = np.stack([sweep.field(tool, point, "bits") for _, tool, point in settings])
+    nrmse = np.stack([sweep.field(tool, point, "nrmse") for _, tool, point in settings])
+    map_bits = np.stack([sweep.field(tool, point, "step_map_bits", default=0.0)
+                         for _, tool, point in settings[n_a + n_d:]])
+    encode_ms = 1000 * np.mean([sweep.field(tool, point, "encode_s").mean() for _, tool, point in settings])
+    checked, coded = sweep.md5_checks()
 
-        from ctc.tasks.efficientnet_lite import EfficientNetLiteSplit
+    # (b) and (d): the same images' features from the runner's cache; δ and the head in this process
+    import torch
 
-        torch.set_num_threads(1)
-        delta, delta_file, delta_cached = compute_deltas(paths, stems, weights, args.cache)
-        net = EfficientNetLiteSplit(args.model, split=args.split)
+    from ctc.datasets import file_digest, load_samples, read_rgb
+    from ctc.feature_cache import DEFAULT_ROOT, FeatureCache
+    from ctc.tasks.evaluation import ClassificationTask
+    from encoder.featjnd.allocation import token_tolerance
 
-        def predict(x):
-            with torch.no_grad():
-                return net.back(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).argmax(1).numpy()
+    torch.set_num_threads(1)
+    task = ClassificationTask(args.model, args.split)
+    cache = FeatureCache(args.feature_cache or DEFAULT_ROOT, task)
+    samples = {sample.id: sample for sample in load_samples(sweep.config, args.data)}
+    features = []
+    for image in sweep.images:
+        sample = samples[image]
+        features.append(cache.features(file_digest(sample.path), lambda: read_rgb(sample.path))[0][""])
+    features = np.stack(features)
+    delta = estimator_deltas(weights, features)
+    net = task.net
 
-        pred = np.zeros((n_cfg, n), dtype=np.int64)
-        bits = np.zeros((n_cfg, n), dtype=np.int64)
-        nrmse = np.zeros((n_cfg, n))
-        diag = np.zeros((n, 6))
-        checked, worker_seconds, errors = 0, 0.0, []
-        jobs = [(i, p, delta[i]) for i, p in enumerate(paths)]
-        map_bits = np.zeros((n_c, n), dtype=np.int64)
-        for i, rec, b, e, dg, c, errs, mb, sec in imap(code_image, jobs):
-            pred[:, i] = predict(np.nan_to_num(rec))
-            bits[:, i], nrmse[:, i], diag[i], map_bits[:, i] = b, e, dg, mb
-            checked += c
-            errors += errs
-            worker_seconds += sec
+    def predict(x):
+        with torch.no_grad():
+            return net.back(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).argmax(1).numpy()
 
-        # (b) matched NRMSE: no coding, straight in the main process
-        F = np.stack([np.load(p) for p in paths]).astype(np.float64)
-        D = delta.astype(np.float64)
-        fnorm = np.linalg.norm(F.reshape(n, -1), axis=1)
-        dnorm = np.linalg.norm(D.reshape(n, -1), axis=1)
-        gauss = np.random.default_rng(NOISE_SEED).standard_normal(F.shape)
-        gauss_dc = gauss - gauss.mean(axis=(2, 3), keepdims=True)
-        unit = {"jnd": D / dnorm[:, None, None, None],
-                "gauss": gauss / np.linalg.norm(gauss.reshape(n, -1), axis=1)[:, None, None, None],
-                "gauss_dcfree": gauss_dc / np.linalg.norm(gauss_dc.reshape(n, -1), axis=1)[:, None, None, None]}
-        pred_b = {}
-        for kind, u in unit.items():
-            for t in targets:
-                pred_b[kind, t] = predict(F + (t * fnorm)[:, None, None, None] * u)
-        pred_delta1 = predict(F + D)
-        pred_clean = predict(F)
-        # the linear-head diagnostics apply where the head is pool + linear (the backbone split)
-        head = (head_diagnostics(net.net._fc.weight.detach().double().numpy(), F, D, epsilon)
-                if args.split == "backbone" else None)
+    F = features.astype(np.float64)
+    D = delta.astype(np.float64)
+    diag = np.stack([estimator_diagnostics(f, d, token_tolerance(f, d, epsilon)) for f, d in zip(F, D)])
+    fnorm = np.linalg.norm(F.reshape(n, -1), axis=1)
+    dnorm = np.linalg.norm(D.reshape(n, -1), axis=1)
+    gauss = np.random.default_rng(NOISE_SEED).standard_normal(F.shape)
+    gauss_dc = gauss - gauss.mean(axis=(2, 3), keepdims=True)
+    unit = {"jnd": D / dnorm[:, None, None, None],
+            "gauss": gauss / np.linalg.norm(gauss.reshape(n, -1), axis=1)[:, None, None, None],
+            "gauss_dcfree": gauss_dc / np.linalg.norm(gauss_dc.reshape(n, -1), axis=1)[:, None, None, None]}
+    pred_b = {}
+    for kind, u in unit.items():
+        for t in targets:
+            pred_b[kind, t] = predict(F + (t * fnorm)[:, None, None, None] * u)
+    pred_delta1 = predict(F + D)
+    pred_clean = predict(F)
+    # the linear-head diagnostics apply where the head is pool + linear (the backbone split)
+    head = (head_diagnostics(net.net._fc.weight.detach().double().numpy(), F, D, epsilon)
+            if args.split == "backbone" else None)
     wall = time.perf_counter() - t0
 
     # ---------------------------------------------------------------------------------------------
@@ -442,7 +384,7 @@ def main(argv=None):
     top1 = pred == label_arr[None]
     agree = pred == ref_arr[None]
     rep = Report()
-    points = int(np.prod(np.load(paths[0]).shape))
+    points = int(np.prod(features.shape[1:]))
     w_hash = Path(weights).stem.rsplit("_", 1)[-1]
 
     rep.both(f"# FeatJND validation: EfficientNet-Lite0 ({args.split} split) on imagenet-dev")
@@ -451,23 +393,20 @@ def main(argv=None):
     rep.mdonly()
     rep.mdonly("    " + command)
     rep.mdonly()
-    rep.both(f"Estimator: {os.path.relpath(weights, REPO)} (sha256 prefix {w_hash}); ε = {epsilon:g}; "
-             f"δ {'read from' if delta_cached else 'computed once and cached in'} {delta_file}")
-    rep.both(f"Images: {n} of {args.cache}, features {'×'.join(map(str, np.load(paths[0]).shape))} = "
+    rep.both(f"Estimator: {os.path.relpath(weights, REPO)} (sha256 prefix {w_hash}); ε = {epsilon:g}")
+    rep.both(f"Images: {n} of {args.data}, features {'×'.join(map(str, features.shape[1:]))} = "
              f"{points:,} points; uncompressed top-1 {np.mean(ref_arr == label_arr) * 100:.1f} % "
-             f"(head on the cached features agrees with uncompressed_top1.json on "
+             f"(the head on the cached features agrees with the run's reference records on "
              f"{np.mean(pred_clean == ref_arr) * 100:.1f} %)")
-    rep.both(f"{n * n_cfg:,} encodes ({n_cfg} settings × {n} images) + {len(pred_b) * n:,} noise trials in "
-             f"{wall:.0f} s wall ({args.workers} worker(s), {worker_seconds / max(n * n_cfg, 1) * 1000:.1f} ms "
-             f"per encode); decode_stream identical to .reconstruction on {checked} streams (part c, first "
-             f"{min(args.verify_decode, n)} images)")
+    rep.both(f"{n * n_cfg:,} encodes ({n_cfg} settings × {n} images: one CTC run, {args.workers} {args.backend} "
+             f"worker(s), {encode_ms:.1f} ms per encode; every stream decoded, decoded-feature MD5 ok on {checked} "
+             f"of {coded}) + {len(pred_b) * n:,} noise trials in {wall:.0f} s wall")
     rep.both(f"Intervals: 95 % percentile bootstrap over images, {args.bootstrap} resamples (seed {BOOT_SEED}).")
-    if errors:
-        rep.both(f"**{len(errors)} encodes failed** (counted as wrong), e.g. {errors[0]}")
     rep.both()
 
     # ----- (a)
-    rep.both("## (a) Matched noise budget σ_tgt (steps λ·w_t, E[Δ²/12] = σ², coded with encode_features)")
+    rep.both("## (a) Matched noise budget σ_tgt (steps λ·w_t, E[Δ²/12] = σ²: the CTC rate points "
+             "{NoiseBudget: σ})")
     rep.both()
     rep.both("Top-1 agreement with the uncompressed prediction and top-1 accuracy, % [95 % CI]; random: "
              f"seeds {seeds[0]}..{seeds[-1]}, mean ± std over seeds and the CI of the seed-averaged per-image "
@@ -550,8 +489,8 @@ def main(argv=None):
                          fmt_ci(*boot.ci(agree[kk])), fmt_ci(*boot.ci(top1[kk]))])
     rep.table(["mode", "QP", "bits/image", "of which map", "bits/pt", "NRMSE", "agree % [CI]", "top-1 % [CI]"],
               rows, align="lrrrrrrr")
-    rep.both("('of which map': payload bits of the step-offset map, measured as the payload with the map minus "
-             "the same levels coded without it.)")
+    rep.both("('of which map': the step-offset map's ideal code length in the payload, −log2 P under its "
+             "adaptive model (the record's step_map_bits; the levels are coded the same with or without it).)")
     rep.both()
 
     bd_boot = Boot(n, args.bd_bootstrap, seed=BOOT_SEED + 1)

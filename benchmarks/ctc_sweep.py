@@ -34,10 +34,10 @@ def add_runner_arguments(parser, workers=2):
                         help="the runner's feature cache (default ~/.cache/fcrs/features)")
 
 
-def imagenet_lite0_config(name, tools, description=""):
-    """The raw CTC configuration: the image folder's labels, EfficientNet-Lite0 split at the backbone."""
+def imagenet_lite0_config(name, tools, description="", split="backbone", network="efficientnet-lite0"):
+    """The raw CTC configuration: the image folder's labels, EfficientNet-Lite0 split at `split`."""
     return {"name": name, "description": description, "dataset": {"kind": "image_folder"},
-            "task": {"network": "efficientnet-lite0", "split": "backbone"}, "tools": tools,
+            "task": {"network": network, "split": split}, "tools": tools,
             "anchor": next(iter(tools)), "report": {"metrics": ["top1", "agreement"], "bootstrap": 0}}
 
 
@@ -65,14 +65,21 @@ def run_sweep(raw, args, data, limit=None):
         return Sweep(config, out, wall)
 
 
+def point_key(point):
+    """The runner's key of a rate point: a QP, or a mapping of FCRS options."""
+    return json.dumps(point if isinstance(point, dict) else {"QP": point}, sort_keys=True)
+
+
 class Sweep:
-    """The records of a run as arrays: reference[field][image], coded(tool, point, field)[image]."""
+    """The records of a run as arrays over images: reference fields, and field(tool, point, name)
+    of the coded records (point: a QP or the rate point's options)."""
 
     def __init__(self, config, out, wall):
         from ctc.records import REFERENCE_TOOL, RecordStore
 
         store = RecordStore(out)
         reference = sorted(store.read(REFERENCE_TOOL), key=lambda r: r["image"])
+        self.config = config
         self.images = [r["image"] for r in reference]
         self.labels = np.array([r["label"] for r in reference])
         self.reference_top1 = np.array([r["prediction"]["top5"][0] for r in reference])
@@ -81,13 +88,17 @@ class Sweep:
         self._coded = {}
         for tool in config.tools:
             for record in store.read(tool.name):
-                self._coded[tool.name, json.loads(record["point"])["QP"], record["image"]] = record
+                self._coded[tool.name, record["point"], record["image"]] = record
 
-    def field(self, tool, qp, name):
-        return np.array([self._coded[tool, qp, image][name] for image in self.images])
+    def field(self, tool, point, name, default=None):
+        """The field of every image's record; `default` where a record lacks it (None: required)."""
+        key = point_key(point)
+        records = [self._coded[tool, key, image] for image in self.images]
+        return np.array([record[name] if default is None else record.get(name, default) for record in records])
 
-    def top1(self, tool, qp):
-        return np.array([self._coded[tool, qp, image]["prediction"]["top5"][0] for image in self.images])
+    def top1(self, tool, point):
+        key = point_key(point)
+        return np.array([self._coded[tool, key, image]["prediction"]["top5"][0] for image in self.images])
 
     def md5_checks(self):
         return sum(record["md5"] == "ok" for record in self._coded.values()), len(self._coded)

@@ -15,7 +15,8 @@ Record fields (coded records):
     (image anchor: front half on the decoded image), nn_part_2_s, md5 ('ok', 'mismatch',
     'absent'), prediction (the task's, e.g. top5 or COCO detections); feature anchors also
     inner_bits (the inner video streams alone) and inner_encode_s (the external encoder alone),
-    the image anchor image_psnr (dB over RGB at the input size)
+    the image anchor image_psnr (dB over RGB at the input size); token-wise streams with a
+    step-offset map step_map_bits (the map's ideal code length, −log2 P, of the payload)
 """
 
 from __future__ import annotations

@@ -125,6 +125,8 @@ class Evaluator:
         if any(report.inner_bits for report in result.reports):     # a video anchor: its inner codec alone
             coded["inner_bits"] = sum(report.inner_bits for report in result.reports)
             coded["inner_encode_s"] = sum(report.inner_seconds for report in result.reports)
+        if any(report.step_map_bits for report in result.reports):  # per-token steps: what their map costs
+            coded["step_map_bits"] = round(sum(report.step_map_bits for report in result.reports), 3)
         return coded
 
     def _code_image(self, rgb, point):

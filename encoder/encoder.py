@@ -38,6 +38,7 @@ class TensorReport:
     shape: tuple
     bits: int             # bits of the tensor's data unit (header + payload)
     ideal_bits: float     # token-wise: −log2 P of the coded symbols under the models used; anchor: None
+    step_map_bits: float  # token-wise: the step-offset map's part of ideal_bits (0 without a map)
     num_elements: int
     mse: float
     seconds: float
@@ -115,7 +116,8 @@ def encode_features(tensors, options, step_offsets=None, step_allocator=None, tr
         payload_units.append((UnitType.TENSOR_DATA, payload, unit_trace))
         reconstruction[name] = coded.reconstruction
         reports.append(TensorReport(name=name, shape=array.shape, bits=8 * len(payload),
-                                    ideal_bits=coded.ideal_bits, num_elements=array.size,
+                                    ideal_bits=coded.ideal_bits, step_map_bits=coded.step_map_bits,
+                                    num_elements=array.size,
                                     mse=float(np.mean(error ** 2)), seconds=coded.seconds,
                                     inner_codec=coded.inner_codec,
                                     inner_bits=8 * len(coded.payload) if coded.spec.tool == Tool.VIDEO_ANCHOR else 0,

@@ -30,5 +30,6 @@ class CodedTensor:
     reconstruction: np.ndarray     # exactly what the decoder will output
     seconds: float                 # encoding wall time of this tensor
     ideal_bits: float = None
+    step_map_bits: float = 0.0     # token-wise: −log2 P of the step-offset map (part of ideal_bits)
     inner_codec: str = ""
     inner_seconds: float = 0.0

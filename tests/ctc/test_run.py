@@ -55,6 +55,9 @@ def test_smoke_end_to_end_through_the_console_script(tmp_path):
         assert rec["bpp"] == pytest.approx(rec["bits"] / rec["pixels"])
         assert 0 <= rec["nrmse"] and rec["encode_s"] > 0 and rec["decode_s"] > 0
         assert len(rec["prediction"]["top5"]) == 5
+    # FeatJND's per-token steps are signalled: the record says what their map costs
+    assert all(0 < rec["step_map_bits"] < rec["bits"] for rec in records["featjnd"])
+    assert not any("step_map_bits" in rec for rec in records["uniform"])
     for name in ("report.md", "points.csv", "bd_rate.csv", "near_lossless.csv", "rate_accuracy.png",
                  "compressai_vision/uniform.csv", "compressai_vision/image_anchor.csv"):
         assert (out / name).is_file(), name

@@ -216,6 +216,7 @@ class TokenwiseEntropyCoder:
             self._coder = ans_decoder(payload, "entropy payload")
         self._ans_type = constriction.stream.stack.AnsCoder
         self.ideal_bits = 0.0   # −log2 P of everything coded, under the models used
+        self.step_map_bits = 0.0   # the step-offset map's share of ideal_bits
 
     # The encoder buffers each call compactly (symbols, context indices and the call's
     # small probability table); finish() expands them and ANS-encodes in reverse.
@@ -312,7 +313,9 @@ class TokenwiseEntropyCoder:
         self._limit = chunk_limit(num_elements)
         self._chunk = FIRST_CHUNK
         if step_map_flag:
+            before = self.ideal_bits
             offsets = self._code_offsets(offsets, height, width)
+            self.step_map_bits += self.ideal_bits - before
         else:
             offsets = np.zeros((height, width), dtype=np.int64)
         levels = self._code_levels(levels, channels, height, width)

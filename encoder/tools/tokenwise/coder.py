@@ -66,7 +66,8 @@ def code_tokenwise_tensor(name, array, options, offsets, step_allocator):
     coder.code_tensor(levels, offsets, spec.grid, spec.step_map)
     payload = coder.finish()
     return CodedTensor(spec=spec, payload=payload, reconstruction=reconstruct(spec, levels, offsets),
-                       seconds=time.perf_counter() - start, ideal_bits=coder.ideal_bits)
+                       seconds=time.perf_counter() - start, ideal_bits=coder.ideal_bits,
+                       step_map_bits=coder.step_map_bits)
 
 
 def code_tokenwise_tensors(tensors, options, step_offsets, step_allocator):

@@ -156,6 +156,17 @@ def test_truncated_payload_is_an_error_or_decodes_differently(cut):
     assert not (np.array_equal(decoded, levels) and np.array_equal(decoded_offsets, offsets))
 
 
+def test_step_map_bits_are_the_maps_share_of_the_ideal_length():
+    levels, offsets = golden_levels()
+    with_map, without_map = TokenwiseEntropyCoder(), TokenwiseEntropyCoder()
+    with_map.code_tensor(levels, offsets, levels.shape, True)
+    without_map.code_tensor(levels, np.zeros_like(offsets), levels.shape, False)
+    assert without_map.step_map_bits == 0
+    assert with_map.step_map_bits > 0     # two escapes alone cost more than a few bits
+    # the levels are coded alike with or without the map, so the difference is the map
+    assert with_map.ideal_bits - with_map.step_map_bits == pytest.approx(without_map.ideal_bits, rel=1e-12)
+
+
 def test_all_zero_tensor_round_trip():
     payload = assert_round_trip(np.zeros((4, 8, 8), dtype=np.int64))
     assert len(payload) <= 16
