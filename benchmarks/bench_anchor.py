@@ -157,4 +157,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from common.errors import exit_code_of
+
+    raise SystemExit(exit_code_of("bench_anchor", main))

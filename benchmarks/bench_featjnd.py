@@ -71,7 +71,6 @@ Quick smoke run (20 images):
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import shlex
 import sys
@@ -89,7 +88,6 @@ from bench_effnet_rate import DEFAULT_DATA  # noqa: E402
 from ctc_sweep import imagenet_lite0_config, run_sweep  # noqa: E402
 from ctc.stats import Bootstrap, bd_rate, interval  # noqa: E402
 
-WEIGHTS_GLOB = str(REPO / "encoder" / "featjnd" / "weights" / "featjnd_{model}_*.safetensors")
 DEFAULT_OUT = REPO / "docs" / "results"
 BOOT_SEED = 20240601
 NOISE_SEED = 7
@@ -243,8 +241,8 @@ def main(argv=None):
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"image folder with labels.csv (cls; default "
                     f"{DEFAULT_DATA})")
     ap.add_argument("--model", default="efficientnet-lite0")
-    ap.add_argument("--weights", help="FeatJND estimator .safetensors (default: the newest "
-                    "encoder/featjnd/weights/featjnd_<model>_*.safetensors)")
+    ap.add_argument("--weights", help="FeatJND estimator .safetensors (default: the shipped "
+                    "encoder/featjnd/weights/featjnd_<model>[-blocks]_<hash>.safetensors)")
     ap.add_argument("--epsilon", type=float, help="ε of s_t for (a)-(c) (default: the encoder's JndEpsilon)")
     ap.add_argument("--sigmas", default="1.5,2.5,3.25,3.5,4.5", help="σ_tgt values of (a)")
     ap.add_argument("--seeds", default="0,1,2,3,4", help="permutation seeds of random in (a)")
@@ -254,7 +252,8 @@ def main(argv=None):
     ap.add_argument("--qps-uniform", default="64,72,74,75,76,77", help="QPs of uniform in (c)")
     ap.add_argument("--epsilons", default="0.001,0.01,0.1,1", help="ε values of (d)")
     ap.add_argument("--sigma-mid", type=float, default=3.5, help="σ_tgt of the ε sweep (d)")
-    ap.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for intervals")
+    ap.add_argument("--bootstrap", type=int, default=1000,
+                    help="bootstrap resamples for intervals (cls; det: the configs' report.bootstrap)")
     ap.add_argument("--bd-bootstrap", type=int, default=200, help="bootstrap resamples for BD-rate")
     ap.add_argument("--bd-floor", type=float, default=50.0,
                     help="second BD-rate: only points with quality ≥ this %% (default 50)")
@@ -275,8 +274,6 @@ def main(argv=None):
     ap.add_argument("--yolo-weights", type=Path,
                     default=REPO.parent / "shared" / "data" / "weights" / "yolov5n_coco.safetensors",
                     help="YOLOv5n weights (det)")
-    ap.add_argument("--weights-jnd", default="", help="YOLOv5n FeatJND estimator (det; default: the shipped "
-                    "featjnd_yolov5n-neck_*)")
     ap.add_argument("--study-out", type=Path, default=DEFAULT_OUT / "ctc_coco_yolov5n_featjnd",
                     help="run folder of coco_yolov5n_featjnd, part (a) (det)")
     ap.add_argument("--main-out", type=Path, default=DEFAULT_OUT / "ctc_coco_yolov5n",
@@ -293,21 +290,20 @@ def main(argv=None):
         main_detection(args, rep, command)
         args.out.mkdir(parents=True, exist_ok=True)
         md_path = args.out / "featjnd_validation_yolov5n.md"
-        md_path.write_text("\n".join(rep.md) + "\n")
+        md = "\n".join(rep.md) + "\n"
+        discussion = args.out / "featjnd_discussion_yolov5n.md"
+        if discussion.is_file():   # hand-written interpretation, kept across re-runs
+            md += "\n" + discussion.read_text()
+        md_path.write_text(md)
         rep.out(f"Wrote {md_path}")
         return 0
     model_name = args.model if args.split == "backbone" else f"{args.model}-{args.split}"
     t0 = time.perf_counter()
+    from encoder.featjnd.allocation import weights_path
     from encoder.options import default_options
 
     epsilon = args.epsilon if args.epsilon is not None else default_options()["JndEpsilon"]
-    weights = args.weights
-    if weights is None:
-        found = sorted(glob.glob(WEIGHTS_GLOB.format(model=model_name)), key=os.path.getmtime)
-        if not found:
-            raise SystemExit(f"no estimator weights {WEIGHTS_GLOB.format(model=model_name)}: pass --weights")
-        weights = found[-1]
-    weights = str(Path(weights).resolve())
+    weights = str(Path(args.weights or weights_path(model_name)).resolve())
 
     sigmas, seeds, targets = parse_floats(args.sigmas), parse_ints(args.seeds), parse_floats(args.nrmse)
     epsilons = parse_floats(args.epsilons)
@@ -730,4 +726,6 @@ def make_plots(out, sigmas, summary_a, targets, summary_b, modes_c, curves, bits
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from common.errors import exit_code_of
+
+    raise SystemExit(exit_code_of("bench_featjnd", main))

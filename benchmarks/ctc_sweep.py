@@ -43,10 +43,14 @@ def imagenet_lite0_config(name, tools, description="", split="backbone", network
 
 def run_sweep(raw, args, data, limit=None):
     """Runs (or resumes) the configuration with the runner; returns its Sweep."""
+    from common.errors import ConfigError
     from ctc.config import parse_config
+    from ctc.datasets import load_samples
     from ctc.runner import run
 
     backend = None
+    if args.address and args.backend != "ray":
+        raise ConfigError("--address names a Ray cluster: it needs --backend ray")
     if args.backend == "ray":
         from ctc.ray_backend import RayBackend
 
@@ -57,12 +61,13 @@ def run_sweep(raw, args, data, limit=None):
         path = out / f"{raw['name']}.yaml"
         path.write_text(yaml.safe_dump(raw, sort_keys=False))
         config = parse_config(raw, str(path))
-        written, wall, mismatches = run(config, path, out, data=data, workers=args.workers, limit=limit,
-                                        cache_root=args.feature_cache, progress=sys.stderr.isatty(),
-                                        backend=backend)
+        _, wall, mismatches = run(config, path, out, data=data, workers=args.workers, limit=limit,
+                                  cache_root=args.feature_cache, progress=sys.stderr.isatty(), backend=backend)
         if mismatches:
             sys.exit(f"{mismatches} decodes did not match the encoder's MD5")
-        return Sweep(config, out, wall)
+        # this run's images only: a kept --out folder may hold records of more
+        images = [sample.id for sample in load_samples(config, Path(data) if data else None)[:limit or None]]
+        return Sweep(config, out, wall, images)
 
 
 def point_key(point):
@@ -74,11 +79,12 @@ class Sweep:
     """The records of a run as arrays over images: reference fields, and field(tool, point, name)
     of the coded records (point: a QP or the rate point's options)."""
 
-    def __init__(self, config, out, wall):
+    def __init__(self, config, out, wall, images):
         from ctc.records import REFERENCE_TOOL, RecordStore
 
         store = RecordStore(out)
-        reference = sorted(store.read(REFERENCE_TOOL), key=lambda r: r["image"])
+        wanted = set(images)
+        reference = sorted((r for r in store.read(REFERENCE_TOOL) if r["image"] in wanted), key=lambda r: r["image"])
         self.config = config
         self.images = [r["image"] for r in reference]
         self.labels = np.array([r["label"] for r in reference])

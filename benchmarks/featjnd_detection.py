@@ -16,8 +16,10 @@ folders), and this module reads the records; only (b), which codes nothing, has 
 (d) Diagnostics of the estimator on the evaluation images, per level.
 
 AP50 is pycocotools' bbox AP at IoU 0.5 on the 79 annotated coco-mini images; intervals are 95 %
-percentile intervals over --bootstrap resamples of the images (one fixed set, so comparisons
-are paired: each resample re-accumulates COCOeval).
+percentile intervals over the study configuration's report.bootstrap resamples of the images
+(one fixed set, so comparisons are paired: each resample re-accumulates COCOeval); --bootstrap
+applies to classification only. The estimator of (b) and (d) is the one the study's jnd tool
+codes with (its JndWeights).
 """
 
 from __future__ import annotations
@@ -121,8 +123,10 @@ def perturbation_study(rep, config, images, bootstrap, data, weights, estimator_
     from ctc.tasks.evaluation import build_task
     from encoder.featjnd.allocation import absolute_tolerance, token_tolerance
     from encoder.featjnd.estimator import load_estimator
+    from encoder.options import default_options
 
     torch.set_num_threads(1)
+    epsilon = default_options()["JndEpsilon"]
     task = build_task(config, weights)
     cache = FeatureCache(DEFAULT_ROOT, task)
     estimator = load_estimator(estimator_path)
@@ -157,7 +161,7 @@ def perturbation_study(rep, config, images, bootstrap, data, weights, estimator_
         row = [d_norm / f_norm]
         for x, d, logits in zip(f, delta, raw):
             objectness = torch.sigmoid(logits[0, :, :, :, 4]).amax(dim=0).numpy()      # best anchor per token
-            s_rel = token_tolerance(x[0], d[0], 0.01)
+            s_rel = token_tolerance(x[0], d[0], epsilon)
             s_abs = absolute_tolerance(d[0])
             row += [float(np.abs(d).mean() / np.abs(x).mean()), float(s_rel.std() / s_rel.mean()),
                     float(s_abs.std() / s_abs.mean()), float(np.corrcoef(s_abs.ravel(), objectness.ravel())[0, 1]),
@@ -236,11 +240,12 @@ def main_detection(args, rep, command):
     from encoder.featjnd.allocation import weights_path
 
     start = time.perf_counter()
-    estimator = args.weights_jnd or weights_path("yolov5n-neck")
     ensure_run(STUDY_CONFIG, args.study_out, args.coco, args.yolo_weights, args.workers, args.limit)
     ensure_run(MAIN_CONFIG, args.main_out, args.coco, args.yolo_weights, args.workers, args.limit)
     config, images, reference, study, bootstrap = report_numbers(args.study_out, args.coco)
     main_config, _, main_reference, main, main_bootstrap = report_numbers(args.main_out, args.coco)
+    # (b) and (d) use the estimator the study's jnd tool codes with (its JndWeights)
+    estimator = weights_path(config.tool("jnd").options["JndWeights"])
 
     rep.both("# FeatJND validation: YOLOv5n P3–P5 on coco-mini (detection)")
     rep.both()

@@ -63,6 +63,11 @@ class EvaluatorActor:
             self.evaluator = Evaluator(config, weights, cache_root or DEFAULT_ROOT)
         except FcrsError as exc:        # reported with the first job, as one line
             self.evaluator = exc
+        except Exception as exc:        # a node that cannot build it (a missing package, unreadable
+            import socket               # weights): the set-up's fault, not the first image's
+
+            self.evaluator = FcrsError(f"a worker on {socket.gethostname()} could not start: "
+                                       f"{type(exc).__name__}: {_last_line(exc)}")
 
     def evaluate(self, job):
         self.jobs_started += 1
@@ -85,17 +90,20 @@ class RayBackend:
         self.workers = workers
         self.gpus_per_worker = gpus_per_worker
         self.cluster = {}
-        if not address:         # a Ray instance of our own serves this machine alone
-            os.environ.setdefault(LOOPBACK_ONLY, "0")
 
     def check_installed(self):
-        import_ray()
+        self._import_ray()
+
+    def _import_ray(self):
+        if not self.address:    # a Ray instance of our own serves this machine alone (read at import)
+            os.environ.setdefault(LOOPBACK_ONLY, "0")
+        return import_ray()
 
     def results(self, jobs, config, weights, cache_root, describe=lambda text: None):
         """Yields each job's records (or the FcrsError that stopped it), in completion order."""
         if not jobs:
             return
-        ray = import_ray()
+        ray = self._import_ray()
         started_here = not ray.is_initialized()
         if started_here:
             self._connect(ray)

@@ -24,7 +24,7 @@ very quantiser (dead zone included) and an estimate of its bits R_t(k) (the
 Exp-Golomb length of each level, a zero costing RD_ZERO_BITS), and keeps the
 cheapest D + μ·R. μ = Δ_QP²·ln2/6 is the high-rate slope −dD/dR at QP's step, so a
 feature with a flat tolerance keeps steps near QP's; the weights 1/δ² are scaled to
-mean 1 over the tensor, so D is in the units of plain MSE.
+geometric mean 1 over the tensor (rd_weights), so D is in the units of plain MSE.
 """
 
 import glob
@@ -41,7 +41,7 @@ ALLOCATIONS = ("uniform", "jnd", "jnd_abs", "jnd_rd", "random")
 # (a token of zeros costs the same at any step) keep the step nearest QP's, so the map stays cheap
 RD_OFFSETS = sorted(range(-16, 25, 2), key=abs)
 RD_ZERO_BITS = 0.1                   # a zero level's estimated cost (the context coder makes zeros cheap)
-WEIGHT_RANGE = 1e3                   # 1/δ² weights are clipped to [mean/range, mean·range]
+WEIGHT_RANGE = 1e3                   # jnd_rd's 1/δ² weights are clipped to [1/range, range] × their geometric mean
 WEIGHTS_FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
 
 
@@ -62,18 +62,32 @@ def level_bits(levels):
     return np.where(magnitude > 0, 2.0 * np.floor(np.log2(magnitude + 1.0)) + 2.0, RD_ZERO_BITS)
 
 
+def rd_weights(delta):
+    """jnd_rd's distortion weights 1/δ², scaled to geometric mean 1 over the tensor and clipped
+    to [1/WEIGHT_RANGE, WEIGHT_RANGE]. The geometric mean, not the mean: δ is signed and passes
+    through 0, so a few near-zero values would set the plain mean and push every other weight
+    to the floor."""
+    magnitude = np.abs(delta)
+    floor = max(float(np.median(magnitude)), 1e-300) / WEIGHT_RANGE
+    log_weights = -2.0 * np.log(np.maximum(magnitude, floor))
+    return np.exp(np.clip(log_weights - log_weights.mean(), -np.log(WEIGHT_RANGE), np.log(WEIGHT_RANGE)))
+
+
 def rd_offsets(grid, delta, qp, rounding_offset, noise_budget=0.0):
-    """jnd_rd: per-token step offsets (to QP) minimising the JND-weighted error + μ·(estimated bits)."""
-    weights = 1.0 / np.maximum(delta * delta, 1e-300)
-    weights /= np.mean(weights)
-    weights = np.clip(weights, 1.0 / WEIGHT_RANGE, WEIGHT_RANGE)
-    base_step = np.sqrt(12.0) * noise_budget if noise_budget > 0 else float(step_sizes(np.array([qp]))[0])
+    """jnd_rd: per-token step offsets (to QP) minimising the JND-weighted error + μ·(estimated bits).
+    The candidates centre on the base step: QP's, or NoiseBudget's when one is given."""
+    weights = rd_weights(delta)
+    if noise_budget > 0:
+        base_step = np.sqrt(12.0) * noise_budget
+        centre = int(np.rint(UNIT_STEP_EXPONENT + STEP_EXPONENTS_PER_OCTAVE * np.log2(base_step)))
+    else:
+        base_step, centre = float(step_sizes(np.array([qp]))[0]), qp
     mu = base_step ** 2 * np.log(2.0) / 6.0
     magnitude = np.abs(grid)
     best_cost = np.full(grid.shape[1:], np.inf)
     best = np.zeros(grid.shape[1:], dtype=np.int64)
     for offset in RD_OFFSETS:
-        exponent = int(np.clip(qp + offset, QP_MIN, QP_MAX))
+        exponent = int(np.clip(centre + offset, QP_MIN, QP_MAX))
         step = float(step_sizes(np.array([exponent]))[0])
         levels = np.floor(magnitude / step + rounding_offset)
         error = magnitude - levels * step

@@ -12,8 +12,8 @@ from common.tools.tokenwise.sq import step_sizes
 from decoder.decoder import decode_stream
 from encoder.encoder import encode_features
 from common.errors import InputError
-from encoder.featjnd.allocation import (RD_OFFSETS, StepAllocator, absolute_tolerance, rd_offsets, shaped_tolerance,
-                                        step_exponents, token_tolerance, weights_path)
+from encoder.featjnd.allocation import (RD_OFFSETS, WEIGHT_RANGE, StepAllocator, absolute_tolerance, rd_offsets,
+                                        rd_weights, shaped_tolerance, step_exponents, token_tolerance, weights_path)
 from encoder.options import default_options
 
 torch = pytest.importorskip("torch")
@@ -75,6 +75,25 @@ def test_rd_offsets_give_tolerant_tokens_larger_steps():
     # a token of zeros costs the same at every step: it keeps QP's step
     grid[:, 3, 3] = 0.0
     assert rd_offsets(grid, delta, 48, 0.5)[3, 3] == 0
+
+
+def test_rd_weights_are_not_set_by_deltas_near_zero():
+    # δ is signed: some values pass close to 0. Scaled by their plain mean, 1/δ² would put
+    # almost every weight at the floor; scaled by the geometric mean, the typical weight is ~1.
+    delta = np.random.default_rng(2).normal(size=(64, 20, 20))
+    delta[0, 0, 0] = 1e-9
+    weights = rd_weights(delta)
+    assert np.exp(np.mean(np.log(weights))) == pytest.approx(1.0, rel=0.05)
+    assert 0.3 < np.median(weights) < 3 and np.mean(weights <= 1.001 / WEIGHT_RANGE) < 0.01
+    assert weights.max() <= WEIGHT_RANGE * (1 + 1e-12)
+
+
+def test_rd_offsets_centre_on_the_noise_budget_step():
+    grid = np.random.default_rng(3).normal(scale=2.0, size=(16, 4, 4))
+    flat = np.ones_like(grid)
+    budget = 2.0 ** 5 / np.sqrt(12.0)                       # step 2^5: exponent 48 + 40
+    offsets = rd_offsets(grid, flat, 48, 0.5, noise_budget=budget)
+    assert abs(float(np.mean(offsets)) - 40) <= 4
 
 
 def test_jnd_weights_name_a_shipped_estimator_or_a_path(tmp_path):
