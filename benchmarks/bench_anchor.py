@@ -56,7 +56,7 @@ sys.path.insert(0, str(HERE))
 import numpy as np  # noqa: E402
 
 from bench_effnet_rate import DEFAULT_DATA, bits_at_nrmse, parse_qps  # noqa: E402
-from ctc_sweep import add_runner_arguments, imagenet_lite0_config, run_sweep  # noqa: E402
+from ctc_sweep import add_runner_arguments, imagenet_config, run_sweep  # noqa: E402
 
 
 def interpolate(x, y, target):
@@ -69,7 +69,8 @@ def interpolate(x, y, target):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"image folder with labels.csv (default {DEFAULT_DATA})")
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                    help=f"image folder with labels.csv (default {DEFAULT_DATA})")
     ap.add_argument("--anchor-qps", default="22,27,32,37,42,47", help="x265 QPs (default 22,27,32,37,42,47)")
     ap.add_argument("--tokenwise-qps", default="-56:72:4",
                     help="token-wise QP sweep, start:stop:step or a list; write --tokenwise-qps=-56:72:4 when it "
@@ -86,7 +87,7 @@ def main(argv=None):
     anchor_qps, tokenwise_qps = parse_qps(args.anchor_qps), parse_qps(args.tokenwise_qps)
     tools = {"anchor": {"cfg": "cfg/anchor_hevc.cfg", "options": {"InnerCodecInfo": 0}, "rate_points": anchor_qps},
              "tokenwise": {"cfg": "cfg/uniform.cfg", "rate_points": tokenwise_qps}}
-    sweep = run_sweep(imagenet_lite0_config("bench_anchor", tools), args, args.data, args.limit)
+    sweep = run_sweep(imagenet_config("bench_anchor", tools), args, args.data, args.limit)
     settings = [("anchor", q) for q in anchor_qps] + [("tokenwise", q) for q in tokenwise_qps]
     n_img, n_set = len(sweep.images), len(settings)
     points = sweep.feature_points

@@ -88,13 +88,14 @@ def value_at_nrmse(nrmse, values, target):
 # -- main -----------------------------------------------------------------------------
 
 def main(argv=None):
-    from ctc_sweep import add_runner_arguments, imagenet_lite0_config, run_sweep
+    from ctc_sweep import add_runner_arguments, imagenet_config, run_sweep
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA,
                     help=f"image folder with labels.csv (default {DEFAULT_DATA})")
-    ap.add_argument("--qps", default="44:72:2", help="QP sweep: start:stop:step (inclusive) or a list (default 44:72:2)")
+    ap.add_argument("--qps", default="44:72:2",
+                    help="QP sweep: start:stop:step (inclusive) or a list (default 44:72:2)")
     ap.add_argument("--offsets", default="0.5,0.35", help="RoundingOffset values (default 0.5,0.35)")
     ap.add_argument("--limit", type=int, help="use only the first N images (default: all)")
     add_runner_arguments(ap)
@@ -104,7 +105,7 @@ def main(argv=None):
     qps = parse_qps(args.qps)
     tools = {f"offset_{o:g}": {"cfg": "cfg/uniform.cfg", "options": {"RoundingOffset": o}, "rate_points": qps}
              for o in offsets}
-    sweep = run_sweep(imagenet_lite0_config("bench_effnet_rate", tools), args, args.data, args.limit)
+    sweep = run_sweep(imagenet_config("bench_effnet_rate", tools), args, args.data, args.limit)
     tool_of = dict(zip(offsets, tools))
     n_img, n_cfg = len(sweep.images), len(offsets) * len(qps)
     points = sweep.feature_points

@@ -85,7 +85,7 @@ sys.path.insert(0, str(HERE))
 import numpy as np  # noqa: E402
 
 from bench_effnet_rate import DEFAULT_DATA  # noqa: E402
-from ctc_sweep import imagenet_lite0_config, run_sweep  # noqa: E402
+from ctc_sweep import add_runner_arguments, imagenet_config, run_sweep  # noqa: E402
 from ctc.stats import Bootstrap, bd_rate, interval  # noqa: E402
 
 DEFAULT_OUT = REPO / "docs" / "results"
@@ -257,13 +257,7 @@ def main(argv=None):
     ap.add_argument("--bd-bootstrap", type=int, default=200, help="bootstrap resamples for BD-rate")
     ap.add_argument("--bd-floor", type=float, default=50.0,
                     help="second BD-rate: only points with quality ≥ this %% (default 50)")
-    ap.add_argument("--workers", type=int, default=2, help="runner workers (default 2)")
-    ap.add_argument("--backend", choices=("local", "ray"), default="local",
-                    help="runner backend (cls): local worker processes (default) or a Ray cluster")
-    ap.add_argument("--address", help="--backend ray: the cluster to join (default: a local instance)")
-    ap.add_argument("--run-out", type=Path, help="run folder of the coded settings (cls), kept: an interrupted "
-                    "run resumes there (default: a temporary folder)")
-    ap.add_argument("--feature-cache", type=Path, help="the runner's feature cache (default ~/.cache/fcrs/features)")
+    add_runner_arguments(ap, out_flag="--run-out", out_dest="run_out")   # --run-out: the cls run folder
     ap.add_argument("--limit", type=int, help="first N images only")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results folder (default {DEFAULT_OUT})")
     ap.add_argument("--task", choices=("cls", "det"), default="cls",
@@ -315,7 +309,7 @@ def main(argv=None):
     n_cfg = len(settings)
 
     # Every coded setting is a CTC rate point: the runner codes, decodes (MD5-checked) and classifies.
-    raw = imagenet_lite0_config(f"bench_featjnd_{args.split}", tools, split=args.split, network=args.model,
+    raw = imagenet_config(f"bench_featjnd_{args.split}", tools, split=args.split, network=args.model,
                                 description=f"bench_featjnd.py: FeatJND settings, {model_name}")
     run_args = argparse.Namespace(backend=args.backend, address=args.address, workers=args.workers,
                                   out=args.run_out, feature_cache=args.feature_cache)
@@ -394,9 +388,9 @@ def main(argv=None):
              f"{points:,} points; uncompressed top-1 {np.mean(ref_arr == label_arr) * 100:.1f} % "
              f"(the head on the cached features agrees with the run's reference records on "
              f"{np.mean(pred_clean == ref_arr) * 100:.1f} %)")
-    rep.both(f"{n * n_cfg:,} encodes ({n_cfg} settings × {n} images: one CTC run, {args.workers} {args.backend} "
-             f"worker(s), {encode_ms:.1f} ms per encode; every stream decoded, decoded-feature MD5 ok on {checked} "
-             f"of {coded}) + {len(pred_b) * n:,} noise trials in {wall:.0f} s wall")
+    rep.both(f"{n_cfg} settings × {n} images = {coded:,} encodes of distinct rate points (one CTC run, "
+             f"{args.workers} {args.backend} worker(s), {encode_ms:.1f} ms per encode; every stream decoded, "
+             f"decoded-feature MD5 ok on {checked:,}) + {len(pred_b) * n:,} noise trials in {wall:.0f} s wall")
     rep.both(f"Intervals: 95 % percentile bootstrap over images, {args.bootstrap} resamples (seed {BOOT_SEED}).")
     rep.both()
 
@@ -591,7 +585,8 @@ def main(argv=None):
             ["corr(s_t, fraction of exact zeros at the token)", f"{head['corr_zeros']:.3f}", "per image, mean"],
             ["share of ||mean_hw δ||² in the null space of W", f"{head['null_share']:.3f}",
              f"random direction: 1 − rank/C = {head['null_random']:.3f}"],
-            ["visible logit change ||C·W·mean_hw δ|| vs a random direction of equal norm", f"{head['visibility']:.3f}",
+            ["visible logit change ||C·W·mean_hw δ|| vs a random direction of equal norm",
+             f"{head['visibility']:.3f}",
              "1 = as visible as random (C centres the logits)"],
             ["mean cosine between two images' mean_hw δ", f"{head['cosine']:.3f}", "image-independent δ: 1"],
         ]
@@ -633,13 +628,14 @@ def main(argv=None):
 
     # ----- plots and markdown
     args.out.mkdir(parents=True, exist_ok=True)
+    suffix = "" if args.split == "backbone" else f"_{args.split}"
     pngs = make_plots(args.out, sigmas, summary_a, targets, summary_b, modes_c, curves, bits, agree, top1,
-                      boot, points, "" if args.split == "backbone" else f"_{args.split}")
+                      boot, points, suffix)
     rep.out("Plots: " + ", ".join(str(p) for p in pngs))
-    md_path = args.out / ("featjnd_validation.md" if args.split == "backbone" else f"featjnd_validation_{args.split}.md")
+    md_path = args.out / f"featjnd_validation{suffix}.md"
     md = "\n".join(rep.md)
     md += "\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in pngs) + "\n"
-    discussion = args.out / ("featjnd_discussion.md" if args.split == "backbone" else f"featjnd_discussion_{args.split}.md")
+    discussion = args.out / f"featjnd_discussion{suffix}.md"
     if discussion.is_file():   # hand-written interpretation, kept across re-runs
         md += "\n" + discussion.read_text()
     md_path.write_text(md)
@@ -719,8 +715,8 @@ def make_plots(out, sigmas, summary_a, targets, summary_b, modes_c, curves, bits
                 for correct, name in zip((agree, top1), quality_names)]
     return [_ci_figure(out / f"featjnd_matched_sigma{suffix}.png", "(a) matched noise budget, 95 % bootstrap CI",
                        "σ_tgt (noise budget)", panels_a),
-            _ci_figure(out / f"featjnd_matched_nrmse{suffix}.png", "(b) matched NRMSE, 95 % bootstrap CI", "NRMSE", panels_b,
-                       log_x=True),
+            _ci_figure(out / f"featjnd_matched_nrmse{suffix}.png", "(b) matched NRMSE, 95 % bootstrap CI", "NRMSE",
+                       panels_b, log_x=True),
             _ci_figure(out / f"featjnd_rate{suffix}.png", "(c) accuracy vs coded bits, 95 % bootstrap CI",
                        "bits per feature point (whole stream)", panels_c, log_x=True, grid_which="both")]
 

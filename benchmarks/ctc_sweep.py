@@ -2,7 +2,7 @@
 codes, decodes and evaluates them (the local pool or Ray: the same records), and the
 benchmark reads its numbers back from the records.
 
-    settings ─► imagenet_lite0_config(tools) ─► runner.run (records, resumable with --out)
+    settings ─► imagenet_config(tools) ─► runner.run (records, resumable with --out)
              ─► Sweep: per (tool, rate point) arrays over images: bits, nrmse, top-1, agreement, ...
 
 So a benchmark measures what `ctc run` measures, with the runner's feature cache, its MD5
@@ -17,52 +17,54 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def add_runner_arguments(parser, workers=2):
+def add_runner_arguments(parser, workers=2, out_flag="--out", out_dest="out"):
+    """--workers, --backend, --address, the run folder (out_flag, into args.<out_dest>) and --feature-cache."""
     parser.add_argument("--workers", type=int, default=workers, help=f"runner workers (default {workers})")
     parser.add_argument("--backend", choices=("local", "ray"), default="local",
                         help="runner backend: local worker processes (default) or a Ray cluster")
     parser.add_argument("--address", help="--backend ray: the cluster to join (default: a local instance)")
-    parser.add_argument("--out", type=Path, help="run folder, kept (an interrupted run resumes there; "
-                        "default: a temporary folder)")
+    parser.add_argument(out_flag, dest=out_dest, type=Path, help="run folder, kept (an interrupted run resumes "
+                        "there; default: a temporary folder)")
     parser.add_argument("--feature-cache", type=Path,
                         help="the runner's feature cache (default ~/.cache/fcrs/features)")
 
 
-def imagenet_lite0_config(name, tools, description="", split="backbone", network="efficientnet-lite0"):
+def imagenet_config(name, tools, description="", split="backbone", network="efficientnet-lite0"):
     """The raw CTC configuration: the image folder's labels, EfficientNet-Lite0 split at `split`."""
     return {"name": name, "description": description, "dataset": {"kind": "image_folder"},
             "task": {"network": network, "split": split}, "tools": tools,
             "anchor": next(iter(tools)), "report": {"metrics": ["top1", "agreement"], "bootstrap": 0}}
 
 
-def run_sweep(raw, args, data, limit=None):
-    """Runs (or resumes) the configuration with the runner; returns its Sweep."""
+def runner_backend(args):
+    """None (the local pool) or the RayBackend that add_runner_arguments' options ask for."""
     from common.errors import ConfigError
-    from ctc.config import parse_config
-    from ctc.datasets import load_samples
-    from ctc.runner import run
 
-    backend = None
     if args.address and args.backend != "ray":
         raise ConfigError("--address names a Ray cluster: it needs --backend ray")
-    if args.backend == "ray":
-        from ctc.ray_backend import RayBackend
+    if args.backend != "ray":
+        return None
+    from ctc.ray_backend import RayBackend
 
-        backend = RayBackend(args.address, args.workers)
+    return RayBackend(args.address, args.workers)
+
+
+def run_sweep(raw, args, data, limit=None):
+    """Runs (or resumes) the configuration with the runner; returns its Sweep."""
+    from ctc.datasets import load_samples
+    from ctc.runner import run_generated
+
+    backend = runner_backend(args)
     with tempfile.TemporaryDirectory() as scratch:
         out = args.out or Path(scratch) / "run"
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / f"{raw['name']}.yaml"
-        path.write_text(yaml.safe_dump(raw, sort_keys=False))
-        config = parse_config(raw, str(path))
-        _, wall, mismatches = run(config, path, out, data=data, workers=args.workers, limit=limit,
-                                  cache_root=args.feature_cache, progress=sys.stderr.isatty(), backend=backend)
+        config, _, wall, mismatches = run_generated(raw, out, data, workers=args.workers, limit=limit,
+                                                    cache_root=args.feature_cache, progress=sys.stderr.isatty(),
+                                                    backend=backend)
         if mismatches:
             sys.exit(f"{mismatches} decodes did not match the encoder's MD5")
         # this run's images only: a kept --out folder may hold records of more

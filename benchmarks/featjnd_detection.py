@@ -37,15 +37,19 @@ NOISE_SEED = 20240601
 METRIC = "bbox_ap50"
 
 
-def ensure_run(name, out, data, weights, workers, limit=None):
-    """Run (or resume: only missing records are computed) the CTC config `name` into `out`."""
+def ensure_run(name, args):
+    """Run (or resume: only missing records are computed) the CTC config `name` into its run folder."""
     from ctc.config import load_config, resolve_config_path
     from ctc.runner import run
+    from ctc_sweep import runner_backend
 
+    out = args.study_out if name == STUDY_CONFIG else args.main_out
     path = resolve_config_path(name)
     config = load_config(path)
-    written, wall, mismatches = run(config, path, out, data=data, weights=weights, workers=workers, limit=limit,
-                                    progress=False, command=f"bench_featjnd.py --task det ({name})")
+    written, wall, mismatches = run(config, path, out, data=args.coco, weights=args.yolo_weights,
+                                    workers=args.workers, limit=args.limit, cache_root=args.feature_cache,
+                                    progress=False, command=f"bench_featjnd.py --task det ({name})",
+                                    backend=runner_backend(args))
     print(f"{name}: {written} records written in {wall:.0f} s into {out}" + (
         f"; {mismatches} MD5 MISMATCHES" if mismatches else ""), flush=True)
     if mismatches:
@@ -91,7 +95,8 @@ def matched_sigma(rep, results):
         bpp["random"] = float(np.mean([results[name][k].bpp for name in randoms]))
         rows.append([f"{sigma:g}", "uniform", interval_text(*uniform), "", f"{bpp['uniform']:.4f}",
                      f"{results['uniform'][k].nrmse:.3f}"])
-        rows.append([f"{sigma:g}", "jnd", interval_text(*jnd), "", f"{bpp['jnd']:.4f}", f"{results['jnd'][k].nrmse:.3f}"])
+        rows.append([f"{sigma:g}", "jnd", interval_text(*jnd), "", f"{bpp['jnd']:.4f}",
+                     f"{results['jnd'][k].nrmse:.3f}"])
         rows.append([f"{sigma:g}", f"random ({len(randoms)} seeds)", interval_text(random_value, random_samples),
                      f"{seeds.mean():.1f} ± {seeds.std(ddof=1):.1f}", f"{bpp['random']:.4f}",
                      f"{np.mean([results[name][k].nrmse for name in randoms]):.3f}"])
@@ -113,7 +118,7 @@ def matched_sigma(rep, results):
     return verdicts
 
 
-def perturbation_study(rep, config, images, bootstrap, data, weights, estimator_path, targets):
+def perturbation_study(rep, config, images, bootstrap, data, weights, estimator_path, targets, cache_root=None):
     """(b) and (d): f + α·δ against Gaussian noise at matched NRMSE, and estimator diagnostics."""
     import torch
 
@@ -128,7 +133,7 @@ def perturbation_study(rep, config, images, bootstrap, data, weights, estimator_
     torch.set_num_threads(1)
     epsilon = default_options()["JndEpsilon"]
     task = build_task(config, weights)
-    cache = FeatureCache(DEFAULT_ROOT, task)
+    cache = FeatureCache(cache_root or DEFAULT_ROOT, task)
     estimator = load_estimator(estimator_path)
     samples = {s.id: s for s in load_samples(config, Path(data))}
     scorer = CocoScorer(coco_paths(Path(data), config.dataset)[1], images)
@@ -180,7 +185,8 @@ def perturbation_study(rep, config, images, bootstrap, data, weights, estimator_
         rows.append([f"{target:g}", interval_text(*jnd), interval_text(*gauss),
                      interval_text(jnd[0] - gauss[0], jnd[1] - gauss[1])])
         verdicts.append([f"NRMSE {target:g}", f"f + α·δ {sign} Gaussian", "yes" if sign == ">" else "no"])
-    rep.both("## (b) Matched NRMSE: f + α·δ against i.i.d. Gaussian noise of the same norm (per image, whole pyramid)")
+    rep.both("## (b) Matched NRMSE: f + α·δ against i.i.d. Gaussian noise of the same norm "
+             "(per image, whole pyramid)")
     rep.both()
     rep.table(["NRMSE", "f + α·δ: AP50 % [CI]", "f + Gaussian: AP50 % [CI]", "JND − Gaussian"], rows)
     one, two = quality["alpha", 1.0], quality["alpha", 2.0]
@@ -240,8 +246,8 @@ def main_detection(args, rep, command):
     from encoder.featjnd.allocation import weights_path
 
     start = time.perf_counter()
-    ensure_run(STUDY_CONFIG, args.study_out, args.coco, args.yolo_weights, args.workers, args.limit)
-    ensure_run(MAIN_CONFIG, args.main_out, args.coco, args.yolo_weights, args.workers, args.limit)
+    ensure_run(STUDY_CONFIG, args)
+    ensure_run(MAIN_CONFIG, args)
     config, images, reference, study, bootstrap = report_numbers(args.study_out, args.coco)
     main_config, _, main_reference, main, main_bootstrap = report_numbers(args.main_out, args.coco)
     # (b) and (d) use the estimator the study's jnd tool codes with (its JndWeights)
@@ -260,7 +266,7 @@ def main_detection(args, rep, command):
     rep.both()
     verdicts_a = matched_sigma(rep, study)
     verdicts_b, _ = perturbation_study(rep, config, images, bootstrap, args.coco, args.yolo_weights, estimator,
-                                       args.nrmse_det)
+                                       args.nrmse_det, args.feature_cache)
     verdicts_c, by_tool = coded_bits(rep, main_config, main_reference, main, main_bootstrap)
     rep.both("## Verdicts (a difference counts where its paired 95 % CI excludes 0)")
     rep.both()

@@ -133,11 +133,8 @@ def _table(args):
     import json
     import tempfile
 
-    import yaml
-
-    from ctc.config import parse_config
     from ctc.records import REFERENCE_TOOL, RecordStore
-    from ctc.runner import run
+    from ctc.runner import run_generated
 
     qps = [int(q) for q in args.qps.split(",")]
     raw = {"name": "image_anchor", "dataset": {"kind": "image_folder"},
@@ -146,11 +143,8 @@ def _table(args):
            "report": {"metrics": ["top1", "agreement"], "bootstrap": 0}}
     with tempfile.TemporaryDirectory() as scratch:
         out = args.out or Path(scratch)
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / "image_anchor.yaml"
-        path.write_text(yaml.safe_dump(raw, sort_keys=False))
-        _, wall, _ = run(parse_config(raw, str(path)), path, out, data=args.data, workers=args.workers,
-                         limit=args.limit, progress=sys.stderr.isatty())
+        _, _, wall, _ = run_generated(raw, out, args.data, workers=args.workers, limit=args.limit,
+                                      progress=sys.stderr.isatty())
         store = RecordStore(out)
         reference = {r["image"]: r for r in store.read(REFERENCE_TOOL)}
         coded = {(json.loads(r["point"])["QP"], r["image"]): r for r in store.read("image_anchor")}

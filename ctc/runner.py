@@ -275,6 +275,22 @@ def environment():
     return versions
 
 
+def run_generated(raw, out, data=None, **options):
+    """Run (or resume) a configuration a script generated (the mapping a YAML file would hold): it
+    is written into the run folder first, so the folder documents itself like any other run.
+    Returns (config, records written, wall seconds, mismatches); options as for run()."""
+    import yaml
+
+    from ctc.config import parse_config
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{raw['name']}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    config = parse_config(raw, str(path))
+    return (config, *run(config, path, out, data=data, **options))
+
+
 def run(config, config_path, out, data=None, weights=None, workers=1, limit=None, cache_root=None,
         progress=True, command="", backend=None):
     """Run (or resume) the CTC of `config` into `out`; returns (records written, wall seconds, mismatches).
@@ -316,7 +332,7 @@ def run(config, config_path, out, data=None, weights=None, workers=1, limit=None
                     raise records
                 for record in records:
                     key = (record["image"], record["tool"], record.get("point"))
-                    if key in done:             # a re-queued image's record that already arrived
+                    if key in done:             # defensive: a backend must never return a record twice
                         continue
                     done.add(key)
                     store.append(record)

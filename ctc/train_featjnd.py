@@ -299,7 +299,7 @@ def run_classification(args, net=None):
         estimator, history = train_one(args.lambda_t)
         return _save(estimator, history, args, f"featjnd_{name}", dict(metadata, lambda_t=args.lambda_t)), history
     calibration = ClassificationCalibration(net, held, args.seed)
-    print(f"calibration: {len(held)} held-back photos × {1 + len(calibration.features) // len(held) - 1} crops "
+    print(f"calibration: {len(held)} held-back photos × {len(calibration.features) // len(held)} crops "
           f"= {len(calibration.features)} features; metric: top-1 agreement with the clean prediction")
     return calibrate(args, train_one, calibration, calibration.features, f"featjnd_{name}", metadata,
                      "top-1 agreement (%)")
@@ -428,8 +428,8 @@ def run_detection(args):
 # -- YOLOv5n (one-stage detection) ------------------------------------------------------------------
 
 def detection_pool(data):
-    """(training photos, calibration note): the detection training pool without coco-train, whose 80
-    annotated photos calibrate (ctc.featjnd_calibration.DetectionCalibration)."""
+    """The training photos: the detection training pool without coco-train, whose 80 annotated
+    photos calibrate (ctc.featjnd_calibration.DetectionCalibration)."""
     from ctc.train_fusion import training_pool
 
     coco_train = Path(data) / "coco-train"
@@ -451,9 +451,11 @@ def run_yolo(args):
     from encoder.featjnd.estimator import PyramidJNDEstimator
 
     if not args.weights:
-        raise SystemExit("train_featjnd: --model yolov5n needs --weights (../shared/data/weights/yolov5n_coco.safetensors)")
+        raise SystemExit("train_featjnd: --model yolov5n needs --weights "
+                         "(../shared/data/weights/yolov5n_coco.safetensors)")
     seed_everything(args.seed)
     net = Yolov5n(args.weights, split="neck")
+    channels = [conv.in_channels for conv in net.model[24].m]      # P3, P4, P5 as the Detect head takes them
     data = Path(args.data).parent if Path(args.data).name == "train-images" else Path(args.data)
     paths = detection_pool(data)
     pyramids = cached_pyramids(args.weights, paths, args.seed, args.augmentations, "featjnd-train")
@@ -464,7 +466,7 @@ def run_yolo(args):
 
     def train_one(lambda_t):
         torch.manual_seed(args.seed)
-        estimator = PyramidJNDEstimator([64, 128, 256], width=args.width, num_blocks=args.blocks)
+        estimator = PyramidJNDEstimator(channels, width=args.width, num_blocks=args.blocks)
         rng = random.Random(args.seed)
 
         def batches():
