@@ -138,7 +138,7 @@ def just_noticeable_scale(calibration, estimator, curve, tolerance=JUST_NOTICEAB
     low = max(a for a in alphas if a < high)          # α = 0 drops nothing
     for _ in range(steps):
         middle = (low + high) / 2
-        value = calibration.curve(estimator, (0.0, middle))
+        value = {0.0: curve[0.0], **calibration.curve(estimator, (middle,))}     # the clean value is known
         if drops(value)[middle] <= tolerance:
             low = middle
         else:
