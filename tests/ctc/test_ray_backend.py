@@ -5,17 +5,15 @@ resumed. One cluster serves the whole module (Ray takes seconds to start)."""
 import importlib.util
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from ctc.config import load_config
 from ctc.ray_backend import EXIT_HOOK, LOOPBACK_ONLY
 from ctc.records import RecordStore, records_without_timing
-from tests.ctc.test_run import SMOKE_RECORDS, needs_hevc
+from tests.ctc.test_run import SMOKE_RECORDS, interrupt_after_first_record, needs_hevc
 from tests.helpers import REPO
 
 pytestmark = [needs_hevc,            # the smoke config's anchors need x265 and libde265
@@ -122,17 +120,7 @@ def test_an_interrupted_run_resumes(cluster, local_records, tmp_path, ray_cache)
     and the same command writes exactly the missing records."""
     out = tmp_path / "run"
     args = ray_run_args(cluster, out, ray_cache, "--workers", "1")      # one image at a time: time to interrupt
-    process = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=RAY_ENV)
-    references = out / "records" / "uncompressed.jsonl"
-    deadline = time.monotonic() + 120
-    while not (references.is_file() and references.read_text().count("\n") >= 1) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
-    if process.returncode == 0:
-        pytest.skip("the run finished before the interrupt arrived")
-    assert process.returncode == 130
-    assert stderr.strip().splitlines()[-1].startswith("ctc: interrupted;") and "Traceback" not in stderr, stderr
+    interrupt_after_first_record(args, out, env=RAY_ENV)
     before = sum(len(RecordStore(out).read(tool)) for tool in TOOLS + ["uncompressed"])
     assert 0 < before < SMOKE_RECORDS
     done = ctc_ray(cluster, out, ray_cache, "--workers", "2")

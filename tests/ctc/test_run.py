@@ -29,6 +29,25 @@ def ctc(*args, cwd=REPO):
                           timeout=600)
 
 
+def interrupt_after_first_record(args, out, env=None):
+    """Starts `ctc run` (args), sends Ctrl-C once its first image's records are written and checks
+    that it stopped as it must: exit 130 and one line, no traceback (skips if it finished first)."""
+    import signal
+    import time
+
+    process = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    references = out / "records" / "uncompressed.jsonl"
+    deadline = time.monotonic() + 120
+    while not (references.is_file() and references.read_text().count("\n") >= 1) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    if process.returncode == 0:
+        pytest.skip("the run finished before the interrupt arrived")
+    assert process.returncode == 130
+    assert stderr.strip().splitlines()[-1].startswith("ctc: interrupted;") and "Traceback" not in stderr, stderr
+
+
 def smoke_without_anchors(tmp_path):
     """The smoke config with only the token-wise tools (fast, and runs without x265)."""
     raw = yaml.safe_load((REPO / "ctc" / "cfg" / "smoke.yaml").read_text())
@@ -264,25 +283,11 @@ def test_shipped_configs_load_and_list():
 
 def test_interrupted_run_resumes_through_the_console_script(tmp_path):
     """Ctrl-C mid-run: one line, exit 130, complete records kept; the same command finishes the job."""
-    import signal
-    import time
-
     path, _ = smoke_without_anchors(tmp_path)
     out, cache = tmp_path / "run", tmp_path / "cache"
     args = [sys.executable, "-m", "ctc.cli", "run", str(path), "--workers", "2", "--out", str(out),
             "--cache", str(cache), "--no-progress", "--no-report"]
-    process = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    records = out / "records" / "uncompressed.jsonl"
-    deadline = time.monotonic() + 120
-    while not (records.is_file() and records.read_text().count("\n") >= 1) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
-    if process.returncode == 0:
-        pytest.skip("the run finished before the interrupt arrived")
-    assert process.returncode == 130
-    lines = stderr.strip().splitlines()
-    assert lines[-1].startswith("ctc: interrupted;") and "Traceback" not in stderr, stderr
+    interrupt_after_first_record(args, out)
     done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     store = RecordStore(out)
