@@ -388,9 +388,12 @@ def main(argv=None):
              f"{points:,} points; uncompressed top-1 {np.mean(ref_arr == label_arr) * 100:.1f} % "
              f"(the head on the cached features agrees with the run's reference records on "
              f"{np.mean(pred_clean == ref_arr) * 100:.1f} %)")
+    resumed = ("" if sweep.written >= coded
+               else f"; {sweep.written:,} of them coded now, the rest read from the run folder")
     rep.both(f"{n_cfg} settings × {n} images = {coded:,} encodes of distinct rate points (one CTC run, "
              f"{args.workers} {args.backend} worker(s), {encode_ms:.1f} ms per encode; every stream decoded, "
-             f"decoded-feature MD5 ok on {checked:,}) + {len(pred_b) * n:,} noise trials in {wall:.0f} s wall")
+             f"decoded-feature MD5 ok on {checked:,}{resumed}) + {len(pred_b) * n:,} noise trials in "
+             f"{wall:.0f} s wall")
     rep.both(f"Intervals: 95 % percentile bootstrap over images, {args.bootstrap} resamples (seed {BOOT_SEED}).")
     rep.both()
 
@@ -479,8 +482,8 @@ def main(argv=None):
                          fmt_ci(*boot.ci(agree[kk])), fmt_ci(*boot.ci(top1[kk]))])
     rep.table(["mode", "QP", "bits/image", "of which map", "bits/pt", "NRMSE", "agree % [CI]", "top-1 % [CI]"],
               rows, align="lrrrrrrr")
-    rep.both("('of which map': the step-offset map's ideal code length in the payload, −log2 P under its "
-             "adaptive model (the record's step_map_bits; the levels are coded the same with or without it).)")
+    rep.both("('of which map': the step-offset map's own code length, −log2 P under its adaptive model: the "
+             "record's step_map_bits.)")
     rep.both()
 
     bd_boot = Boot(n, args.bd_bootstrap, seed=BOOT_SEED + 1)

@@ -62,14 +62,14 @@ def run_sweep(raw, args, data, limit=None):
     backend = runner_backend(args)
     with tempfile.TemporaryDirectory() as scratch:
         out = args.out or Path(scratch) / "run"
-        config, _, wall, mismatches = run_generated(raw, out, data, workers=args.workers, limit=limit,
+        config, written, wall, mismatches = run_generated(raw, out, data, workers=args.workers, limit=limit,
                                                     cache_root=args.feature_cache, progress=sys.stderr.isatty(),
                                                     backend=backend)
         if mismatches:
             sys.exit(f"{mismatches} decodes did not match the encoder's MD5")
         # this run's images only: a kept --out folder may hold records of more
         images = [sample.id for sample in load_samples(config, Path(data) if data else None)[:limit or None]]
-        return Sweep(config, out, wall, images)
+        return Sweep(config, out, wall, images, written)
 
 
 def point_key(point):
@@ -81,7 +81,7 @@ class Sweep:
     """The records of a run as arrays over images: reference fields, and field(tool, point, name)
     of the coded records (point: a QP or the rate point's options)."""
 
-    def __init__(self, config, out, wall, images):
+    def __init__(self, config, out, wall, images, written):
         from ctc.records import REFERENCE_TOOL, RecordStore
 
         store = RecordStore(out)
@@ -92,7 +92,8 @@ class Sweep:
         self.labels = np.array([r["label"] for r in reference])
         self.reference_top1 = np.array([r["prediction"]["top5"][0] for r in reference])
         self.feature_points = reference[0]["feature_points"]
-        self.wall = wall
+        self.wall = wall              # of this invocation, which computed `written` records
+        self.written = written
         self._coded = {}
         for tool in config.tools:
             for record in store.read(tool.name):

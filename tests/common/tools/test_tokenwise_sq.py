@@ -163,7 +163,8 @@ def test_step_map_bits_are_the_maps_share_of_the_ideal_length():
     without_map.code_tensor(levels, np.zeros_like(offsets), levels.shape, False)
     assert without_map.step_map_bits == 0
     assert with_map.step_map_bits > 0     # two escapes alone cost more than a few bits
-    # the levels are coded alike with or without the map, so the difference is the map
+    # the levels' chunks (the map's chunks advance the schedule) fall alike here with or without
+    # the map, so the levels cost the same and the difference is the map
     assert with_map.ideal_bits - with_map.step_map_bits == pytest.approx(without_map.ideal_bits, rel=1e-12)
 
 
