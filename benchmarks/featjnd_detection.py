@@ -56,6 +56,12 @@ def ensure_run(name, args):
         raise SystemExit(f"bench_featjnd: {mismatches} decoded-feature MD5 mismatches in {out}")
 
 
+def shown(path):
+    """A path as the report shows it: relative to the repository when inside it."""
+    path = Path(path).resolve()
+    return path.relative_to(REPO) if path.is_relative_to(REPO) else path
+
+
 def report_numbers(out, data):
     """(config, images, reference quality, {tool: [PointResult]}, bootstrap) of a run folder."""
     from ctc.report import compute, load_run
@@ -202,7 +208,7 @@ def perturbation_study(rep, config, images, bootstrap, data, weights, estimator_
         values = diagnostics[:, 1 + 5 * k: 6 + 5 * k].mean(axis=0)
         diag_rows.append([name, f"{values[0]:.3f}", f"{values[1]:.3f}", f"{values[2]:.3f}", f"{values[4]:+.3f}",
                           f"{values[3]:+.3f}"])
-    rep.table(["level", "mean |δ| / mean |f|", "CV of s_t (jnd)", "CV of s_t (jnd_abs)",
+    rep.table(["level", "mean abs δ / mean abs f", "CV of s_t (jnd)", "CV of s_t (jnd_abs)",
                "corr(s_t jnd, objectness)", "corr(s_t jnd_abs, objectness)"], diag_rows)
     rep.both("(objectness: the clean head's best anchor objectness at the token; a tolerance that follows the "
              "detector's attention correlates negatively with it.)")
@@ -219,11 +225,15 @@ def coded_bits(rep, config, reference, results, bootstrap):
     for name in ["uniform"] + tools:
         for point in results[name]:
             value, samples = point.quality[METRIC]
-            point_rows.append([name, point.label, f"{point.bpp:.4f}", f"{point.nrmse:.3f}",
+            map_bpp = np.mean([record.get("step_map_bits", 0.0) / record["pixels"] for record in point.records])
+            point_rows.append([name, point.label, f"{point.bpp:.4f}", f"{map_bpp:.4f}", f"{point.nrmse:.3f}",
                                interval_text(value, samples), f"{point.md5_ok}/{len(point.records)}"])
     rep.both("## (c) Real coded bits (coco_yolov5n, steps at QP's noise power; bits = whole streams)")
     rep.both()
-    rep.table(["tool", "rate point", "bpp", "NRMSE", "AP50 % [CI]", "MD5 ok"], point_rows, align="llrrrr")
+    rep.table(["tool", "rate point", "bpp", "of which map", "NRMSE", "AP50 % [CI]", "MD5 ok"], point_rows,
+              align="llrrrrr")
+    rep.both("(of which map: the step-offset map's own code length, the records' step_map_bits, per pixel.)")
+    rep.both()
     rows, verdicts = [], []
     by_tool = {}
     for tool, metric, value, ci, overlap in bd_rates(config, results, bootstrap, reference="uniform"):
@@ -259,10 +269,10 @@ def main_detection(args, rep, command):
     rep.mdonly()
     rep.mdonly("    " + command)
     rep.mdonly()
-    rep.both(f"Estimator: {Path(estimator).relative_to(REPO) if Path(estimator).is_relative_to(REPO) else estimator}; "
+    rep.both(f"Estimator: {shown(estimator)}; "
              f"{len(images)} annotated coco-mini images, uncompressed AP50 {reference[METRIC][0]:.1f}; "
              f"intervals: {bootstrap.resamples} paired bootstrap resamples of the images.")
-    rep.both(f"Runs: {args.study_out} ({STUDY_CONFIG}, part a), {args.main_out} ({MAIN_CONFIG}, part c).")
+    rep.both(f"Runs: {shown(args.study_out)} ({STUDY_CONFIG}, part a), {shown(args.main_out)} ({MAIN_CONFIG}, part c).")
     rep.both()
     verdicts_a = matched_sigma(rep, study)
     verdicts_b, _ = perturbation_study(rep, config, images, bootstrap, args.coco, args.yolo_weights, estimator,
