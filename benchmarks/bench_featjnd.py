@@ -111,27 +111,26 @@ def coded_settings(sigmas, seeds, epsilons, sigma_mid, modes_c, estimator, epsil
     them: cfg/featjnd.cfg with one tool per allocation and seed; a rate point sets NoiseBudget (a),
     NoiseBudget and JndEpsilon (d) or QP (c)."""
     modes_a = [("jnd", 0)] + [("random", s) for s in seeds] + [("uniform", 0)]
-
-    def tool_of(mode, seed):
-        return f"random{seed}" if mode == "random" else mode
-
-    def options_of(mode, seed):
-        if mode == "uniform":
-            return {"StepAllocation": "uniform"}
-        options = {"JndWeights": str(estimator), "JndEpsilon": epsilon}
-        return dict(options, StepAllocation="random", RandomSeed=seed) if mode == "random" else options
-
-    settings = [(mode, tool_of(mode, seed), {"NoiseBudget": sigma}) for sigma in sigmas for mode, seed in modes_a]
-    settings += [("jnd", "jnd", {"NoiseBudget": sigma_mid, **({"JndEpsilon": eps} if eps != epsilon else {})})
-                 for eps in epsilons]
-    settings += [(mode, tool_of(mode, seed), {"QP": qp}) for mode, seed, qps in modes_c for qp in qps]
     tools = {}
-    for mode, name, point in settings:
-        seed = int(name[len("random"):]) if mode == "random" else 0
-        tool = tools.setdefault(name, {"cfg": "cfg/featjnd.cfg", "options": options_of(mode, seed),
-                                       "label": name, "rate_points": []})
-        if point not in tool["rate_points"]:
+
+    def setting(mode, seed, point):
+        name = f"random{seed}" if mode == "random" else mode
+        if mode == "uniform":
+            options = {"StepAllocation": "uniform"}
+        else:
+            options = {"JndWeights": str(estimator), "JndEpsilon": epsilon}
+            if mode == "random":
+                options.update(StepAllocation="random", RandomSeed=seed)
+        tool = tools.setdefault(name, {"cfg": "cfg/featjnd.cfg", "options": options, "label": name,
+                                       "rate_points": []})
+        if point not in tool["rate_points"]:     # (d) at the default ε is an (a) point
             tool["rate_points"].append(point)
+        return mode, name, point
+
+    settings = [setting(mode, seed, {"NoiseBudget": sigma}) for sigma in sigmas for mode, seed in modes_a]
+    settings += [setting("jnd", 0, {"NoiseBudget": sigma_mid, **({"JndEpsilon": eps} if eps != epsilon else {})})
+                 for eps in epsilons]
+    settings += [setting(mode, seed, {"QP": qp}) for mode, seed, qps in modes_c for qp in qps]
     return modes_a, settings, tools
 
 
