@@ -35,7 +35,13 @@ def interrupt_after_first_record(args, out, env=None):
     import signal
     import time
 
-    process = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    def ctrl_c_default():
+        # a shell's background job ignores SIGINT and its children inherit that, so a test run
+        # started with `&` would see a run that cannot be interrupted
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    process = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                               preexec_fn=ctrl_c_default)
     references = out / "records" / "uncompressed.jsonl"
     deadline = time.monotonic() + 120
     while not (references.is_file() and references.read_text().count("\n") >= 1) and time.monotonic() < deadline:
