@@ -35,7 +35,7 @@ def add_runner_arguments(parser, workers=2, out_flag="--out", out_dest="out"):
 
 
 def imagenet_config(name, tools, description="", split="backbone", network="efficientnet-lite0"):
-    """The raw CTC configuration: the image folder's labels, EfficientNet-Lite0 split at `split`."""
+    """The raw CTC configuration: the image folder's labels, an EfficientNet-Lite `network` split at `split`."""
     return {"name": name, "description": description, "dataset": {"kind": "image_folder"},
             "task": {"network": network, "split": split}, "tools": tools,
             "anchor": next(iter(tools)), "report": {"metrics": ["top1", "agreement"], "bootstrap": 0}}
@@ -62,9 +62,9 @@ def run_sweep(raw, args, data, limit=None):
     backend = runner_backend(args)
     with tempfile.TemporaryDirectory() as scratch:
         out = args.out or Path(scratch) / "run"
-        config, written, wall, mismatches = run_generated(raw, out, data, workers=args.workers, limit=limit,
-                                                    cache_root=args.feature_cache, progress=sys.stderr.isatty(),
-                                                    backend=backend)
+        config, written, wall, mismatches = run_generated(
+            raw, out, data, workers=args.workers, limit=limit, cache_root=args.feature_cache,
+            progress=sys.stderr.isatty(), backend=backend)
         if mismatches:
             sys.exit(f"{mismatches} decodes did not match the encoder's MD5")
         # this run's images only: a kept --out folder may hold records of more
