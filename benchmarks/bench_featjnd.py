@@ -256,7 +256,7 @@ def main(argv=None):
     ap.add_argument("--bd-bootstrap", type=int, default=200, help="bootstrap resamples for BD-rate")
     ap.add_argument("--bd-floor", type=float, default=50.0,
                     help="second BD-rate: only points with quality ≥ this %% (default 50)")
-    add_runner_arguments(ap, out_flag="--run-out", out_dest="run_out")   # --run-out: the cls run folder
+    add_runner_arguments(ap, run_folder_flag="--run-out")    # --out is the results folder here
     ap.add_argument("--limit", type=int, help="first N images only")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results folder (default {DEFAULT_OUT})")
     ap.add_argument("--task", choices=("cls", "det"), default="cls",
@@ -309,10 +309,8 @@ def main(argv=None):
 
     # Every coded setting is a CTC rate point: the runner codes, decodes (MD5-checked) and classifies.
     raw = imagenet_config(f"bench_featjnd_{args.split}", tools, split=args.split, network=args.model,
-                                description=f"bench_featjnd.py: FeatJND settings, {model_name}")
-    run_args = argparse.Namespace(backend=args.backend, address=args.address, workers=args.workers,
-                                  out=args.run_out, feature_cache=args.feature_cache)
-    sweep = run_sweep(raw, run_args, args.data, args.limit)
+                          description=f"bench_featjnd.py: FeatJND settings, {model_name}")
+    sweep = run_sweep(raw, args, args.data, args.limit)
     n = len(sweep.images)
     label_arr, ref_arr = sweep.labels, sweep.reference_top1
     pred = np.stack([sweep.top1(tool, point) for _, tool, point in settings])
@@ -326,7 +324,7 @@ def main(argv=None):
     # (b) and (d): the same images' features from the runner's cache; δ and the head in this process
     import torch
 
-    from ctc.datasets import file_digest, load_samples, read_rgb
+    from ctc.datasets import load_samples
     from ctc.feature_cache import DEFAULT_ROOT, FeatureCache
     from ctc.tasks.evaluation import ClassificationTask
     from encoder.featjnd.allocation import token_tolerance
@@ -335,11 +333,7 @@ def main(argv=None):
     task = ClassificationTask(args.model, args.split)
     cache = FeatureCache(args.feature_cache or DEFAULT_ROOT, task)
     samples = {sample.id: sample for sample in load_samples(sweep.config, args.data)}
-    features = []
-    for image in sweep.images:
-        sample = samples[image]
-        features.append(cache.features(file_digest(sample.path), lambda: read_rgb(sample.path))[0][""])
-    features = np.stack(features)
+    features = np.stack([cache.of_sample(samples[image])[0][""] for image in sweep.images])
     delta = estimator_deltas(weights, features)
     net = task.net
 

@@ -42,7 +42,7 @@ def main(argv=None):
     from common.tools.lmsfc.arithmetic import FRACTION_BITS
     from common.tools.lmsfc.graph import drnet
     from ctc.config import load_config
-    from ctc.datasets import coco_paths, file_digest, load_samples, read_rgb
+    from ctc.datasets import coco_paths, load_samples
     from ctc.feature_cache import FeatureCache
     from ctc.metrics import CocoScorer
     from ctc.runner import _pixels
@@ -68,7 +68,7 @@ def main(argv=None):
     difference = {r: [0.0, 0.0] for r in rates}     # Σ (integer − float)², Σ float² over every value
     pixels = 0
     for number, sample in enumerate(samples):
-        tensors, context, _ = cache.features(file_digest(sample.path), lambda: read_rgb(sample.path))
+        tensors, context, _ = cache.of_sample(sample)
         names = list(tensors)
         arrays = [tensors[n][0] for n in names]
         pixels += _pixels(sample.path)

@@ -22,13 +22,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def add_runner_arguments(parser, workers=2, out_flag="--out", out_dest="out"):
-    """--workers, --backend, --address, the run folder (out_flag, into args.<out_dest>) and --feature-cache."""
+def add_runner_arguments(parser, workers=2, run_folder_flag="--out"):
+    """--workers, --backend, --address, the run folder (run_folder_flag, into args.run_folder) and
+    --feature-cache."""
     parser.add_argument("--workers", type=int, default=workers, help=f"runner workers (default {workers})")
     parser.add_argument("--backend", choices=("local", "ray"), default="local",
                         help="runner backend: local worker processes (default) or a Ray cluster")
     parser.add_argument("--address", help="--backend ray: the cluster to join (default: a local instance)")
-    parser.add_argument(out_flag, dest=out_dest, type=Path, help="run folder, kept (an interrupted run resumes "
+    parser.add_argument(run_folder_flag, dest="run_folder", type=Path, help="run folder, kept (an interrupted run resumes "
                         "there; default: a temporary folder)")
     parser.add_argument("--feature-cache", type=Path,
                         help="the runner's feature cache (default ~/.cache/fcrs/features)")
@@ -61,7 +62,7 @@ def run_sweep(raw, args, data, limit=None):
 
     backend = runner_backend(args)
     with tempfile.TemporaryDirectory() as scratch:
-        out = args.out or Path(scratch) / "run"
+        out = args.run_folder or Path(scratch) / "run"
         config, written, wall, mismatches = run_generated(
             raw, out, data, workers=args.workers, limit=limit, cache_root=args.feature_cache,
             progress=sys.stderr.isatty(), backend=backend)

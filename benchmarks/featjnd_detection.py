@@ -37,13 +37,12 @@ NOISE_SEED = 20240601
 METRIC = "bbox_ap50"
 
 
-def ensure_run(name, args):
-    """Run (or resume: only missing records are computed) the CTC config `name` into its run folder."""
+def ensure_run(name, out, args):
+    """Run (or resume: only missing records are computed) the CTC config `name` into `out`."""
     from ctc.config import load_config, resolve_config_path
     from ctc.runner import run
     from ctc_sweep import runner_backend
 
-    out = args.study_out if name == STUDY_CONFIG else args.main_out
     path = resolve_config_path(name)
     config = load_config(path)
     written, wall, mismatches = run(config, path, out, data=args.coco, weights=args.yolo_weights,
@@ -128,7 +127,7 @@ def perturbation_study(rep, config, images, bootstrap, data, weights, estimator_
     """(b) and (d): f + α·δ against Gaussian noise at matched NRMSE, and estimator diagnostics."""
     import torch
 
-    from ctc.datasets import coco_paths, file_digest, load_samples, read_rgb
+    from ctc.datasets import coco_paths, load_samples
     from ctc.feature_cache import DEFAULT_ROOT, FeatureCache
     from ctc.metrics import CocoScorer
     from ctc.tasks.evaluation import build_task
@@ -149,7 +148,7 @@ def perturbation_study(rep, config, images, bootstrap, data, weights, estimator_
     diagnostics = []
     for image in images:
         sample = samples[image]
-        tensors, context, _ = cache.features(file_digest(sample.path), lambda: read_rgb(sample.path))
+        tensors, context, _ = cache.of_sample(sample)
         names = list(task.net.names)
         levels = [torch.from_numpy(np.ascontiguousarray(tensors[n], dtype=np.float32)) for n in names]
         with torch.no_grad():
@@ -256,8 +255,8 @@ def main_detection(args, rep, command):
     from encoder.featjnd.allocation import weights_path
 
     start = time.perf_counter()
-    ensure_run(STUDY_CONFIG, args)
-    ensure_run(MAIN_CONFIG, args)
+    ensure_run(STUDY_CONFIG, args.study_out, args)
+    ensure_run(MAIN_CONFIG, args.main_out, args)
     config, images, reference, study, bootstrap = report_numbers(args.study_out, args.coco)
     main_config, _, main_reference, main, main_bootstrap = report_numbers(args.main_out, args.coco)
     # (b) and (d) use the estimator the study's jnd tool codes with (its JndWeights)

@@ -31,6 +31,12 @@ class FeatureCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.task = task
 
+    def of_sample(self, sample):
+        """(tensors, context, front_seconds) of a dataset sample (ctc.datasets.Sample)."""
+        from ctc.datasets import file_digest, read_rgb
+
+        return self.features(file_digest(sample.path), lambda: read_rgb(sample.path))
+
     def features(self, digest, rgb_of):
         """(tensors, context, front_seconds) of the image with content hash `digest`;
         rgb_of() reads the image when the features are not cached yet."""

@@ -37,7 +37,9 @@ LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 CONNECT_SECONDS = 5
 
 
-def import_ray():
+def import_ray(local_instance=False):
+    if local_instance:      # a Ray instance of our own serves this machine alone (read at import)
+        os.environ.setdefault(LOOPBACK_ONLY, "0")
     try:
         import ray
     except ImportError:
@@ -92,18 +94,13 @@ class RayBackend:
         self.cluster = {}
 
     def check_installed(self):
-        self._import_ray()
-
-    def _import_ray(self):
-        if not self.address:    # a Ray instance of our own serves this machine alone (read at import)
-            os.environ.setdefault(LOOPBACK_ONLY, "0")
-        return import_ray()
+        import_ray(local_instance=not self.address)
 
     def results(self, jobs, config, weights, cache_root, describe=lambda text: None):
         """Yields each job's records (or the FcrsError that stopped it), in completion order."""
         if not jobs:
             return
-        ray = self._import_ray()
+        ray = import_ray(local_instance=not self.address)
         started_here = not ray.is_initialized()
         if started_here:
             self._connect(ray)

@@ -62,6 +62,11 @@ def level_bits(levels):
     return np.where(magnitude > 0, 2.0 * np.floor(np.log2(magnitude + 1.0)) + 2.0, RD_ZERO_BITS)
 
 
+def step_exponent(step):
+    """The (unrounded) exponent e of a step: step_sizes' inverse, Δ = 2^((e − 48) / 8)."""
+    return UNIT_STEP_EXPONENT + STEP_EXPONENTS_PER_OCTAVE * np.log2(step)
+
+
 def rd_weights(delta):
     """jnd_rd's distortion weights 1/δ², scaled to geometric mean 1 over the tensor and clipped
     to [1/WEIGHT_RANGE, WEIGHT_RANGE]. The geometric mean, not the mean: δ is signed and passes
@@ -79,7 +84,7 @@ def rd_offsets(grid, delta, qp, rounding_offset, noise_budget=0.0):
     weights = rd_weights(delta)
     if noise_budget > 0:
         base_step = np.sqrt(12.0) * noise_budget
-        centre = int(np.rint(UNIT_STEP_EXPONENT + STEP_EXPONENTS_PER_OCTAVE * np.log2(base_step)))
+        centre = int(np.rint(step_exponent(base_step)))
     else:
         base_step, centre = float(step_sizes(np.array([qp]))[0]), qp
     mu = base_step ** 2 * np.log(2.0) / 6.0
@@ -117,7 +122,7 @@ def step_exponents(weights, qp, noise_budget):
         scale = np.sqrt(12.0 * noise_budget ** 2 / mean_square)
     else:
         scale = float(step_sizes(np.array([qp]))[0]) / np.sqrt(mean_square)
-    exponents = np.rint(UNIT_STEP_EXPONENT + STEP_EXPONENTS_PER_OCTAVE * np.log2(scale * weights))
+    exponents = np.rint(step_exponent(scale * weights))
     return np.clip(exponents, QP_MIN, QP_MAX).astype(np.int64)
 
 

@@ -131,6 +131,19 @@ def test_feature_cache_is_shared_between_runs(tmp_path):
     a, b = (RecordStore(tmp_path / name).read("uniform") for name in ("a", "b"))
     assert [r["bits"] for r in a] == [r["bits"] for r in b]
     assert [r["nn_part_1_s"] for r in a] == [r["nn_part_1_s"] for r in b]
+    # a benchmark reads the same entries back by sample, without running the front again
+    from ctc.datasets import load_samples
+    from ctc.feature_cache import FeatureCache
+
+    class NoFront:
+        cache_key = "efficientnet-lite0_backbone"
+
+        def front(self, rgb):
+            raise AssertionError("the cached features should have been read")
+
+    sample = load_samples(config, None)[0]
+    tensors, _, seconds = FeatureCache(cache, NoFront()).of_sample(sample)
+    assert tensors[""].shape == (1280, 7, 7) and seconds == a[0]["nn_part_1_s"]
 
 
 def test_records_match_the_encode_app(tmp_path):
