@@ -88,7 +88,8 @@ print(imported, loaded)
 def pyramids(count):
     """The first `count` annotated coco-mini images' P3–P5, 1×C×H×W float32."""
     import torch
-    from ctc.datasets import coco_paths, read_rgb
+    from ctc.datasets import coco_paths
+    from ctc.images import read_rgb
     from ctc.tasks.yolov5n import Yolov5n, letterbox, to_input
 
     torch.set_num_threads(2)

@@ -35,7 +35,7 @@ def main(argv=None):
     parser.add_argument("--rate-points", default="-8,-2,4,10,16,22")
     args = parser.parse_args(argv)
     if not Path(args.checkpoint).is_file():
-        sys.exit(f"bench_lmsfc_integerisation: no checkpoint {args.checkpoint} (run ctc.train_fusion)")
+        sys.exit(f"bench_lmsfc_integerisation: no checkpoint {args.checkpoint} (run ctc.training.fusion)")
 
     import torch
 

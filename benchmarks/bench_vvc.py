@@ -67,7 +67,7 @@ def effnet_features(count):
 
 def yolo_features(weights, coco, count):
     from ctc.coco import load_coco
-    from ctc.datasets import read_rgb
+    from ctc.images import read_rgb
     from ctc.tasks.evaluation import YoloTask
 
     task = YoloTask("neck", weights, {})

@@ -49,6 +49,6 @@ def to_input(rgb) -> torch.Tensor:
 
 def load_image(path: str | os.PathLike) -> torch.Tensor:
     """An image file as the R-CNN split's input (:func:`to_input`)."""
-    from ctc.datasets import read_rgb
+    from ctc.images import read_rgb
 
     return to_input(read_rgb(path))

@@ -9,12 +9,10 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
 from common.errors import ConfigError, InputError
 
@@ -92,20 +90,3 @@ def _package_images(dataset):
             raise InputError(f"package_images: {package} ships no {name}")
         samples.append(Sample(id=name, path=path, label=int(label)))
     return samples
-
-
-def read_rgb(path):
-    """An image file as H×W×3 uint8 RGB (as read, before any network preprocessing)."""
-    from PIL import Image
-
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
-
-
-def file_digest(path, length=16):
-    """Content hash of an image file (the feature cache's key: renaming a file keeps its features)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:length]

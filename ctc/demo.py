@@ -118,7 +118,7 @@ def detection_demo(args):
     import torch
 
     from common.errors import InputError
-    from ctc.datasets import read_rgb
+    from ctc.images import read_rgb
     from ctc.runner import feature_error
     from ctc.tasks.yolov5n import Yolov5n, letterbox, non_max_suppression, scale_boxes, to_input
 

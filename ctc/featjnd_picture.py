@@ -26,7 +26,7 @@ def default_weights():
     """The shipped EfficientNet-Lite0 estimator in encoder/featjnd/weights/."""
     found = sorted(glob.glob(WEIGHTS_GLOB))
     if not found:
-        raise FileNotFoundError(f"no weight file matches {WEIGHTS_GLOB}; train one with python -m ctc.train_featjnd")
+        raise FileNotFoundError(f"no weight file matches {WEIGHTS_GLOB}; train one with python -m ctc.training.featjnd")
     return found[-1]
 
 

@@ -33,7 +33,7 @@ class FeatureCache:
 
     def of_sample(self, sample):
         """(tensors, context, front_seconds) of a dataset sample (ctc.datasets.Sample)."""
-        from ctc.datasets import file_digest, read_rgb
+        from ctc.images import file_digest, read_rgb
 
         return self.features(file_digest(sample.path), lambda: read_rgb(sample.path))
 

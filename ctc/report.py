@@ -279,7 +279,7 @@ def write_report(out, data=None):
     md += ["## Per rate point", ""]
     for tool in config.tools:
         cfg = f"`{tool.cfg}`" + (f" + {tool.options}" if tool.options else "") if tool.kind == "features" else \
-            "the image anchor (ctc/image_anchor.py: x265 intra 8-bit 4:2:0 on the input image)"
+            "the image anchor (ctc/image_codec.py: x265 intra 8-bit 4:2:0 on the input image)"
         md += [f"### {tool.label}", "", f"{cfg}", "", _point_table(config, results[tool.name])]
     md += ["bits: whole FCRS stream per image (headers, tensor data, MD5 unit), or the image anchor's HEVC stream; "
            "bpfp = bits / feature points; bpp = bits / input pixels (image as read); MSE, NRMSE = ||f − f̂|| / ||f|| "

@@ -37,7 +37,8 @@ import numpy as np
 from common.errors import ConfigError, FcrsError
 from common.featio import write_text
 from ctc.config import REPO, dataset_root
-from ctc.datasets import file_digest, load_samples, read_rgb
+from ctc.datasets import load_samples
+from ctc.images import file_digest, read_rgb
 from ctc.feature_cache import DEFAULT_ROOT, FeatureCache
 from ctc.records import REFERENCE_TOOL, RecordStore
 
@@ -130,7 +131,7 @@ class Evaluator:
         return coded
 
     def _code_image(self, rgb, point):
-        from ctc.image_anchor import code_image, psnr
+        from ctc.image_codec import code_image, psnr
 
         coded = code_image(rgb, point.options["QP"])
         start = time.perf_counter()

@@ -6,7 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from ctc.featjnd_losses import (  # noqa: E402
+from ctc.training.losses import (  # noqa: E402
     classification_distortion,
     detection_distortion,
     featjnd_loss,

@@ -1,4 +1,4 @@
-"""FeatJND training (ctc.train_featjnd) and the tolerance picture (ctc.featjnd_picture), on tiny inputs."""
+"""FeatJND training (ctc.training.featjnd) and the tolerance picture (ctc.featjnd_picture), on tiny inputs."""
 
 import hashlib
 import math
@@ -13,7 +13,8 @@ pytest.importorskip("efficientnet_lite_pytorch")
 pytest.importorskip("safetensors")
 from PIL import Image  # noqa: E402
 
-from ctc.train_featjnd import parse_args, random_resized_crop, run_classification  # noqa: E402
+from ctc.training.data import random_resized_crop  # noqa: E402
+from ctc.training.featjnd import parse_args, run_classification  # noqa: E402
 from encoder.featjnd.estimator import FeatJNDEstimator, estimator_metadata, load_estimator  # noqa: E402
 
 
@@ -90,7 +91,7 @@ def test_detection_hook_runs_one_step(tmp_path):
     """--task det against the R50-FPN split with random weights (no pretrained ones can be had here)."""
     pytest.importorskip("torchvision")
     from ctc.tasks.rcnn_fpn import RcnnFpnSplit
-    from ctc.train_featjnd import run_detection
+    from ctc.training.featjnd import run_detection
 
     weights = tmp_path / "faster_random.pt"
     torch.save(RcnnFpnSplit("faster").model.state_dict(), weights)
@@ -114,7 +115,7 @@ needs_yolo = pytest.mark.skipif(not os.path.isfile(YOLO_WEIGHTS), reason=f"YOLOv
 def test_detection_pool_holds_back_the_calibration_photos_and_the_evaluation_set():
     import json
 
-    from ctc.train_featjnd import detection_pool
+    from ctc.training.featjnd import detection_pool
 
     paths = detection_pool(SHARED)
     with open(os.path.join(SHARED, "coco-mini", "annotations", "instances_val2017.json")) as fh:
@@ -127,13 +128,13 @@ def test_detection_pool_holds_back_the_calibration_photos_and_the_evaluation_set
 def test_yolov5n_estimator_trains_with_the_relative_reward(tmp_path, monkeypatch):
     """Two steps of --task det --model yolov5n on four random pyramids (the feature cache is stubbed)."""
     pytest.importorskip("torchvision")
-    import ctc.train_featjnd as train_featjnd
-    import ctc.train_fusion as train_fusion
+    import ctc.training.data as training_data
+    import ctc.training.featjnd as train_featjnd
 
     rng = np.random.default_rng(0)
     pyramids = [[rng.normal(size=(c, s, s)).astype(np.float16) for c, s in ((64, 48), (128, 24), (256, 12))]
                 for _ in range(4)]
-    monkeypatch.setattr(train_fusion, "cached_pyramids", lambda *args: pyramids)
+    monkeypatch.setattr(training_data, "cached_pyramids", lambda *args: pyramids)
     monkeypatch.setattr(train_featjnd, "detection_pool", lambda data: ["a", "b"])
     args = parse_args(["--task", "det", "--model", "yolov5n", "--weights", YOLO_WEIGHTS, "--steps", "2",
                        "--batch", "2", "--crop", "40", "--width", "4", "--blocks", "1", "--reward", "relative",

@@ -1,4 +1,4 @@
-"""ctc/image_anchor.py: the colour conversion and 4:2:0 planes without a codec, and a round trip
+"""ctc/image_codec.py: the colour conversion and 4:2:0 planes without a codec, and a round trip
 through x265 / libde265-dec265 (skipped when they are not on PATH)."""
 
 import shutil
@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from ctc.image_anchor import code_image, from_planes_420, psnr, rgb_to_ycbcr, to_planes_420, ycbcr_to_rgb
+from ctc.image_codec import code_image, from_planes_420, psnr, rgb_to_ycbcr, to_planes_420, ycbcr_to_rgb
 
 
 def photo_like(height=75, width=101, seed=0):

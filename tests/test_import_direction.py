@@ -1,6 +1,7 @@
 """The import direction of the design card: decoder/ never imports encoder/; common/ (the tools'
 folders common/tools/<tool>/ included) imports neither encoder/, decoder/ nor ctc/; token-wise
-decoding never loads torch."""
+decoding never loads torch; no two modules of the project import each other (at the top or
+inside a function)."""
 
 import ast
 import subprocess
@@ -33,6 +34,38 @@ def imported_modules(path):
                 "import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant):
             names.add(node.args[0].value)
     return {name.split(".")[0] for name in names}
+
+
+def project_imports(path):
+    """Dotted names of the project modules a file imports (``from a.b import c`` gives a.b and,
+    when a/b/c.py exists, a.b.c), wherever the import statement stands."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names.add(node.module)
+            names |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return {name for name in names if module_file(name) is not None}
+
+
+def module_file(name):
+    base = REPO.joinpath(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def test_no_two_modules_import_each_other():
+    modules = {".".join(p.relative_to(REPO).with_suffix("").parts): p
+               for folder in ("common", "decoder", "encoder", "ctc") for p in python_files(folder)
+               if p.name != "__init__.py"}
+    imports = {name: project_imports(path) - {name} for name, path in modules.items()}
+    circles = sorted({tuple(sorted((a, b))) for a, targets in imports.items() for b in targets
+                      if a in imports.get(b, ())})
+    assert not circles
 
 
 def python_files(folder):

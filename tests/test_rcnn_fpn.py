@@ -133,7 +133,7 @@ def test_featjnd_training_step_on_coco_mini():
     if not (COCO_MINI / "annotations" / "instances_val2017.json").is_file():
         pytest.skip(f"COCO-mini not found at {COCO_MINI} (expects val2017/ and annotations/instances_val2017.json)")
     from ctc.coco import load_coco, load_image
-    from ctc.featjnd_losses import LAMBDA_INSTANCE, featjnd_loss, instance_distortion
+    from ctc.training.losses import LAMBDA_INSTANCE, featjnd_loss, instance_distortion
     from encoder.featjnd.estimator import FeatJNDEstimator
 
     entries = load_coco(COCO_MINI / "val2017", COCO_MINI / "annotations" / "instances_val2017.json")

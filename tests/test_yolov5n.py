@@ -46,7 +46,7 @@ def test_back_of_front_equals_unsplit_network(split, shapes):
 @needs_weights
 @pytest.mark.skipif(not REFERENCE.is_file(), reason=f"YOLOv5n reference output not found at {REFERENCE}")
 def test_reference_output_is_reproduced():
-    from ctc.datasets import read_rgb
+    from ctc.images import read_rgb
 
     reference = np.load(REFERENCE)
     rgb = read_rgb(COCO_MINI / "val2017" / "000000568290.jpg")
@@ -96,7 +96,7 @@ def test_nms_multi_label_keeps_one_box_per_class_and_suppresses_overlaps():
 def test_coco_mini_ap_matches_the_published_figures(multi_label, expected):
     """bbox AP and AP50 on the 79 annotated images within ±0.003 (0.3 points) of the README."""
     from ctc.coco import load_coco
-    from ctc.datasets import read_rgb
+    from ctc.images import read_rgb
     from ctc.metrics import CocoScorer
     from ctc.tasks.evaluation import YoloTask
 

@@ -119,7 +119,7 @@ class YoloTask:
     kind = "detection"
 
     def __init__(self, split, weights, options):
-        from ctc.datasets import file_digest
+        from ctc.images import file_digest
         from ctc.tasks.yolov5n import Yolov5n
 
         if not weights:

@@ -20,7 +20,7 @@ is not passed along: the anchor generator derives its strides from it, and it
 is exactly 4× the p2 size (the transform pads to a multiple of 32 and p2 has
 stride 4), so back rebuilds it from the features.
 
-The parts FeatJND's detection losses differentiate (ctc/featjnd_losses.py) are
+The parts FeatJND's detection losses differentiate (ctc/training/losses.py) are
 exposed as functions of the features: ``rpn_outputs`` (the RPN head on all five
 levels), ``roi_outputs`` / ``mask_outputs`` (RoIAlign + box / mask head on given
 boxes) and ``proposals`` (the RPN's eval-mode proposals, computed once from the

@@ -7,7 +7,7 @@ The bottleneck width w keeps it small (w = 64, B = 2: 1.5 M parameters, 6 MB,
 for C = 1280); one network serves every FPN level (all have C = 256). A pyramid
 whose levels differ in channels (YOLOv5n P3–P5: 64, 128, 256) gets one such
 network per level (PyramidJNDEstimator), picked by the tensor's channel count. It
-is trained against a frozen task head (ctc/train_featjnd.py) and used only by the
+is trained against a frozen task head (ctc/training/featjnd.py) and used only by the
 encoder, to shape per-token steps: the decoder never needs it.
 
 Weights are stored as safetensors, the file name carrying the first 12 hex
@@ -40,7 +40,7 @@ class _ResidualBlock(nn.Module):
 
 class FeatJNDEstimator(nn.Module):
     """`scale` multiplies δ: the calibration's κ, which makes α = 1 just noticeable
-    (ctc/featjnd_calibration.py)."""
+    (ctc/training/featjnd_calibration.py)."""
 
     def __init__(self, channels, width=64, num_blocks=2, scale=1.0):
         super().__init__()

@@ -4,7 +4,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from ctc.featjnd_calibration import choose, curve_table, drops, just_noticeable_scale, split_every  # noqa: E402
+from ctc.training.featjnd_calibration import choose, curve_table, drops, just_noticeable_scale, split_every  # noqa: E402
 
 
 class LinearDrop:

@@ -23,26 +23,26 @@ saturated at ±10 in a nearly image-independent pattern: the history in
 encoder/featjnd/weights/README.md. The calibrated ones replaced it.)
 
 YOLOv5n (``--task det --model yolov5n``): one network per level of P3–P5 (64, 128, 256
-channels), D_yolo on the Detect head's raw outputs (``ctc.featjnd_losses``), cached
+channels), D_yolo on the Detect head's raw outputs (``ctc.training.losses``), cached
 augmented pyramids of the training pool, batches of aligned crops (``run_yolo``).
 
 Calibration (``--lambdas``, with ``--reward relative``: L = λ_t·D − ‖δ‖₂/‖f‖₂): one
 estimator per λ_t, each one's task-metric drop at f + α·δ on held-back photos, a scale κ
 per candidate that makes α = 1 just noticeable, and the candidate with the largest
-just-noticeable perturbation is saved (``ctc.featjnd_calibration``). The shipped
+just-noticeable perturbation is saved (``ctc.training.featjnd_calibration``). The shipped
 estimators were made this way (encoder/featjnd/weights/README.md).
 
 Detection / instance segmentation (``--task det|ins``): the torchvision R50-FPN
 split (``ctc.tasks.rcnn_fpn``) with user-given weights; one G_θ is shared by the
-five FPN levels (C = 256); D_det / D_ins come from ``ctc.featjnd_losses``;
+five FPN levels (C = 256); D_det / D_ins come from ``ctc.training.losses``;
 λ_t = 200, lr 2e-5. Features are too large to cache, so each step runs the
 frozen front on one image (batch 1, no augmentation).
 
 Output: ``save_estimator`` writes ``<out>/featjnd_<model>_<sha256[:12]>.safetensors``
 with the training settings, the calibration and the final loss in the metadata.
 
-    python -m ctc.train_featjnd --task cls --split blocks --reward relative --lambdas 100,200,400,1000 --epochs 20
-    python -m ctc.train_featjnd --task det --model yolov5n \
+    python -m ctc.training.featjnd --task cls --split blocks --reward relative --lambdas 100,200,400,1000 --epochs 20
+    python -m ctc.training.featjnd --task det --model yolov5n \
         --weights ../shared/data/weights/yolov5n_coco.safetensors \
         --steps 600 --batch 8 --reward relative --lambdas 64,256,1024
 """
@@ -60,21 +60,19 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ctc.featjnd_losses import classification_distortion, featjnd_loss
+from ctc.training.data import CROP_RATIO, CROP_SCALE, augmented_crops, image_files
+from ctc.training.losses import classification_distortion, featjnd_loss
 from encoder.featjnd.estimator import DELTA_LIMIT, FeatJNDEstimator, save_estimator
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "train-images"
 DEFAULT_OUT = REPO / "encoder" / "featjnd" / "weights"
 # Detection estimators stay out of the shipped folder: the encoder's default is
 # the (single) file there, picked by the glob featjnd_*.safetensors.
 DEFAULT_DETECTION_OUT = REPO / "out" / "featjnd"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 # task -> (λ_t, learning rate): the paper's defaults
 TASK_DEFAULTS = {"cls": (50.0, 1e-4), "det": (200.0, 2e-5), "ins": (200.0, 2e-5)}
-CROP_SCALE = (0.35, 1.0)
-CROP_RATIO = (3 / 4, 4 / 3)
 
 
 def seed_everything(seed):
@@ -83,60 +81,7 @@ def seed_everything(seed):
     torch.manual_seed(seed)
 
 
-def image_files(folder):
-    """Every .jpg / .jpeg / .png below folder (recursively), in sorted path order."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"image folder {folder} does not exist")
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-# -- classification data: augmented crops -> cached features --------------------------------------
-
-def random_resized_crop(image, rng, size, scale=CROP_SCALE, ratio=CROP_RATIO):
-    """torchvision's RandomResizedCrop (same sampling rule, numpy generator) + bicubic resize + flip (p = ½)."""
-    from PIL import Image
-    width, height = image.size
-    area = width * height
-    for _ in range(10):
-        target = area * rng.uniform(*scale)
-        aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
-        w = int(round(math.sqrt(target * aspect)))
-        h = int(round(math.sqrt(target / aspect)))
-        if 0 < w <= width and 0 < h <= height:
-            left = int(rng.integers(0, width - w + 1))
-            top = int(rng.integers(0, height - h + 1))
-            break
-    else:  # fall back to a centre crop clipped to the ratio range
-        aspect = width / height
-        if aspect < ratio[0]:
-            w, h = width, int(round(width / ratio[0]))
-        elif aspect > ratio[1]:
-            w, h = int(round(height * ratio[1])), height
-        else:
-            w, h = width, height
-        left, top = (width - w) // 2, (height - h) // 2
-    crop = image.crop((left, top, left + w, top + h)).resize((size, size), Image.BICUBIC)
-    if rng.random() < 0.5:
-        crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
-    return crop
-
-
-def normalise(image):
-    """RGB PIL image -> 3×H×W float tensor, (pixel − 127) / 128 as EfficientNet-Lite expects."""
-    w, h = image.size
-    x = torch.frombuffer(bytearray(image.convert("RGB").tobytes()), dtype=torch.uint8)
-    return (x.view(h, w, 3).permute(2, 0, 1).float() - 127.0) / 128.0
-
-
-def augmented_crops(path, seed, index, count, size):
-    """count crops of one image, drawn from a generator seeded by (seed, index)."""
-    from PIL import Image
-    rng = np.random.default_rng([seed, index])
-    with Image.open(path) as image:
-        image = image.convert("RGB")
-        return [normalise(random_resized_crop(image, rng, size)) for _ in range(count)]
-
+# -- classification data: augmented crops (ctc/training/data.py) -> cached features ---------------
 
 def build_feature_cache(net, paths, crops_per_image, seed, batch=16):
     """Features (float32, N·K×C×h×w) of K augmented crops of every image, in image-then-crop order."""
@@ -253,10 +198,10 @@ def train_on_features(estimator, features, distortion, steps, batch, lr, lambda_
 def run_classification(args, net=None):
     """Train G_θ for an EfficientNet-Lite classifier (net: an already built one); returns (weight path, history).
 
-    With --lambdas, every fifth photo is held back for the calibration (ctc/featjnd_calibration.py)
+    With --lambdas, every fifth photo is held back for the calibration (ctc/training/featjnd_calibration.py)
     and one estimator per λ_t is trained; the calibrated one is saved.
     """
-    from ctc.featjnd_calibration import CLASSIFICATION_HOLDOUT_STRIDE, ClassificationCalibration, split_every
+    from ctc.training.featjnd_calibration import CLASSIFICATION_HOLDOUT_STRIDE, ClassificationCalibration, split_every
     from ctc.tasks.efficientnet_lite import EfficientNetLiteSplit
 
     seed_everything(args.seed)
@@ -307,8 +252,8 @@ def run_classification(args, net=None):
 
 def calibrate(args, train_one, calibration, norm_features, prefix, metadata, metric):
     """Train one estimator per λ_t of --lambdas, measure each one's drop curve on the calibration
-    set, save the chosen one (ctc.featjnd_calibration.choose); returns (path, its history)."""
-    from ctc.featjnd_calibration import choose, curve_table, drops, just_noticeable_scale, relative_norm
+    set, save the chosen one (ctc.training.featjnd_calibration.choose); returns (path, its history)."""
+    from ctc.training.featjnd_calibration import choose, curve_table, drops, just_noticeable_scale, relative_norm
 
     def curve_text(curve):
         return ", ".join(f"α {a:g}: {v:.2f} ({-100 * drops(curve)[a]:+.1f} %)" for a, v in curve.items())
@@ -376,7 +321,7 @@ def run_detection(args):
     (ins), and L = λ_t·D − ‖δ‖₂ over all levels together.
     """
     from ctc.coco import load_image
-    from ctc.featjnd_losses import detection_distortion, instance_distortion
+    from ctc.training.losses import detection_distortion, instance_distortion
     from ctc.tasks.rcnn_fpn import RcnnFpnSplit
 
     if not args.weights:
@@ -429,8 +374,8 @@ def run_detection(args):
 
 def detection_pool(data):
     """The training photos: the detection training pool without coco-train, whose 80 annotated
-    photos calibrate (ctc.featjnd_calibration.DetectionCalibration)."""
-    from ctc.train_fusion import training_pool
+    photos calibrate (ctc.training.featjnd_calibration.DetectionCalibration)."""
+    from ctc.training.data import training_pool
 
     coco_train = Path(data) / "coco-train"
     return [p for p in training_pool(Path(data)) if coco_train not in p.parents]
@@ -440,14 +385,14 @@ def run_yolo(args):
     """Train a PyramidJNDEstimator (one network per level P3, P4, P5) against the YOLOv5n head;
     returns (weight path, history).
 
-    The frozen front runs once per augmented photo (ctc.train_fusion's cache: long side 320–640,
+    The frozen front runs once per augmented photo (ctc.training.fusion's cache: long side 320–640,
     flip, float16); each step draws --batch aligned random crops (P3 side --crop), δ per level,
     D = yolo_detection_distortion of the head's raw outputs, reward ‖δ‖/‖f‖ over the levels.
     """
-    from ctc.featjnd_calibration import DetectionCalibration
-    from ctc.featjnd_losses import yolo_detection_distortion
+    from ctc.training.featjnd_calibration import DetectionCalibration
+    from ctc.training.losses import yolo_detection_distortion
     from ctc.tasks.yolov5n import Yolov5n
-    from ctc.train_fusion import cached_pyramids, random_crop
+    from ctc.training.data import cached_pyramids, random_crop
     from encoder.featjnd.estimator import PyramidJNDEstimator
 
     if not args.weights:
@@ -503,7 +448,7 @@ def run_yolo(args):
 # -- command line ----------------------------------------------------------------------------------
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m ctc.train_featjnd", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m ctc.training.featjnd", description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=sorted(TASK_DEFAULTS), default="cls",
                         help="task head the estimator is trained against")
     parser.add_argument("--model", default="", help="task network: efficientnet-lite0/1/2 (cls; default lite0), "
@@ -513,7 +458,7 @@ def parse_args(argv=None):
     parser.add_argument("--reward", default="absolute", choices=("absolute", "relative"),
                         help="the ‖δ‖ term: absolute ‖δ‖₂ (the paper's) or relative ‖δ‖₂/‖f‖₂")
     parser.add_argument("--lambdas", default="", help="comma list of λ_t: train one estimator each, calibrate "
-                        "(α = 1 just noticeable, ctc/featjnd_calibration.py) and save the chosen one")
+                        "(α = 1 just noticeable, ctc/training/featjnd_calibration.py) and save the chosen one")
     parser.add_argument("--calibration-report", default="", help="markdown file for the calibration curve table")
     parser.add_argument("--augmentations", type=int, default=3, help="augmented photos per pool photo (yolov5n)")
     parser.add_argument("--crop", type=int, default=40, help="P3 crop side per training sample (yolov5n; ×8 px)")

@@ -6,7 +6,7 @@
 "α = 1 is just noticeable" (the paper's Fig. 8 claim) means drop(1) ≤ 1 % and drop(2)
 clearly larger. The training reward fixes δ's shape but only loosely its size (the
 drop at α = 1 fell from 10 % to 4 % as λ_t grew 16× on YOLOv5n), so the calibration
-sets both (ctc/train_featjnd.py --lambdas): for every trained candidate, κ is the
+sets both (ctc/training/featjnd.py --lambdas): for every trained candidate, κ is the
 largest scale whose drop stays within the tolerance (found on the α grid, then by
 bisection), and the shipped estimator is the candidate with the largest just-noticeable
 perturbation κ·‖δ‖/‖f‖, with δ scaled by its κ (stored in the file: α = 1 is then κ·δ).
@@ -45,7 +45,7 @@ class DetectionCalibration:
     """Front features, letterbox placements and annotations of the detection calibration images."""
 
     def __init__(self, net, data):
-        from ctc.datasets import read_rgb
+        from ctc.images import read_rgb
         from ctc.metrics import CocoScorer
         from ctc.tasks.yolov5n import letterbox, to_input
 
@@ -97,7 +97,7 @@ class ClassificationCalibration:
     def __init__(self, net, paths, seed=0):
         from PIL import Image
 
-        from ctc.train_featjnd import augmented_crops
+        from ctc.training.data import augmented_crops
 
         crops = []
         for index, path in enumerate(paths):

@@ -20,12 +20,11 @@ Checkpoints (every --checkpoint-every steps, atomically) make the run resumable:
 run the same command again. The result goes through encoder/tools/lmsfc/model_file.py:
 content-hash named safetensors in common/tools/lmsfc/models/.
 
-    python -m ctc.train_fusion --weights ../shared/data/weights/yolov5n_coco.safetensors \
+    python -m ctc.training.fusion --weights ../shared/data/weights/yolov5n_coco.safetensors \
         --name yolov5n --steps 6000 --seed 0
 """
 
 import argparse
-import json
 import math
 import os
 import random
@@ -37,87 +36,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ctc.training.data import cached_pyramids, random_crop, split_pool, training_pool
 from common.tools.lmsfc.graph import Family, layer_shapes
 from encoder.tools.lmsfc.model_file import DEFAULT_MODEL_DIR, save_model
 from encoder.tools.lmsfc.network import FusionModel
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DATA = REPO.parent / "shared" / "data"
-CACHE = Path(os.environ.get("FCRS_CACHE", Path.home() / ".cache" / "fcrs")) / "fusion_train"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 YOLO_CHANNELS = (64, 128, 256)
-HELD_OUT = 13                      # pool images kept for validation (every 24th)
-
-
-def training_pool(data):
-    """The 313 pool photos, sorted: train-images, coco-train, unannotated coco-mini."""
-    paths = [p for folder in (data / "train-images", data / "coco-train" / "train2017")
-             for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
-    with open(data / "coco-mini" / "annotations" / "instances_val2017.json") as fh:
-        annotated = {entry["file_name"] for entry in json.load(fh)["images"]}
-    paths += [p for p in sorted((data / "coco-mini" / "val2017").iterdir())
-              if p.suffix.lower() in IMAGE_SUFFIXES and p.name not in annotated]
-    return paths
-
-
-def split_pool(paths):
-    held = paths[::len(paths) // HELD_OUT][:HELD_OUT]
-    return [p for p in paths if p not in held], held
-
-
-def augmented_pyramids(net, path, seed, index, count):
-    """`count` pyramids of one image: long side random in 320..640 (multiple of 32), random flip."""
-    from ctc.datasets import read_rgb
-    from ctc.tasks.yolov5n import letterbox, to_input
-
-    rng = random.Random(seed * 100_003 + index)
-    rgb = read_rgb(path)
-    out = []
-    for _ in range(count):
-        size = 32 * rng.randint(10, 20)
-        image = rgb[:, ::-1] if rng.random() < 0.5 else rgb
-        boxed, _ = letterbox(np.ascontiguousarray(image), size)
-        with torch.no_grad():
-            levels = net.front(to_input(boxed))
-        out.append([levels[name][0].numpy().astype(np.float16) for name in ("p3", "p4", "p5")])
-    return out
-
-
-def cached_pyramids(weights, paths, seed, count, tag):
-    """Pyramids of every path (count augmentations each), from the disk cache when it exists."""
-    from ctc.tasks.yolov5n import Yolov5n
-
-    CACHE.mkdir(parents=True, exist_ok=True)
-    file = CACHE / f"{tag}_seed{seed}_x{count}_{len(paths)}.npz"
-    if file.exists():
-        with np.load(file) as data:
-            return [[data[f"{i}_{j}_{level}"] for level in range(3)] for i in range(len(paths))
-                    for j in range(count)]
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    net = Yolov5n(weights, split="neck").eval()
-    pyramids, arrays = [], {}
-    for i, path in enumerate(tqdm(paths, desc=f"{tag} features", unit="image", file=sys.stderr)):
-        for j, pyramid in enumerate(augmented_pyramids(net, path, seed, i, count)):
-            pyramids.append(pyramid)
-            arrays.update({f"{i}_{j}_{level}": array for level, array in enumerate(pyramid)})
-    temporary = file.with_suffix(".tmp.npz")
-    np.savez(temporary, **arrays)
-    os.replace(temporary, file)
-    return pyramids
-
-
-def random_crop(pyramid, rng, size):
-    """An aligned crop: P3 size×size at a multiple of 4, P4 and P5 the matching halves."""
-    height, width = pyramid[0].shape[1:]
-    top = 4 * rng.randint(0, (height - size) // 4)
-    left = 4 * rng.randint(0, (width - size) // 4)
-    crops = []
-    for level, array in enumerate(pyramid):
-        t, l, s = top >> level, left >> level, size >> level
-        crops.append(array[:, t:t + s, l:l + s])
-    if rng.random() < 0.5:
-        crops = [c[:, :, ::-1] for c in crops]
-    return crops
 
 
 def make_family(args, channels=YOLO_CHANNELS, extra_stages=None):
@@ -221,7 +147,7 @@ def train(args):
     report = validate(models, held, level_weights, args)
     print(f"held-out (rate index: bpp, distortion): {report}")
     for name, model in models.items():
-        command = "python -m ctc.train_fusion " + " ".join(sys.argv[1:])
+        command = "python -m ctc.training.fusion " + " ".join(sys.argv[1:])
         path = save_model(model, Path(args.model_dir), name, {"command": command, "seed": args.seed,
                                                              "steps": args.steps, "validation": report})
         print(f"saved {path}: {report}")
@@ -245,7 +171,7 @@ def validate(models, held, level_weights, args):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m ctc.train_fusion", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ctc.training.fusion", description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", default=str(DATA / "weights" / "yolov5n_coco.safetensors"))
     parser.add_argument("--data", default=str(DATA))
     parser.add_argument("--name", default="yolov5n", help="model name (the file is <name>-<hash>.safetensors)")
