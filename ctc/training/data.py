@@ -6,6 +6,10 @@ draw from them.
     detection (L-MSFC, FeatJND on YOLOv5n): training_pool (313 photos, never the 79 annotated
         coco-mini images) ─► split_pool ─► cached_pyramids (random scale + flip, letterbox,
         frozen YOLOv5n front; float16 on disk) ─► random_crop (aligned across P3, P4, P5)
+    or, for any image folder (a COCO or OpenImages layout included): image_files ─►
+        StreamingPyramids (the same augmentation, the front run on the fly: no cache)
+
+CachedPyramids and StreamingPyramids are the two sources a trainer draws crops from.
 """
 
 import json
@@ -153,3 +157,52 @@ def random_crop(pyramid, rng, size):
     if rng.random() < 0.5:
         crops = [c[:, :, ::-1] for c in crops]
     return crops
+
+
+class CachedPyramids:
+    """Crops drawn from pyramids held in memory (cached_pyramids)."""
+
+    def __init__(self, pyramids):
+        self.pyramids = pyramids
+        self._fitting = {}
+
+    def draw(self, rng, crop):
+        """An aligned crop (P3 crop × crop) of a pyramid drawn at random among those large enough."""
+        if crop not in self._fitting:
+            self._fitting[crop] = [p for p in self.pyramids if min(p[0].shape[1:]) >= crop]
+        fitting = self._fitting[crop]
+        return random_crop(fitting[rng.randrange(len(fitting))], rng, crop)
+
+    def sample(self, count):
+        return self.pyramids[:count]
+
+
+class StreamingPyramids:
+    """Crops of pyramids computed on the fly: an image drawn at random, long side random in
+    max(320, 8 · crop) … 640 (a multiple of 32), a random flip, letterboxed, through the frozen
+    front on `device`. For training on image folders of any size without a feature cache."""
+
+    def __init__(self, paths, net, device="cpu"):
+        if not paths:
+            raise SystemExit("no training images (.jpg, .jpeg, .png) found")
+        self.paths, self.net, self.device = list(paths), net, device
+
+    def pyramid(self, path, size, flip):
+        from ctc.images import read_rgb
+        from ctc.tasks.yolov5n import letterbox, to_input
+
+        rgb = read_rgb(path)
+        boxed, _ = letterbox(np.ascontiguousarray(rgb[:, ::-1] if flip else rgb), size)
+        with torch.no_grad():
+            levels = self.net.front(to_input(boxed).to(self.device))
+        return [levels[name][0].float().cpu().numpy() for name in ("p3", "p4", "p5")]
+
+    def draw(self, rng, crop):
+        size = 32 * rng.randint(max(10, -(-crop // 4)), 20)
+        pyramid = self.pyramid(self.paths[rng.randrange(len(self.paths))], size, rng.random() < 0.5)
+        return random_crop(pyramid, rng, crop)
+
+    def sample(self, count):
+        """`count` whole pyramids (640, no flip) of evenly spaced images: for statistics."""
+        step = max(1, len(self.paths) // count)
+        return [self.pyramid(path, 640, False) for path in self.paths[::step][:count]]

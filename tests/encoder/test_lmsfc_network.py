@@ -65,3 +65,112 @@ def test_float_analysis_matches_torch(exported):
         params = {name: value.half().float() for name, value in trained.params().items()}
         y_torch = fenet(TorchOps(params), FAMILY, [torch.from_numpy(a)[None] for a in levels])[0].numpy()
     np.testing.assert_allclose(y_numpy, y_torch, rtol=1e-3, atol=1e-3)
+
+
+# -- gain units and the per-level normalisation -------------------------------------------------------
+
+GAIN_FAMILY = Family(channels=(6, 10, 12), trunk=8, latent=6, hyper=4, extra_stages=1)
+GAIN_SIZES = [(16, 20), (8, 10), (4, 5)]
+
+
+@pytest.fixture(scope="module")
+def gain_model(tmp_path_factory):
+    """A model with a 3-row gain table and a non-trivial normalisation, exported."""
+    torch.manual_seed(1)
+    model = FusionModel(GAIN_FAMILY, gain_init=[-6.0, 2.0, 11.0])
+    rng = np.random.default_rng(2)
+    model.set_normalisation([rng.normal(size=c).astype(np.float32) for c in GAIN_FAMILY.channels],
+                            [rng.uniform(0.5, 3, size=c).astype(np.float32) for c in GAIN_FAMILY.channels])
+    with torch.no_grad():
+        for value in model.weights.values():
+            value.add_(0.05 * torch.randn_like(value))
+        model.gain_exponents.add_(torch.linspace(-1.4, 1.4, GAIN_FAMILY.latent))
+    folder = tmp_path_factory.mktemp("gain_models")
+    return model, Model(save_model(model, folder, "gains", {}))
+
+
+def test_the_gain_table_is_exported_rounded_and_selects_each_channels_step(gain_model):
+    trained, model = gain_model
+    expected = torch.round(trained.gain_exponents.detach()).numpy().astype(np.int64)
+    np.testing.assert_array_equal(model.gain_exponents, expected)
+    assert model.rate_indices == (0, 2)
+    np.testing.assert_array_equal(model.latent_exponents(1), expected[1])
+    with pytest.raises(Exception, match="codes rate indices 0 … 2"):
+        model.latent_exponents(3)
+    rates = torch.tensor([0.0, 2.0])
+    np.testing.assert_array_equal(trained.latent_exponents(rates).detach().numpy(), expected[[0, 2]])
+
+
+def test_the_normalisation_folds_into_the_output_convolutions(gain_model):
+    """The integer DRNet of the file gives the levels themselves: what the float model gives after
+    its denormalisation, to the integer arithmetic's precision."""
+    trained, model = gain_model
+    rng = np.random.default_rng(3)
+    y_fixed = rng.integers(-500, 500, size=(GAIN_FAMILY.latent, 2, 2))
+    sizes = [(12, 12), (6, 6), (3, 3)]
+    integer = drnet(IntegerOps(model.integer_layers, tables()["sigmoid"]), GAIN_FAMILY, y_fixed, sizes)
+    with torch.no_grad():
+        y = torch.from_numpy(y_fixed / 2.0 ** FRACTION_BITS).float()[None]
+        normalised = drnet(TorchOps(trained.params()), GAIN_FAMILY, y, sizes)
+    for i, (level_int, level_float) in enumerate(zip(integer, normalised)):
+        mean, std = (t.numpy()[:, None, None] for t in trained.normalisation(i))
+        expected = level_float[0].double().numpy() * std + mean
+        assert np.abs(level_int / 2.0 ** FRACTION_BITS - expected).max() < 0.05 * std.max()
+
+
+def test_a_model_file_read_back_computes_what_it_computes(gain_model):
+    """initialise_from: a fresh model with the file's normalisation reconstructs as the original
+    does and carries its gain table; with another normalisation, the first convolution is
+    re-expressed in it (equal away from the zero padding, which now pads another value)."""
+    from encoder.tools.lmsfc.model_file import initialise_from
+
+    trained, model = gain_model
+    norms = [trained.normalisation(i) for i in range(GAIN_FAMILY.num_levels)]
+    same = FusionModel(GAIN_FAMILY, gain_init=[0.0, 0.0, 0.0])
+    same.set_normalisation([m for m, _ in norms], [s for _, s in norms])
+    initialise_from(same, model.path)
+    np.testing.assert_array_equal(same.gain_exponents.detach().numpy(), model.gain_exponents)
+    rng = np.random.default_rng(4)
+    levels = [torch.from_numpy(rng.normal(size=(1, c) + s).astype(np.float32))
+              for c, s in zip(GAIN_FAMILY.channels, GAIN_SIZES)]
+    with torch.no_grad():
+        original, _, _ = trained(levels, torch.tensor([0.0]))
+        again, _, _ = same(levels, torch.tensor([0.0]))
+    for a, b in zip(original, again):
+        assert float((a - b).abs().max()) < 0.05 * float(a.abs().max())
+
+    other = FusionModel(GAIN_FAMILY)                     # identity normalisation
+    initialise_from(other, model.path)
+    mean, std = (t.view(1, -1, 1, 1) for t in norms[0])
+    with torch.no_grad():
+        expected = TorchOps(trained.params()).conv("enc.0.in", (levels[0] - mean) / std, GAIN_FAMILY.trunk, 3)
+        got = TorchOps(other.params()).conv("enc.0.in", levels[0], GAIN_FAMILY.trunk, 3)
+    interior = (slice(None), slice(None), slice(1, -1), slice(1, -1))
+    assert float((expected - got)[interior].abs().max()) < 1e-2 * float(expected.abs().max())
+
+
+def test_a_gain_model_codes_and_decodes_bit_exactly(gain_model, monkeypatch):
+    """Through the encoder and decoder libraries: every rate index of the table decodes to the
+    encoder's reconstruction with the MD5 OK; rate falls as the index rises; an index outside the
+    table is a configuration error."""
+    from common.errors import ConfigError
+    from decoder.decoder import decode_stream
+    from encoder.encoder import encode_features
+    from tests.helpers import options
+
+    _, model = gain_model
+    monkeypatch.setenv("FCRS_LMSFC_MODELS", str(model.path.parent))
+    rng = np.random.default_rng(6)
+    tensors = {f"p{3 + i}": rng.normal(size=(c,) + s).astype(np.float32)
+               for i, (c, s) in enumerate(zip(GAIN_FAMILY.channels, GAIN_SIZES))}
+    sizes = []
+    for rate in range(3):
+        result = encode_features(tensors, options(Tool="lmsfc", LmsfcModels=str(model.path), QP=rate))
+        decoded = decode_stream(result.stream)
+        assert all(check.ok for check in decoded.hash_checks)
+        for name in tensors:
+            np.testing.assert_array_equal(decoded.tensors[name], result.reconstruction[name])
+        sizes.append(len(result.stream))
+    assert sizes[0] > sizes[2]
+    with pytest.raises(ConfigError, match="codes the rate indices"):
+        encode_features(tensors, options(Tool="lmsfc", LmsfcModels=str(model.path), QP=3))

@@ -28,8 +28,13 @@ common/tools/lmsfc/graph.py, over the operations of the next section.
    (section L-MSFC entropy coding), as fixed-point ẑ · 2^F.
 2. hyper_synthesis(ẑ) gives 2M channels of H_y × W_y (H_y × W_y signalled by
    lm_latent_height/width_minus1): the first M are μ, the last M are t.
-3. The levels q of y from lm_y_substream with the scale indices of t and r =
-   lm_rate_idx; ŷ = clamp(μ + q · Δ_r).
+3. The latent exponent e_c of each channel c of y: with r = lm_rate_idx, e_c =
+   gain_exponents[r][c] for a model with gain units (its rate indices are the
+   table's rows 0 … R − 1; any other r is an error), e_c = r for a model without.
+   The levels q of y from lm_y_substream with the scale indices of t and e;
+   ŷ = clamp(μ + q · Δ_{e_c}). (Gain units: the encoder quantised y_c with the
+   step Δ_{e_c}, a gain 1 / Δ_{e_c} on y before quantisation whose inverse the
+   decoder applies exactly.)
 4. drnet(ŷ) gives the L members as fixed-point arrays a; the decoded value is
    a / 2^F in float64, rounded once to the tensor's dtype.
 """
@@ -41,7 +46,7 @@ import numpy as np
 from common.errors import BitstreamError
 from common.syntax import SyntaxReader, SyntaxStructure
 from common.tools.lmsfc.arithmetic import ACTIVATION_LIMIT, FRACTION_BITS, IntegerOps
-from common.tools.lmsfc.entropy import LatentCoder, latent_step, scale_indices, tables
+from common.tools.lmsfc.entropy import LatentCoder, latent_steps, scale_indices, tables
 from common.tools.lmsfc.graph import Family, drnet, halved, hyper_synthesis, latent_size
 from common.tools.lmsfc.models import find_model
 from common.tools.lmsfc.syntax import lmsfc_group_payload
@@ -87,12 +92,12 @@ def hyper_parameters(model, params, z_symbols, product="numpy"):
     hyper = hyper_synthesis(integer_ops(model, product), model.family, z_symbols << FRACTION_BITS,
                             params.latent_size)
     latent = model.family.latent
-    return hyper[:latent], scale_indices(hyper[latent:], params.rate_index)
+    return hyper[:latent], scale_indices(hyper[latent:], model.latent_exponents(params.rate_index))
 
 
-def latent_values(mean, levels, rate_index):
-    """ŷ = clamp(μ + q · Δ_r), fixed point."""
-    return np.clip(mean + levels * latent_step(rate_index), -ACTIVATION_LIMIT, ACTIVATION_LIMIT)
+def latent_values(mean, levels, exponents):
+    """ŷ = clamp(μ + q · Δ_{e_c}), fixed point; exponents: e_c of each channel (M,)."""
+    return np.clip(mean + levels * latent_steps(exponents), -ACTIVATION_LIMIT, ACTIVATION_LIMIT)
 
 
 def synthesise(model, params, y_hat, product="numpy"):
@@ -116,11 +121,12 @@ def decode_group(params, payload, product="numpy", trace=None):
     z_coder = LatentCoder(z_payload)
     z_symbols = z_coder.decode_z((model.family.hyper,) + params.hyper_size, model.z_frequencies)
     z_coder.finish()
+    exponents = model.latent_exponents(params.rate_index)
     mean, indices = hyper_parameters(model, params, z_symbols, product)
     y_coder = LatentCoder(y_payload)
     levels = y_coder.decode_y(indices.ravel()).reshape(indices.shape)
     y_coder.finish()
-    return synthesise(model, params, latent_values(mean, levels, params.rate_index), product)
+    return synthesise(model, params, latent_values(mean, levels, exponents), product)
 
 
 def to_values(fixed_point, dtype):

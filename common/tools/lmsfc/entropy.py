@@ -10,8 +10,8 @@ The normative tables are the arrays of `common/tools/lmsfc/tables.npz`
 is TABLES_SHA256 (section 6). Row k of the ladder is the discretised Gaussian of standard
 deviation σ_k = SIGMA_MIN · 2^(k / 8) (in units of the step), over the symbols
 −Q_k … Q_k (Q_k = ladder_half_widths[k]), as integer frequencies summing to
-2^16, every one ≥ 1; the two end symbols are escapes. `steps[r − RATE_INDEX_MIN]`
-is round(2^(r / 8) · 2^F), the fixed-point latent step Δ_r of rate index r.
+2^16, every one ≥ 1; the two end symbols are escapes. `steps[e − RATE_INDEX_MIN]`
+is round(2^(e / 8) · 2^F), the fixed-point latent step Δ_e of latent exponent e.
 
 ## Sub-streams
 
@@ -25,13 +25,14 @@ model's frequency table z_frequencies[c] over −Z_LIMIT … Z_LIMIT), each chan
 in raster order.
 
 y sub-stream: the hyper-synthesis gives, per element of y (channel-major,
-raster order), the mean μ (fixed point) and t; the scale index is
-k = clamp(floor((t + 2^(F−1)) / 2^F) − r, 0, NUM_SCALES − 1). The symbols are
+raster order), the mean μ (fixed point) and t; with e_c the latent exponent of
+the element's channel c (section L-MSFC: decoding process), the scale index is
+k = clamp(floor((t + 2^(F−1)) / 2^F) − e_c, 0, NUM_SCALES − 1). The symbols are
 decoded grouped by k (k = 0, 1, …; within a group in element order), each with
 row k of the ladder. Then, for the elements whose symbol is an escape (in
 element order), the excess e = |q| − Q_k ≥ 0 follows as Exp-Golomb-0: n with
 Uniform(32), then e + 1 − 2^n with Uniform(2^n) when n > 0. The level is
-q = ±(Q_k + e) for the escapes, the symbol otherwise, and ŷ = μ + q · Δ_r
+q = ±(Q_k + e) for the escapes, the symbol otherwise, and ŷ = μ + q · Δ_{e_c}
 (fixed point, clamped to ±ACTIVATION_LIMIT); a level of magnitude MAX_LEVEL or
 more is an error.
 """
@@ -109,13 +110,18 @@ def tables_sha256():
 
 
 
-def scale_indices(scale_t, rate_index):
-    """k = clamp(floor((t + 2^(F−1)) / 2^F) − r, 0, NUM_SCALES − 1) of fixed-point t."""
-    return np.clip(((scale_t + (1 << (FRACTION_BITS - 1))) >> FRACTION_BITS) - rate_index, 0, NUM_SCALES - 1)
+def scale_indices(scale_t, exponents):
+    """k = clamp(floor((t + 2^(F−1)) / 2^F) − e_c, 0, NUM_SCALES − 1) of fixed-point t (M×H×W) and
+    the latent exponents e (M,), or of any t and one exponent."""
+    exponents = np.asarray(exponents, dtype=np.int64)
+    if exponents.ndim == 1:
+        exponents = exponents.reshape(-1, 1, 1)
+    return np.clip(((scale_t + (1 << (FRACTION_BITS - 1))) >> FRACTION_BITS) - exponents, 0, NUM_SCALES - 1)
 
 
-def latent_step(rate_index):
-    return int(tables()["steps"][rate_index - RATE_INDEX_MIN])
+def latent_steps(exponents):
+    """Fixed-point Δ_e = steps[e − RATE_INDEX_MIN] of each latent exponent, shaped (M, 1, 1)."""
+    return tables()["steps"][np.asarray(exponents, dtype=np.int64) - RATE_INDEX_MIN].reshape(-1, 1, 1)
 
 
 class LatentCoder:

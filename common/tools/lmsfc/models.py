@@ -2,8 +2,10 @@
 
 A model file is safetensors (header JSON + little-endian arrays) whose metadata
 holds the family parameters. The decoder-side (normative) part is every array
-named hs.* / dec.* (weight_int int16, bias_int int64, shift int64) and
-z_frequencies; the model's content hash is the SHA-256 of the family parameters
+named hs.* / dec.* (weight_int int16, bias_int int64, shift int64),
+z_frequencies and, for a model with gain units, gain_exponents (int64, one row of
+M latent step exponents per rate index); the encoder's part is the float enc.* /
+ha.* layers and the per-level normalisation level_mean.i / level_std.i. The model's content hash is the SHA-256 of the family parameters
 (as canonical JSON) followed by, for each normative array in sorted name order,
 its name, dtype, shape and bytes. The parameter set signals the first 8 bytes of
 it; a file is named <name>-<first 16 hex digits>.safetensors.
@@ -19,7 +21,7 @@ import numpy as np
 
 from common.errors import BitstreamError
 from common.tools.lmsfc.arithmetic import BIAS_LIMIT, MAX_CONV_INPUTS, WEIGHT_LIMIT
-from common.tools.lmsfc.entropy import FREQUENCY_BITS, Z_LIMIT
+from common.tools.lmsfc.entropy import FREQUENCY_BITS, RATE_INDEX_MAX, RATE_INDEX_MIN, Z_LIMIT
 from common.tools.lmsfc.graph import DECODER_PREFIXES, Family, layer_shapes
 
 DEFAULT_MODEL_DIR = Path(__file__).with_name("models")
@@ -27,8 +29,11 @@ MODEL_PATH_VARIABLE = "FCRS_LMSFC_MODELS"       # extra folders searched, os.pat
 HASH_BYTES = 8
 
 
+NORMATIVE_ARRAYS = ("z_frequencies", "gain_exponents")
+
+
 def is_normative(name):
-    return name.startswith(DECODER_PREFIXES) or name == "z_frequencies"
+    return name.startswith(DECODER_PREFIXES) or name in NORMATIVE_ARRAYS
 
 
 def family_json(family):
@@ -95,6 +100,18 @@ class Model:
                 or (self.z_frequencies.sum(axis=1) != 1 << FREQUENCY_BITS).any()):
             raise BitstreamError(f"L-MSFC model file {path}: z_frequencies are not {self.family.hyper} tables of "
                                  f"{2 * Z_LIMIT + 1} frequencies >= 1 summing to 2^{FREQUENCY_BITS}")
+        self.gain_exponents = arrays.get("gain_exponents")
+        if self.gain_exponents is not None:
+            self.gain_exponents = self.gain_exponents.astype(np.int64)
+            if (self.gain_exponents.ndim != 2 or self.gain_exponents.shape[1] != self.family.latent
+                    or not 1 <= len(self.gain_exponents) <= RATE_INDEX_MAX + 1
+                    or self.gain_exponents.min() < RATE_INDEX_MIN or self.gain_exponents.max() > RATE_INDEX_MAX):
+                raise BitstreamError(f"L-MSFC model file {path}: gain_exponents is not a table of 1 to "
+                                     f"{RATE_INDEX_MAX + 1} rows of {self.family.latent} exponents in "
+                                     f"[{RATE_INDEX_MIN}, {RATE_INDEX_MAX}]")
+        self.level_normalisation = [(arrays[f"level_mean.{i}"].astype(np.float32),
+                                     arrays[f"level_std.{i}"].astype(np.float32))
+                                    if f"level_mean.{i}" in arrays else None for i in range(self.family.num_levels)]
 
     def _required_arrays(self):
         names = ["z_frequencies"]
@@ -102,6 +119,25 @@ class Model:
             suffixes = ("weight_int", "bias_int", "shift") if layer.startswith(DECODER_PREFIXES) else ("weight", "bias")
             names += [f"{layer}.{suffix}" for suffix in suffixes]
         return names
+
+    @property
+    def rate_indices(self):
+        """(lowest, highest) rate index the model codes: the gain table's rows, or the whole
+        range of the step table for a model without gain units."""
+        if self.gain_exponents is None:
+            return RATE_INDEX_MIN, RATE_INDEX_MAX
+        return 0, len(self.gain_exponents) - 1
+
+    def latent_exponents(self, rate_index):
+        """e_c (M,) of rate index r: gain_exponents[r], or r for every channel without gain units;
+        a BitstreamError for a rate index the model does not code."""
+        low, high = self.rate_indices
+        if not low <= rate_index <= high:
+            raise BitstreamError(f"L-MSFC model {self.name} codes rate indices {low} … {high}; the stream has "
+                                 f"{rate_index}")
+        if self.gain_exponents is None:
+            return np.full(self.family.latent, rate_index, dtype=np.int64)
+        return self.gain_exponents[rate_index]
 
     @property
     def hash_bytes(self):

@@ -136,8 +136,10 @@ SEMANTICS = {
     "lm_hyper_channels_minus1": "Channels of the hyper-latent z and of the hyper networks, minus 1.",
     "lm_extra_stages": "Number E of stride-2 stages from the last level down to y (0: y has the last level's "
                        "size).",
-    "lm_rate_idx": "Rate index r: the latent step is Δ_r = 2^(r / 8) (fixed point: steps[r − RATE_INDEX_MIN] "
-                   "of the tables), and r is subtracted from every scale index.",
+    "lm_rate_idx": "Rate index r. For a model with gain units, the row of its gain table that gives each "
+                   "channel c of y its latent exponent e_c (r in 0 … R − 1); for a model without, e_c = r. The "
+                   "latent step of channel c is Δ = 2^(e_c / 8) (fixed point: steps[e_c − RATE_INDEX_MIN] of the "
+                   "tables), and e_c is subtracted from the channel's scale indices.",
     "lm_latent_height_minus1": "Height of y, minus 1: the last level's height halved (rounded up) E times.",
     "lm_latent_width_minus1": "Width of y, minus 1: the last level's width halved (rounded up) E times.",
     "lm_z_substream_size": "Size in bytes of lm_z_substream.",

@@ -2,9 +2,10 @@
 the decoder's own integer hyper-synthesis and DRNet, so that the levels coded and the
 reconstruction are exactly what the decoder derives.
 
-    levels ─► FENet ─► y ─► hyper-analysis ─► z ─► ẑ = clamp(round(z)) ─► z sub-stream
-    ẑ ─► hyper-synthesis (integer) ─► μ, k ─► q = round((y − μ) / Δ_r) ─► y sub-stream
-    μ + q · Δ_r ─► DRNet (integer) ─► reconstruction
+    levels ─► per-channel normalisation ─► FENet ─► y ─► hyper-analysis ─► z ─► ẑ = clamp(round(z))
+    ẑ ─► z sub-stream;  ẑ ─► hyper-synthesis (integer) ─► μ, k
+    q = round((y_c − μ) / Δ_{e_c}) ─► y sub-stream     (e_c: the rate index's latent exponents)
+    μ + q · Δ_{e_c} ─► DRNet (integer) ─► reconstruction
 """
 
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from common.errors import ConfigError
 from common.syntax import SyntaxStructure, SyntaxWriter
 from common.tools.lmsfc.arithmetic import FRACTION_BITS, FloatOps
 from common.tools.lmsfc.codec import GroupParams, hyper_parameters, latent_values, synthesise
-from common.tools.lmsfc.entropy import MAX_LEVEL, Z_LIMIT, LatentCoder, latent_step
+from common.tools.lmsfc.entropy import MAX_LEVEL, Z_LIMIT, LatentCoder, latent_steps
 from common.tools.lmsfc.graph import fenet, hyper_analysis, latent_size
 from common.tools.lmsfc.models import Model, model_folders
 from common.tools.lmsfc.syntax import lmsfc_group_payload
@@ -37,6 +38,15 @@ def resolve_model(name_or_path):
     raise ConfigError(f"no L-MSFC model named '{name_or_path}' in {', '.join(str(f) for f in model_folders())}")
 
 
+def normalised(array, normalisation):
+    """(p − mean_c) / std_c per channel, float32 (the model's normalisation; none: p)."""
+    array = array.astype(np.float32)
+    if normalisation is None:
+        return array
+    mean, std = normalisation
+    return (array - mean[:, None, None]) / std[:, None, None]
+
+
 @dataclass
 class GroupCoding:
     params: GroupParams
@@ -50,14 +60,14 @@ def encode_group(model, arrays, rate_index, backend="numpy"):
     family = model.family
     sizes = [tuple(a.shape[1:]) for a in arrays]
     analysis = FloatOps(model.float_layers)
-    y = fenet(analysis, family, [a.astype(np.float32) for a in arrays])
+    y = fenet(analysis, family, [normalised(a, norm) for a, norm in zip(arrays, model.level_normalisation)])
     z = hyper_analysis(analysis, family, y)
     z_symbols = np.clip(np.round(z), -Z_LIMIT, Z_LIMIT).astype(np.int64)
     params = GroupParams(model_hash=model.hash_bytes, family=family, rate_index=rate_index,
                          level_sizes=tuple(sizes), latent_size=latent_size(family, sizes))
+    exponents = model.latent_exponents(rate_index)
     mean, indices = hyper_parameters(model, params, z_symbols, backend)
-    step = latent_step(rate_index)
-    levels = np.round((y.astype(np.float64) * (1 << FRACTION_BITS) - mean) / step).astype(np.int64)
+    levels = np.round((y.astype(np.float64) * (1 << FRACTION_BITS) - mean) / latent_steps(exponents)).astype(np.int64)
     levels = np.clip(levels, -MAX_LEVEL + 1, MAX_LEVEL - 1)
 
     z_coder = LatentCoder()
@@ -68,5 +78,5 @@ def encode_group(model, arrays, rate_index, backend="numpy"):
     z_payload = z_coder.payload()
     lmsfc_group_payload(rw, SyntaxStructure(lm_z_substream_size=len(z_payload), lm_z_substream=z_payload,
                                             lm_y_substream=y_coder.payload()))
-    y_hat = latent_values(mean, levels, rate_index)
+    y_hat = latent_values(mean, levels, exponents)
     return GroupCoding(params, rw.getvalue(), synthesise(model, params, y_hat, backend), y_hat)

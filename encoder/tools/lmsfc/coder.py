@@ -61,6 +61,10 @@ def code_lmsfc_tensors(tensors, options, step_offsets, step_allocator):
                          f"{sum(m.family.num_levels for m in models)} tensors; the input has {len(names)}")
     coded, first = [], 0
     for model in models:
+        low, high = model.rate_indices
+        if not low <= rate_index <= high:
+            raise ConfigError(f"Tool lmsfc: model {model.name} codes the rate indices (QP) {low} … {high}; "
+                              f"got {rate_index}")
         members = names[first:first + model.family.num_levels]
         first += len(members)
         arrays = [tensors[n][0] if tensors[n].ndim == 4 else tensors[n] for n in members]

@@ -2,9 +2,19 @@
 weights, the mean-scale hyperprior's rate, and the decoder's integer arithmetic simulated
 (straight-through) for the fine-tuning stage.
 
-The rate model is the one the bitstream uses: y − μ is quantised with the step
-Δ = 2^(r/8) of rate index r, its scale index is round(t) − r on the ladder
+The rate model is the one the bitstream uses: y_c − μ_c is quantised with the step
+Δ = 2^(e_c/8) of its latent exponent e_c, its scale index is round(t) − e_c on the ladder
 σ_k = SIGMA_MIN · 2^(k/8) (in units of Δ), z has one factorised logistic per channel.
+A model without gain units has e_c = r for every channel (r: the rate index); a model
+with them learns a gain table E (rate indices × M, rounded straight-through to the
+ladder's 1/8 octave), e_c = E[r, c]: a per-channel gain on y before quantisation and its
+exact inverse after (Cui et al. 2021's gain units, tied), so each rate index spends its
+precision where its λ says.
+
+Each level is normalised per channel (training-pool mean and standard deviation, buffers
+of the model) before FENet and denormalised after DRNet; the export folds the
+denormalisation into DRNet's output convolutions and stores the normalisation for the
+encoder (model_file.py).
 """
 
 import math
@@ -14,7 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.tools.lmsfc.arithmetic import ACTIVATION_LIMIT, FRACTION_BITS, SIGMOID_BITS, WEIGHT_LIMIT
-from common.tools.lmsfc.entropy import LADDER_STEPS_PER_OCTAVE, NUM_SCALES, SIGMA_MIN, Z_LIMIT
+from common.tools.lmsfc.entropy import (LADDER_STEPS_PER_OCTAVE, NUM_SCALES, RATE_INDEX_MAX, RATE_INDEX_MIN, SIGMA_MIN,
+                                        Z_LIMIT)
 from common.tools.lmsfc.graph import (drnet, fenet, hyper_analysis, hyper_synthesis, latent_size, layer_shapes)
 
 ACT_SCALE = float(1 << FRACTION_BITS)
@@ -77,11 +88,20 @@ class TorchOps:
 
 
 class FusionModel(nn.Module):
-    """One L-MSFC model of a family: every layer of graph.layer_shapes plus z's factorised prior."""
+    """One L-MSFC model of a family: every layer of graph.layer_shapes plus z's factorised prior,
+    the per-level normalisation and, when `gain_init` is given (one initial latent exponent per
+    rate index), the gain table."""
 
-    def __init__(self, family):
+    def __init__(self, family, gain_init=None):
         super().__init__()
         self.family = family
+        for i, channels in enumerate(family.channels):
+            self.register_buffer(f"level_mean_{i}", torch.zeros(channels))
+            self.register_buffer(f"level_std_{i}", torch.ones(channels))
+        self.gain_exponents = None
+        if gain_init is not None:
+            table = torch.tensor([float(e) for e in gain_init]).view(-1, 1).repeat(1, family.latent)
+            self.gain_exponents = nn.Parameter(table)
         self.names = sorted(layer_shapes(family))
         self.weights = nn.ParameterDict()
         for name, shape in layer_shapes(family).items():
@@ -100,10 +120,33 @@ class FusionModel(nn.Module):
     def params(self):
         return {key.replace("__", ".").replace("_", "."): value for key, value in self.weights.items()}
 
+    @property
+    def num_rates(self):
+        """Rate indices of the gain table (0: no gain units, r is the latent exponent)."""
+        return 0 if self.gain_exponents is None else self.gain_exponents.shape[0]
+
+    def normalisation(self, i):
+        return getattr(self, f"level_mean_{i}"), getattr(self, f"level_std_{i}")
+
+    def set_normalisation(self, means, stds):
+        for i, (mean, std) in enumerate(zip(means, stds)):
+            self.normalisation(i)[0].copy_(torch.as_tensor(mean))
+            self.normalisation(i)[1].copy_(torch.as_tensor(std))
+
+    def latent_exponents(self, rate_index):
+        """e (N×M): the latent step exponent of every channel of y for each sample's rate index."""
+        if self.gain_exponents is None:
+            return rate_index.float().view(-1, 1).expand(-1, self.family.latent)
+        table = torch.clamp(round_ste(self.gain_exponents), RATE_INDEX_MIN, RATE_INDEX_MAX)
+        return table[rate_index.long()]
+
     def forward(self, levels, rate_index, simulate_integer=False):
         """levels: [N×C_i×H_i×W_i] -> (reconstructed levels, y bits, z bits) per sample (N,)."""
         ops = TorchOps(self.params(), simulate_integer)
         sizes = [tuple(level.shape[2:]) for level in levels]
+        norms = [self.normalisation(i) for i in range(len(levels))]
+        levels = [(level - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+                  for level, (mean, std) in zip(levels, norms)]
         y = fenet(ops, self.family, levels)
         z = hyper_analysis(ops, self.family, y)
         z_bits = self.z_bits(z + torch.empty_like(z).uniform_(-0.5, 0.5))
@@ -111,17 +154,18 @@ class FusionModel(nn.Module):
         hyper = hyper_synthesis(TorchOps(ops.params, simulate_integer), self.family, z_hat, latent_size(
             self.family, sizes))
         mean, scale_t = hyper[:, :self.family.latent], hyper[:, self.family.latent:]
-        step = 2.0 ** (rate_index / LADDER_STEPS_PER_OCTAVE)
-        step = step.view(-1, 1, 1, 1)
+        exponents = self.latent_exponents(rate_index)[:, :, None, None]
+        step = 2.0 ** (exponents / LADDER_STEPS_PER_OCTAVE)
         if simulate_integer:
             scale_t = round_ste(scale_t)
-        k = torch.clamp(scale_t - rate_index.view(-1, 1, 1, 1), 0, NUM_SCALES - 1)
+        k = torch.clamp(scale_t - exponents, 0, NUM_SCALES - 1)
         sigma = SIGMA_MIN * 2.0 ** (k / LADDER_STEPS_PER_OCTAVE)
         v = (y - mean) / step
         noisy = v + torch.empty_like(v).uniform_(-0.5, 0.5)
         y_bits = gaussian_bits(noisy, sigma)
         y_hat = mean + step * round_ste(v)
         recon = drnet(ops, self.family, y_hat, sizes)
+        recon = [r * std.view(1, -1, 1, 1) + mean.view(1, -1, 1, 1) for r, (mean, std) in zip(recon, norms)]
         return recon, y_bits.flatten(1).sum(1), z_bits.flatten(1).sum(1)
 
     def z_bits(self, z):
