@@ -76,6 +76,9 @@ def stream_inputs(name):
     if name == "lmsfc_pyramid":
         return {level: _silu_map(rng, (1,) + shape) for level, shape in
                 {"p3": (64, 20, 28), "p4": (128, 10, 14), "p5": (256, 5, 7)}.items()}, None
+    if name == "lmsfc_gains":
+        return {level: _silu_map(rng, shape) for level, shape in
+                {"p3": (64, 24, 16), "p4": (128, 12, 8), "p5": (256, 6, 4)}.items()}, None
     if name == "lmsfc_two_groups":
         first = {f"a_{level}": _silu_map(rng, shape) for level, shape in
                  {"p3": (64, 16, 16), "p4": (128, 8, 8), "p5": (256, 4, 4)}.items()}
@@ -136,6 +139,12 @@ STREAMS = (
                       "128×5×7, 256×3×4 float16: the fixed-point values rounded to half precision) at a "
                       "negative rate index (−6, finer latent step).", qp=-6,
                       options=(("Tool", "lmsfc"), ("LmsfcModels", "conformance,conformance"))),
+    ConformanceStream("lmsfc_gains", "L-MSFC with gain units: the conformance-gains model (N = M = 8, z of 8 "
+                      "channels, E = 1, a gain table of 4 rate indices whose rows give the 8 latent channels "
+                      "different exponents, e.g. 5, 6 and 4 in row 2) codes p3, p4, p5 (64×24×16, 128×12×8, "
+                      "256×6×4 float32, no batch axis) at rate index 2: each channel's scale indices and "
+                      "step follow its own exponent.", qp=2,
+                      options=(("Tool", "lmsfc"), ("LmsfcModels", "conformance-gains"))),
 )
 
 

@@ -57,6 +57,7 @@ def write_model_file(path, family, arrays, metadata):
     temporary = path.with_name(path.name + ".tmp")
     save_file({n: np.ascontiguousarray(a) for n, a in arrays.items()}, str(temporary),
               metadata={"family": family_json(family), **metadata})
+    os.chmod(temporary, 0o644)         # a model file is data to share (save_file creates it private)
     os.replace(temporary, path)
 
 
