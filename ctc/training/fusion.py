@@ -64,7 +64,7 @@ from common.tools.lmsfc.graph import Family, layer_shapes
 from ctc.training.data import (HELD_OUT, CachedPyramids, StreamingPyramids, cached_pyramids, image_files, split_pool,
                                training_pool)
 from encoder.tools.lmsfc.model_file import DEFAULT_MODEL_DIR, initialise_from, save_model
-from encoder.tools.lmsfc.network import FusionModel
+from encoder.tools.lmsfc.network import FusionModel, widened_from
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO.parent / "shared" / "data"
@@ -104,6 +104,20 @@ def initial_files(args, models):
     if len(names) != len(models):
         raise SystemExit(f"--init names {len(names)} model(s); this run trains {len(models)}")
     return {name: resolve_model(file).path for name, file in zip(models, names)}
+
+
+def widened_model(args, model):
+    """--widen-from: the named model file grown to this run's trunk, latent and hyper channels
+    (widened_from: the same reconstruction to start with), with `model`'s normalisation."""
+    from encoder.tools.lmsfc.analysis import resolve_model
+
+    if args.ablation or args.init:
+        raise SystemExit("--widen-from grows one fusion model; it takes neither --ablation nor --init")
+    source = resolve_model(args.widen_from)
+    narrow = FusionModel(source.family, gain_init(args))
+    narrow.set_normalisation(*zip(*(model.normalisation(i) for i in range(model.family.num_levels))))
+    initialise_from(narrow, source.path)
+    return widened_from(narrow, model.family)
 
 
 def level_statistics(pyramids):
@@ -248,6 +262,8 @@ def train(args):
     if args.init:
         for name, file in initial_files(args, models).items():
             initialise_from(models[name], file)
+    if args.widen_from:
+        models = {args.name: widened_model(args, models[args.name])}
     for model in models.values():
         model.to(device)
     gains = [m.gain_exponents for m in models.values() if m.gain_exponents is not None]
@@ -421,6 +437,8 @@ def parse_args(argv=None):
     parser.add_argument("--ablation", action="store_true", help="train the no-fusion ablation")
     parser.add_argument("--init", default="", help="start from these model files or names (ablation: one per "
                                                    "level, comma-separated)")
+    parser.add_argument("--widen-from", default="", help="start from this fusion model file or name, grown to "
+                                                         "--trunk / --latent / --hyper (Net2WiderNet, zero fan-out)")
     parser.add_argument("--trunk", type=int, default=48)
     parser.add_argument("--latent", type=int, default=128)
     parser.add_argument("--hyper", type=int, default=48)

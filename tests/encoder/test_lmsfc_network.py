@@ -174,3 +174,24 @@ def test_a_gain_model_codes_and_decodes_bit_exactly(gain_model, monkeypatch):
     assert sizes[0] > sizes[2]
     with pytest.raises(ConfigError, match="codes the rate indices"):
         encode_features(tensors, options(Tool="lmsfc", LmsfcModels=str(model.path), QP=3))
+
+
+def test_a_widened_model_reconstructs_as_the_narrow_one(gain_model):
+    """widened_from: a wider trunk, latent and hyper-latent, the same reconstruction (the new
+    channels are seen by nothing old); the new channels' weights are live."""
+    from encoder.tools.lmsfc.network import widened_from
+
+    narrow, _ = gain_model
+    wide = widened_from(narrow, Family(channels=GAIN_FAMILY.channels, trunk=12, latent=9, hyper=6, extra_stages=1))
+    rng = np.random.default_rng(7)
+    levels = [torch.from_numpy(rng.normal(size=(2, c) + s).astype(np.float32))
+              for c, s in zip(GAIN_FAMILY.channels, GAIN_SIZES)]
+    rates = torch.tensor([0.0, 2.0])
+    with torch.no_grad():
+        before, _, _ = narrow(levels, rates)
+        after, _, _ = wide(levels, rates)
+    for a, b in zip(before, after):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    assert float(wide.params()["enc.0.in.weight"][GAIN_FAMILY.trunk:].detach().abs().sum()) > 0
+    np.testing.assert_array_equal(wide.gain_exponents[:, :GAIN_FAMILY.latent].detach().numpy(),
+                                  narrow.gain_exponents.detach().numpy())

@@ -182,3 +182,48 @@ def gaussian_bits(v, sigma):
     upper = 0.5 * torch.erfc(-(0.5 - magnitude) / (sigma * math.sqrt(2)))
     lower = 0.5 * torch.erfc(-(-0.5 - magnitude) / (sigma * math.sqrt(2)))
     return -torch.log2(torch.clamp(upper - lower, min=1e-9))
+
+
+def widened_from(narrow, family):
+    """A FusionModel of `family` (wider trunk, latent and hyper channels, same levels and E) that
+    computes what `narrow` computes: narrow's weights copied into their place, every new input
+    column zero (no old output sees a new channel), new output rows freshly initialised (so the
+    new channels carry something and learn). The gain table's new columns take their row's mean,
+    z's prior its defaults. Net2WiderNet with zero fan-out, for growing a trained model."""
+    old = narrow.family
+    if (family.channels, family.extra_stages) != (old.channels, old.extra_stages) or any(
+            getattr(family, k) < getattr(old, k) for k in ("trunk", "latent", "hyper")):
+        raise ValueError(f"cannot widen {old} to {family}")
+    gain_init = None if narrow.gain_exponents is None else [0.0] * narrow.num_rates
+    wide = FusionModel(family, gain_init)
+    wide_params, old_params = wide.params(), narrow.params()
+
+    def output_rows(name, count):
+        if name == "hs.out":           # [means (M), scale indices (M)]
+            return list(range(old.latent)) + [family.latent + c for c in range(old.latent)]
+        return list(range(count))
+
+    def input_columns(name, count):
+        if name.startswith("enc.") and name.endswith(".in") and name != "enc.0.in":     # concat(trunk, level)
+            level = count - old.trunk
+            return list(range(old.trunk)) + [family.trunk + c for c in range(level)]
+        return list(range(count))
+
+    with torch.no_grad():
+        for name, shape in layer_shapes(old).items():
+            weight, bias = wide_params[name + ".weight"], wide_params[name + ".bias"]
+            rows, columns = output_rows(name, shape[0]), input_columns(name, shape[1])
+            new_columns = sorted(set(range(weight.shape[1])) - set(columns))
+            weight[:, new_columns] = 0
+            weight[torch.tensor(rows)[:, None], torch.tensor(columns)[None, :]] = old_params[name + ".weight"]
+            bias[rows] = old_params[name + ".bias"]
+        wide.z_loc[:old.hyper] = narrow.z_loc
+        wide.z_log_scale[:old.hyper] = narrow.z_log_scale
+        for i in range(family.num_levels):
+            for mine, theirs in zip(wide.normalisation(i), narrow.normalisation(i)):
+                mine.copy_(theirs)
+        if narrow.gain_exponents is not None:
+            table = narrow.gain_exponents
+            wide.gain_exponents[:, :old.latent] = table
+            wide.gain_exponents[:, old.latent:] = table.mean(dim=1, keepdim=True)
+    return wide
