@@ -9,9 +9,10 @@ the rate the integerisation costs (> 0) at equal AP50. The hyper-synthesis is in
 (the rate is the stream's), so this isolates DRNet's fixed point.
 
 Needs ../shared (weights, coco-mini) and the checkpoint the training wrote
-(out/train_fusion/<name>.ckpt; --checkpoint):
+(out/train_fusion/<model>.ckpt; --checkpoint):
 
     .venv/bin/python benchmarks/bench_lmsfc_integerisation.py [--model yolov5n] [--images 79]
+    .venv/bin/python benchmarks/bench_lmsfc_integerisation.py --model yolov5n-task --rate-points 0,1,2,3,4,6,8,10
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ DATA = REPO.parent / "shared" / "data"
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="yolov5n")
-    parser.add_argument("--checkpoint", default=str(REPO / "out" / "train_fusion" / "yolov5n.ckpt"))
+    parser.add_argument("--checkpoint", help="default out/train_fusion/<model>.ckpt")
     parser.add_argument("--images", type=int, default=79)
     parser.add_argument("--rate-points", default="-8,-2,4,10,16,22")
     args = parser.parse_args(argv)
+    args.checkpoint = args.checkpoint or str(REPO / "out" / "train_fusion" / f"{args.model}.ckpt")
     if not Path(args.checkpoint).is_file():
         sys.exit(f"bench_lmsfc_integerisation: no checkpoint {args.checkpoint} (run ctc.training.fusion)")
 
@@ -58,7 +60,8 @@ def main(argv=None):
     task = build_task(config, DATA / "weights" / "yolov5n_coco.safetensors")
     cache = FeatureCache(Path.home() / ".cache" / "fcrs" / "features", task)
     model = resolve_model(args.model)
-    trained = FusionModel(model.family)
+    gain_init = None if model.gain_exponents is None else [0.0] * len(model.gain_exponents)
+    trained = FusionModel(model.family, gain_init)
     stored = torch.load(args.checkpoint, weights_only=False)["models"]
     trained.load_state_dict(stored[args.model] if args.model in stored else next(iter(stored.values())))
     params = trained.params()
@@ -80,6 +83,8 @@ def main(argv=None):
             with torch.no_grad():
                 y_hat = torch.from_numpy(coding.y_hat / 2.0 ** FRACTION_BITS).float()[None]
                 levels = drnet(TorchOps(params), model.family, y_hat, [a.shape[1:] for a in arrays])
+                levels = [level * std.view(1, -1, 1, 1) + mean.view(1, -1, 1, 1)
+                          for i, level in enumerate(levels) for mean, std in [trained.normalisation(i)]]
             floating = {n: level.numpy() for n, level in zip(names, levels)}
             for n in names:
                 difference[r][0] += float(np.sum((integer[n].astype(np.float64) - floating[n]) ** 2))

@@ -191,7 +191,7 @@ def test_every_truncation_of_the_group_payload_is_a_clean_error(coded):
 
 
 def test_a_damaged_model_file_is_one_error_line(coded, tmp_path, monkeypatch):
-    good = next(model_registry.DEFAULT_MODEL_DIR.glob("conformance-*.safetensors"))
+    good = next(model_registry.DEFAULT_MODEL_DIR.glob("conformance-" + "[0-9a-f]" * 16 + ".safetensors"))
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / good.name).write_bytes(good.read_bytes()[:1000])
     (tmp_path / "out.bin").write_bytes(coded.stream)

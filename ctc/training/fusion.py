@@ -8,7 +8,7 @@
 
 One model covers every rate point. Two schemes:
 
-* gain units (--rates R > 0, the default): rate index r ∈ [0, R) selects a row of a learned
+* gain units (--rates R > 0; the task-aware models): rate index r ∈ [0, R) selects a row of a learned
   gain table (per channel of y, its latent step exponent; model_file.py), r = 0 the finest;
   λ(r) falls geometrically from --lambda-top to --lambda-bottom, so each row learns its own
   trade-off and quality follows rate;
@@ -24,8 +24,10 @@ training-pool statistics (part of the model). The learning rate warms up, then f
 cosine to --lr-final; the crops grow from --crop to --crop-late for the last
 --late-fraction of the steps (batch --batch-late); the last --qat-fraction simulate the
 decoder's integer arithmetic (straight-through). --init continues from a model file (the
-first shipped models were trained with MSE alone): the warm start is exact, the
-normalisation and the gain table are added around it. Every --validate-every steps the
+first shipped models were trained with MSE alone): the warm start computes what the file
+computes (but at the zero padding of FENet's input convolutions), the normalisation and the
+gain table are added around it; --widen-from grows a fusion model's trunk, latent and
+hyper-latent the same way. Every --validate-every steps the
 held-out pool photos give the learning curve: bpp, distortion and AP50 of the detections
 on p̂ against those on p (the uncompressed detections, score ≥ 0.25, as ground truth).
 
@@ -39,11 +41,13 @@ run the same command again. The same command trains on a GPU (--device cuda) and
 GPUs or nodes under torchrun (DistributedDataParallel: every rank draws its own batch, the
 gradients are averaged, rank 0 validates, checkpoints and saves):
 
-    torchrun --nproc_per_node 8 -m ctc.training.fusion --device cuda --images /data/coco/train2017 ... The result goes through encoder/tools/lmsfc/model_file.py:
-content-hash named safetensors in common/tools/lmsfc/models/.
+    torchrun --nproc_per_node 8 -m ctc.training.fusion --device cuda --images /data/coco/train2017 ...
 
-    python -m ctc.training.fusion --weights ../shared/data/weights/yolov5n_coco.safetensors \
-        --name yolov5n --steps 6000 --seed 0
+The result goes through encoder/tools/lmsfc/model_file.py: content-hash named safetensors in
+common/tools/lmsfc/models/, whose README lists the commands of the shipped models, e.g.
+
+    python -m ctc.training.fusion --name yolov5n-task --init yolov5n --rates 11 --task-weight 1 \
+        --mse-weight 0.1 --steps 7000 --lr 2e-4 ... --seed 0
 """
 
 import argparse
