@@ -171,7 +171,8 @@ def per_sample_task_distortion(head, levels, recon):
                         for n in range(levels[0].shape[0])])
 
 
-def batch_loss(models, crops, rates, lam, level_weights, simulate, image_pixels, head=None, weights=(0.0, 1.0)):
+def batch_loss(models, crops, rates, lam, level_weights, simulate, image_pixels, head=None, weights=(0.0, 1.0),
+               quantise=True):
     """(loss, bpp, weighted MSE, D_yolo, reconstruction) of a batch; the distortion is
     weights[0] · D_yolo + weights[1] · weighted MSE (D_yolo only when a head is given)."""
     device = next(next(iter(models.values())).parameters()).device
@@ -186,7 +187,7 @@ def batch_loss(models, crops, rates, lam, level_weights, simulate, image_pixels,
     else:
         groups = [(model, [i]) for i, model in enumerate(models.values())]
     for model, members in groups:
-        recon, y_bits, z_bits = model([levels[i] for i in members], rates, simulate)
+        recon, y_bits, z_bits = model([levels[i] for i in members], rates, simulate, quantise)
         bits = bits + y_bits + z_bits
         for i, r in zip(members, recon):
             distortion = distortion + level_weights[i] * ((r - levels[i]) ** 2).flatten(1).mean(1)
@@ -409,18 +410,19 @@ def agreement_ap50(clean, coded):
 def validate(models, held, level_weights, args, head, detector):
     """{"rate index": {bpp, mse, d_yolo, ap50}} on the held-out pyramids (whole images, the integer
     arithmetic simulated), estimated from the models' likelihoods; AP50 against the uncompressed
-    detections."""
+    detections. "y": the same with y unquantised (the transform's floor: what no rate beats)."""
     report = {}
     with torch.no_grad():
         device = next(detector.parameters()).device
         clean = [detections(detector, [torch.from_numpy(level[None].astype(np.float32)).to(device)
                                        for level in pyramid]) for pyramid in held]
-        for rate in validation_rates(args):
+        for rate in validation_rates(args) + ["y"]:
             bpp, distortion, task, coded = [], [], [], []
             for pyramid in held:
                 image_pixels = float(64 * pyramid[0].shape[1] * pyramid[0].shape[2])
-                _, b, d, t, recon = batch_loss(models, [pyramid], torch.tensor([float(rate)]), 0.0, level_weights,
-                                               True, image_pixels, head)
+                index = torch.tensor([float(0 if rate == "y" else rate)])
+                _, b, d, t, recon = batch_loss(models, [pyramid], index, 0.0, level_weights, True, image_pixels,
+                                               head, quantise=rate != "y")
                 bpp.append(b)
                 distortion.append(d)
                 task.append(t)

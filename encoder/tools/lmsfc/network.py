@@ -140,8 +140,9 @@ class FusionModel(nn.Module):
         table = torch.clamp(round_ste(self.gain_exponents), RATE_INDEX_MIN, RATE_INDEX_MAX)
         return table[rate_index.long()]
 
-    def forward(self, levels, rate_index, simulate_integer=False):
-        """levels: [N×C_i×H_i×W_i] -> (reconstructed levels, y bits, z bits) per sample (N,)."""
+    def forward(self, levels, rate_index, simulate_integer=False, quantise=True):
+        """levels: [N×C_i×H_i×W_i] -> (reconstructed levels, y bits, z bits) per sample (N,).
+        quantise=False passes y itself to DRNet (the transform's own loss, the limit of any rate)."""
         ops = TorchOps(self.params(), simulate_integer)
         sizes = [tuple(level.shape[2:]) for level in levels]
         norms = [self.normalisation(i) for i in range(len(levels))]
@@ -163,7 +164,7 @@ class FusionModel(nn.Module):
         v = (y - mean) / step
         noisy = v + torch.empty_like(v).uniform_(-0.5, 0.5)
         y_bits = gaussian_bits(noisy, sigma)
-        y_hat = mean + step * round_ste(v)
+        y_hat = mean + step * round_ste(v) if quantise else y
         recon = drnet(ops, self.family, y_hat, sizes)
         recon = [r * std.view(1, -1, 1, 1) + mean.view(1, -1, 1, 1) for r, (mean, std) in zip(recon, norms)]
         return recon, y_bits.flatten(1).sum(1), z_bits.flatten(1).sum(1)
