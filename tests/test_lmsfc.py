@@ -199,3 +199,12 @@ def test_a_damaged_model_file_is_one_error_line(coded, tmp_path, monkeypatch):
     result = run_cli("decode", "-i", tmp_path / "out.bin", "-o", tmp_path / "rec.npz")
     assert_clean_error(result.returncode, result.stdout, result.stderr, "decode", tmp_path / "rec.npz")
     assert "unreadable" in result.stderr
+
+
+def test_every_shipped_model_file_is_named_by_its_hash():
+    """<name>-<first 16 hex digits of the content hash>.safetensors: how the decoder finds a model."""
+    files = sorted(model_registry.DEFAULT_MODEL_DIR.glob("*.safetensors"))
+    assert files
+    for path in files:
+        model = model_registry.Model(path)
+        assert path.name == f"{path.name.rsplit('-', 1)[0]}-{model.hash[:16]}.safetensors", path.name
