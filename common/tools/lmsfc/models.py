@@ -5,9 +5,10 @@ holds the family parameters. The decoder-side (normative) part is every array
 named hs.* / dec.* (weight_int int16, bias_int int64, shift int64),
 z_frequencies and, for a model with gain units, gain_exponents (int64, one row of
 M latent step exponents per rate index); the encoder's part is the float enc.* /
-ha.* layers and the per-level normalisation level_mean.i / level_std.i. The model's content hash is the SHA-256 of the family parameters
-(as canonical JSON) followed by, for each normative array in sorted name order,
-its name, dtype, shape and bytes. The parameter set signals the first 8 bytes of
+ha.* layers and the per-level normalisation level_mean.i / level_std.i. The
+model's content hash is the SHA-256 of the family parameters (as canonical JSON)
+followed by, for each normative array in sorted name order, its name, dtype,
+shape and bytes. The parameter set signals the first 8 bytes of
 it; a file is named <name>-<first 16 hex digits>.safetensors.
 """
 
