@@ -51,20 +51,16 @@ def main(argv=None):
     if not Path(args.weights).is_file():
         sys.exit(f"bench_lmsfc_capacity: YOLOv5n weights not found at {args.weights}")
 
-    import numpy as np
     import torch
 
     from ctc.tasks.yolov5n import Yolov5n
     from ctc.training.data import cached_pyramids, split_pool, training_pool
-    from ctc.training.fusion import parse_args, validate
+    from ctc.training.fusion import mse_level_weights, parse_args, validate
 
     torch.set_num_threads(1)
-    _, held_paths = split_pool(training_pool(DATA))
+    train_paths, held_paths = split_pool(training_pool(DATA))
     held = cached_pyramids(args.weights, held_paths, 0, 1, "held")
-    train_paths, _ = split_pool(training_pool(DATA))
-    pool = cached_pyramids(args.weights, train_paths, 0, 3, "train")
-    level_weights = [1.0 / float(np.mean([np.mean(p[i].astype(np.float32) ** 2) for p in pool[:200]]))
-                     for i in range(3)]     # the trainer's w_i
+    level_weights = mse_level_weights(cached_pyramids(args.weights, train_paths, 0, 3, "train"))
     detector = Yolov5n(args.weights, split="neck").eval()
     head = (lambda levels: detector.head_logits(dict(zip(detector.names, levels))))
     print(f"{len(held)} held-out pool photos; AP50 against the uncompressed detections (score ≥ 0.25)")

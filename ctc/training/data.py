@@ -104,21 +104,27 @@ def split_pool(paths):
     return [p for p in paths if p not in held], held
 
 
+def front_pyramid(net, rgb, size, flip, device="cpu"):
+    """[P3, P4, P5] (float32 C×H×W) of an RGB image letterboxed to size×size, mirrored if `flip`."""
+    from ctc.tasks.yolov5n import letterbox, to_input
+
+    boxed, _ = letterbox(np.ascontiguousarray(rgb[:, ::-1] if flip else rgb), size)
+    with torch.no_grad():
+        levels = net.front(to_input(boxed).to(device))
+    return [levels[name][0].float().cpu().numpy() for name in ("p3", "p4", "p5")]
+
+
 def augmented_pyramids(net, path, seed, index, count):
     """`count` pyramids of one image: long side random in 320..640 (multiple of 32), random flip."""
     from ctc.images import read_rgb
-    from ctc.tasks.yolov5n import letterbox, to_input
 
     rng = random.Random(seed * 100_003 + index)
     rgb = read_rgb(path)
     out = []
     for _ in range(count):
         size = 32 * rng.randint(10, 20)
-        image = rgb[:, ::-1] if rng.random() < 0.5 else rgb
-        boxed, _ = letterbox(np.ascontiguousarray(image), size)
-        with torch.no_grad():
-            levels = net.front(to_input(boxed))
-        out.append([levels[name][0].numpy().astype(np.float16) for name in ("p3", "p4", "p5")])
+        pyramid = front_pyramid(net, rgb, size, rng.random() < 0.5)
+        out.append([level.astype(np.float16) for level in pyramid])
     return out
 
 
@@ -189,13 +195,8 @@ class StreamingPyramids:
 
     def pyramid(self, path, size, flip):
         from ctc.images import read_rgb
-        from ctc.tasks.yolov5n import letterbox, to_input
 
-        rgb = read_rgb(path)
-        boxed, _ = letterbox(np.ascontiguousarray(rgb[:, ::-1] if flip else rgb), size)
-        with torch.no_grad():
-            levels = self.net.front(to_input(boxed).to(self.device))
-        return [levels[name][0].float().cpu().numpy() for name in ("p3", "p4", "p5")]
+        return front_pyramid(self.net, read_rgb(path), size, flip, self.device)
 
     def draw(self, rng, crop):
         size = 32 * rng.randint(max(10, -(-crop // 4)), 20)

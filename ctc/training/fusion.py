@@ -124,6 +124,12 @@ def widened_model(args, model):
     return widened_from(narrow, model.family)
 
 
+def mse_level_weights(pyramids):
+    """w_i = 1 / E[p_i²] per level over (a sample of) the pyramids: the weighted MSE's weights."""
+    return [1.0 / float(np.mean([np.mean(p[i].astype(np.float32) ** 2) for p in pyramids[:200]]))
+            for i in range(3)]
+
+
 def level_statistics(pyramids):
     """Per level, the per-channel mean and standard deviation over (a sample of) the pyramids."""
     stats = []
@@ -255,8 +261,7 @@ def train(args):
         parameter.requires_grad_(False)
     source, held = training_sources(args, detector, device)
     statistics_sample = source.sample(200)
-    level_weights = [1.0 / float(np.mean([np.mean(p[i].astype(np.float32) ** 2) for p in statistics_sample]))
-                     for i in range(3)]
+    level_weights = mse_level_weights(statistics_sample)
     statistics = level_statistics(statistics_sample)
     head = (lambda levels: detector.head_logits(dict(zip(detector.names, levels))))
     loss_weights = (args.task_weight, args.mse_weight)
