@@ -91,7 +91,7 @@ def gain_init(args):
 def build_models(args):
     """{name: FusionModel}: the fusion model, or one single-level model per level (--ablation)."""
     if not args.ablation:
-        return {args.name: FusionModel(make_family(args), gain_init(args))}
+        return {args.name: FusionModel(make_family(args), gain_init(args), args.checkerboard)}
     models = {}
     levels = len(YOLO_CHANNELS)
     for i, channels in enumerate(YOLO_CHANNELS):
@@ -353,6 +353,10 @@ def train(args):
     curve_file = out / f"{checkpoint.stem}_curve.json"
     curve_file.write_text(json.dumps(curve, indent=1) + "\n")
     print(f"held-out: {json.dumps(report)}; learning curve in {curve_file}")
+    if args.checkerboard or args.extra_stages < 0:
+        print("not exported: the checkerboard context and E = -1 are training-side ablations (the bitstream "
+              "signals neither); the checkpoint and the learning curve hold the result")
+        return
     for name, model in models.items():
         command = "python -m ctc.training.fusion " + " ".join(sys.argv[1:])
         path = save_model(model, Path(args.model_dir), name, {"command": command, "seed": args.seed,
@@ -453,7 +457,10 @@ def parse_args(argv=None):
     parser.add_argument("--trunk", type=int, default=48)
     parser.add_argument("--latent", type=int, default=128)
     parser.add_argument("--hyper", type=int, default=48)
-    parser.add_argument("--extra-stages", type=int, default=0, help="E: stride-2 stages from the last level to y")
+    parser.add_argument("--extra-stages", type=int, default=0, help="E: stride-2 stages from the last level to y "
+                                                                    "(-1: y at the second-to-last level, an ablation)")
+    parser.add_argument("--checkerboard", action="store_true", help="add a checkerboard context model (an "
+                                                                    "ablation: not exported)")
     parser.add_argument("--steps", type=int, default=6000)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--crop", type=int, default=40, help="P3 crop side (×8 image pixels)")

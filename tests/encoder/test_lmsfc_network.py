@@ -59,11 +59,12 @@ def test_float_analysis_matches_torch(exported):
     trained, model = exported
     rng = np.random.default_rng(1)
     levels = [rng.normal(size=(c,) + size).astype(np.float32) for c, size in zip(FAMILY.channels, SIZES)]
-    y_numpy = fenet(FloatOps(model.float_layers), FAMILY, levels)
+    y_numpy = fenet(FloatOps(model.float_layers), FAMILY, levels, SIZES)
     with torch.no_grad():
         # the file stores the analysis in float16: compare with the rounded weights
         params = {name: value.half().float() for name, value in trained.params().items()}
-        y_torch = fenet(TorchOps(params), FAMILY, [torch.from_numpy(a)[None] for a in levels])[0].numpy()
+        y_torch = fenet(TorchOps(params), FAMILY, [torch.from_numpy(a)[None] for a in levels],
+                       SIZES)[0].numpy()
     np.testing.assert_allclose(y_numpy, y_torch, rtol=1e-3, atol=1e-3)
 
 
@@ -195,3 +196,21 @@ def test_a_widened_model_reconstructs_as_the_narrow_one(gain_model):
     assert float(wide.params()["enc.0.in.weight"][GAIN_FAMILY.trunk:].detach().abs().sum()) > 0
     np.testing.assert_array_equal(wide.gain_exponents[:, :GAIN_FAMILY.latent].detach().numpy(),
                                   narrow.gain_exponents.detach().numpy())
+
+
+def test_a_zero_initialised_checkerboard_context_changes_nothing_until_trained():
+    """The checkerboard ablation starts as the model without context: same bits, same output."""
+    torch.manual_seed(0)
+    plain = FusionModel(GAIN_FAMILY, [0.0, 8.0])
+    context = FusionModel(GAIN_FAMILY, [0.0, 8.0], checkerboard=True)
+    context.load_state_dict(plain.state_dict(), strict=False)
+    sizes = [(12, 12), (6, 6), (3, 3)]
+    levels = [torch.randn(2, c, *size) for c, size in zip(GAIN_FAMILY.channels, sizes)]
+    rates = torch.tensor([0, 1])
+    outputs = []
+    for model in (plain, context):
+        torch.manual_seed(1)
+        outputs.append(model(levels, rates))
+    for a, b in zip(outputs[0][0], outputs[1][0]):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(outputs[0][1], outputs[1][1])

@@ -27,7 +27,8 @@ class Family:
     trunk: int             # N: channels of FENet's and DRNet's trunks
     latent: int            # M: channels of y
     hyper: int             # channels of z and of the hyper networks
-    extra_stages: int      # E >= 0: stride-2 stages from the last level down to y
+    extra_stages: int      # E >= -1: stride-2 stages from the last level down to y (-1: y at the
+                           # second-to-last level's size, the last level joining from below)
 
     @property
     def num_levels(self):
@@ -38,9 +39,14 @@ def halved(size):
     return (size[0] + 1) // 2, (size[1] + 1) // 2
 
 
+def latent_level(family):
+    """Index of the level whose size y has when E <= 0 (the last level for E = 0)."""
+    return family.num_levels - 1 + min(family.extra_stages, 0)
+
+
 def latent_size(family, level_sizes):
     """(H, W) of y from the last level's size."""
-    size = level_sizes[-1]
+    size = level_sizes[latent_level(family)]
     for _ in range(family.extra_stages):
         size = halved(size)
     return size
@@ -84,17 +90,22 @@ def attention_block(ops, name, x, channels):
     return ops.add(x, ops.sigmoid_gate(trunk, gate))
 
 
-def fenet(ops, family, levels):
+def fenet(ops, family, levels, level_sizes):
     """Encoder: the largest level through a stride-2 block, concatenated with the next level,
     again, ... (the last level's stride-2 block only when E ≥ 1), then E − 1 more stages,
-    attention, and a conv to the M channels of y."""
-    n = family.trunk
+    attention, and a conv to the M channels of y. E = −1: the fusion stops at the
+    second-to-last level, the last one is brought up to it by an up-sampling block and added."""
+    n, top = family.trunk, latent_level(family)
     h = None
     for i, level in enumerate(levels):
+        if i > top:
+            h = ops.add(h, up_block(ops, f"enc.{i}.up", ops.conv(f"enc.{i}.in", level, n, 3), n, level_sizes[top]))
+            h = residual_block(ops, f"enc.{i}.res", h, n)
+            continue
         x = level if h is None else ops.concat(h, level)
         h = ops.conv(f"enc.{i}.in", x, n, 3)
         h = residual_block(ops, f"enc.{i}.res", h, n)
-        if i + 1 < family.num_levels or family.extra_stages > 0:
+        if i < top or family.extra_stages > 0:
             h = down_block(ops, f"enc.{i}.down", h, n)
     for j in range(family.extra_stages - 1):
         h = residual_block(ops, f"enc.extra.{j}.res", h, n)
@@ -119,15 +130,19 @@ def hyper_synthesis(ops, family, z_hat, y_size):
 
 def drnet(ops, family, y_hat, level_sizes):
     """Decoder: y through attention up to the last level, up through every level (per-level
-    branches), bottom-up mixing from the largest map down, one output conv per level."""
-    n = family.trunk
+    branches), bottom-up mixing from the largest map down, one output conv per level.
+    E = −1: the last level's branch is a stride-2 block below y's level."""
+    n, top = family.trunk, latent_level(family)
     h = ops.relu(ops.conv("dec.in", y_hat, n, 3))
     h = attention_block(ops, "dec.attention", h, n)
     for j, size in enumerate(stage_sizes(family, level_sizes)):
         h = up_block(ops, f"dec.extra.{j}", h, n, size)
     branches = [None] * family.num_levels
     for i in reversed(range(family.num_levels)):
-        if i + 1 == family.num_levels and family.extra_stages == 0:
+        if i > top:
+            branches[i] = down_block(ops, f"dec.down.{i}", h, n)
+            continue
+        if i == top and family.extra_stages <= 0:
             h = residual_block(ops, f"dec.last.{i}", h, n)       # y is at this level's size already
         else:
             h = up_block(ops, f"dec.up.{i}", h, n, level_sizes[i])
@@ -179,7 +194,7 @@ def layer_shapes(family):
     ops = ShapeOps()
     sizes = [(64 >> i, 64 >> i) for i in range(family.num_levels)]
     levels = [(c,) + size for c, size in zip(family.channels, sizes)]
-    y = fenet(ops, family, levels)
+    y = fenet(ops, family, levels, sizes)
     z = hyper_analysis(ops, family, y)
     hyper_synthesis(ops, family, z, y[1:])
     drnet(ops, family, y, sizes)

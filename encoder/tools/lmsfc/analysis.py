@@ -60,7 +60,8 @@ def encode_group(model, arrays, rate_index, backend="numpy"):
     family = model.family
     sizes = [tuple(a.shape[1:]) for a in arrays]
     analysis = FloatOps(model.float_layers)
-    y = fenet(analysis, family, [normalised(a, norm) for a, norm in zip(arrays, model.level_normalisation)])
+    y = fenet(analysis, family, [normalised(a, norm) for a, norm in zip(arrays, model.level_normalisation)],
+              sizes)
     z = hyper_analysis(analysis, family, y)
     z_symbols = np.clip(np.round(z), -Z_LIMIT, Z_LIMIT).astype(np.int64)
     params = GroupParams(model_hash=model.hash_bytes, family=family, rate_index=rate_index,

@@ -90,11 +90,13 @@ class TorchOps:
 class FusionModel(nn.Module):
     """One L-MSFC model of a family: every layer of graph.layer_shapes plus z's factorised prior,
     the per-level normalisation and, when `gain_init` is given (one initial latent exponent per
-    rate index), the gain table."""
+    rate index), the gain table. `checkerboard` adds a checkerboard context model (He et al. 2021;
+    training only, for its ablation: neither the model file nor the decoder has it yet)."""
 
-    def __init__(self, family, gain_init=None):
+    def __init__(self, family, gain_init=None, checkerboard=False):
         super().__init__()
         self.family = family
+        self.context = checkerboard_context(family) if checkerboard else None
         for i, channels in enumerate(family.channels):
             self.register_buffer(f"level_mean_{i}", torch.zeros(channels))
             self.register_buffer(f"level_std_{i}", torch.ones(channels))
@@ -148,7 +150,7 @@ class FusionModel(nn.Module):
         norms = [self.normalisation(i) for i in range(len(levels))]
         levels = [(level - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
                   for level, (mean, std) in zip(levels, norms)]
-        y = fenet(ops, self.family, levels)
+        y = fenet(ops, self.family, levels, sizes)
         z = hyper_analysis(ops, self.family, y)
         z_bits = self.z_bits(z + torch.empty_like(z).uniform_(-0.5, 0.5))
         z_hat = torch.clamp(round_ste(z), -Z_LIMIT, Z_LIMIT)
@@ -162,9 +164,19 @@ class FusionModel(nn.Module):
         k = torch.clamp(scale_t - exponents, 0, NUM_SCALES - 1)
         sigma = SIGMA_MIN * 2.0 ** (k / LADDER_STEPS_PER_OCTAVE)
         v = (y - mean) / step
+        shift = torch.zeros_like(v)
+        if self.context is not None:       # second pass: the anchors' symbols refine the rest's mean and scale
+            anchors = checkerboard_anchors(v.shape[2:], v.device)
+            refinement = self.context(round_ste(v) * anchors) * (1 - anchors)
+            shift = refinement[:, :self.family.latent]
+            v = v - shift
+            offset = refinement[:, self.family.latent:]
+            k = torch.clamp(scale_t + (round_ste(offset) if simulate_integer else offset) - exponents, 0,
+                            NUM_SCALES - 1)
+            sigma = SIGMA_MIN * 2.0 ** (k / LADDER_STEPS_PER_OCTAVE)
         noisy = v + torch.empty_like(v).uniform_(-0.5, 0.5)
         y_bits = gaussian_bits(noisy, sigma)
-        y_hat = mean + step * round_ste(v) if quantise else y
+        y_hat = mean + step * (round_ste(v) + shift) if quantise else y
         recon = drnet(ops, self.family, y_hat, sizes)
         recon = [r * std.view(1, -1, 1, 1) + mean.view(1, -1, 1, 1) for r, (mean, std) in zip(recon, norms)]
         return recon, y_bits.flatten(1).sum(1), z_bits.flatten(1).sum(1)
@@ -175,6 +187,24 @@ class FusionModel(nn.Module):
         upper = torch.sigmoid((z + 0.5 - loc) / scale)
         lower = torch.sigmoid((z - 0.5 - loc) / scale)
         return -torch.log2(torch.clamp(upper - lower, min=1e-9))
+
+
+def checkerboard_context(family):
+    """Anchor symbols (in latent steps) -> (mean shift in latent steps, scale-index offset) of the
+    non-anchors: conv3 to the hyper width, ReLU, conv1. Zero-initialised output, so a warm
+    start computes what the model without context computed."""
+    net = nn.Sequential(nn.Conv2d(family.latent, family.hyper, 3, padding=1), nn.ReLU(),
+                        nn.Conv2d(family.hyper, 2 * family.latent, 1))
+    nn.init.zeros_(net[2].weight)
+    nn.init.zeros_(net[2].bias)
+    return net
+
+
+def checkerboard_anchors(size, device):
+    """1 at the anchors ((row + column) even: coded first, from the hyperprior alone), 0 elsewhere."""
+    rows = torch.arange(size[0], device=device).view(-1, 1)
+    columns = torch.arange(size[1], device=device).view(1, -1)
+    return ((rows + columns) % 2 == 0).float().view(1, 1, *size)
 
 
 def gaussian_bits(v, sigma):

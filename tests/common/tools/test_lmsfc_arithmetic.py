@@ -7,7 +7,7 @@ from common.errors import BitstreamError
 from common.tools.lmsfc.arithmetic import (ACTIVATION_LIMIT, MAX_CONV_INPUTS, WEIGHT_LIMIT, IntegerOps, im2col,
                                            pixel_shuffle)
 from common.tools.lmsfc.entropy import (NUM_SCALES, Z_LIMIT, LatentCoder, build_tables, scale_indices, tables)
-from common.tools.lmsfc.graph import Family, ShapeOps, drnet, halved, latent_size, layer_shapes, stage_sizes
+from common.tools.lmsfc.graph import Family, ShapeOps, drnet, fenet, halved, latent_size, layer_shapes, stage_sizes
 
 
 def test_committed_tables_are_the_generated_ones():
@@ -134,3 +134,17 @@ def test_row_bands_bound_memory_without_changing_the_result(monkeypatch):
     monkeypatch.setattr(arithmetic, "PATCH_ELEMENTS", 16 * 9 * 15 * 3)      # three output rows per band
     assert len(arithmetic.row_bands(16, 3, 19, 15)) == 7
     np.testing.assert_array_equal(ops.conv("layer", x, 8, 3, stride=2), whole)
+
+
+def test_a_latent_one_level_above_the_last_joins_the_last_level_from_below():
+    """E = −1 (the stride-16 ablation): y at the second-to-last level's size, the last level
+    brought up in FENet and reached by a stride-2 branch in DRNet."""
+    family = Family(channels=(4, 8, 16), trunk=8, latent=6, hyper=4, extra_stages=-1)
+    sizes = [(15, 21), (8, 11), (4, 6)]
+    assert latent_size(family, sizes) == (8, 11)
+    assert stage_sizes(family, sizes) == []
+    shape_ops = ShapeOps()
+    levels = [(c,) + size for c, size in zip(family.channels, sizes)]
+    assert fenet(shape_ops, family, levels, sizes) == (6, 8, 11)
+    assert drnet(shape_ops, family, (6, 8, 11), sizes) == levels
+    assert set(shape_ops.layers) == set(layer_shapes(family)) - {"ha.a", "ha.b", "hs.a", "hs.up", "hs.b", "hs.out"}
