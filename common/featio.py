@@ -97,11 +97,9 @@ def write_atomically(path, write):
     mode = 0o666 & ~_umask()
     temporary = os.path.join(directory, f"{TEMPORARY_PREFIX}{os.getpid()}-{secrets.token_hex(6)}.tmp")
     try:
-        fd = os.open(directory, os.O_TMPFILE | os.O_WRONLY, mode)
-        unnamed = True
-    except (AttributeError, OSError):        # no O_TMPFILE (not Linux, or the file system lacks it)
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        unnamed = False
+        fd, unnamed = _temporary_file(directory, temporary, mode)
+    except OSError as exc:       # e.g. a folder of /proc or /sys, a read-only mount
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -116,6 +114,14 @@ def write_atomically(path, write):
     except BaseException:
         _unlink_quietly(temporary)
         raise
+
+
+def _temporary_file(directory, temporary, mode):
+    """(fd, unnamed): an unnamed O_TMPFILE file in `directory`, else the file `temporary`."""
+    try:
+        return os.open(directory, os.O_TMPFILE | os.O_WRONLY, mode), True
+    except (AttributeError, OSError):        # no O_TMPFILE (not Linux, or the file system lacks it)
+        return os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), False
 
 
 def write_text(path, text):

@@ -81,3 +81,22 @@ def test_write_atomically_leaves_nothing_on_failure(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["out.bin"]
     write_atomically(str(target), lambda f: f.write(b"new"))
     assert target.read_bytes() == b"new" and sorted(os.listdir(tmp_path)) == ["out.bin"]
+
+
+def test_a_full_disk_is_one_error_and_no_partial_file(tmp_path):
+    def write_until_full(f):
+        f.write(b"x" * 1000)
+        raise OSError(28, "No space left on device")
+    path = tmp_path / "out.bin"
+    with pytest.raises(InputError, match="No space left"):
+        write_atomically(str(path), write_until_full)
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("path", ["/proc/fcrs-out.bin", "/sys/fcrs-out.bin", "/dev/full"])
+def test_outputs_the_kernel_refuses_are_one_error(path):
+    if not os.path.isdir(os.path.dirname(path)):
+        pytest.skip(f"no {os.path.dirname(path)} here")
+    with pytest.raises(InputError):
+        write_atomically(path, lambda f: f.write(b"x"))
+    assert not os.path.exists(path) or path == "/dev/full"

@@ -268,3 +268,11 @@ def test_stale_temporary_files_of_dead_processes_are_removed(tmp_path, capsys, f
     code, _, err = run_main(capsys, ["-c", UNIFORM_CFG, "-i", features, "-o", tmp_path / "out.bin"])
     assert code == 0, err
     assert not stale.exists() and alive.exists()
+
+
+@pytest.mark.parametrize("output", ["/proc/fcrs-out.bin", "/sys/fcrs-out.bin", "/dev/full"])
+def test_outputs_the_kernel_refuses_are_one_error_line(capsys, features, output):
+    if not os.path.isdir(os.path.dirname(output)):
+        pytest.skip(f"no {os.path.dirname(output)} here")
+    code, out, err = run_main(capsys, ["-c", UNIFORM_CFG, "-i", features, "-o", output])
+    assert_clean_error(code, out, err, "encode")
