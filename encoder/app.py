@@ -74,7 +74,8 @@ def run(cfg_paths, input_path, output_path, trace_path, overrides):
     tensors = load_features(input_path)
     trace = Trace() if trace_path else None
     start = time.perf_counter()
-    result = encode_features(tensors, options, step_allocator=StepAllocator(options), trace=trace)
+    allocator = StepAllocator(options)
+    result = encode_features(tensors, options, step_allocator=allocator, trace=trace)
     write_atomically(output_path, lambda f: f.write(result.stream))
     if trace is not None:
         trace.write(trace_path)
@@ -91,7 +92,8 @@ def run(cfg_paths, input_path, output_path, trace_path, overrides):
         setting = f"L-MSFC, models {options['LmsfcModels']}, rate index {options['QP']}"
     else:
         budget = f", noise budget {options['NoiseBudget']:g}" if options["NoiseBudget"] > 0 else ""
-        setting = f"QP {options['QP']}, {options['StepAllocation']} steps{budget}"
+        estimators = "".join(f", estimator {os.path.basename(path)}" for path in allocator.estimators_used)
+        setting = f"QP {options['QP']}, {options['StepAllocation']} steps{budget}{estimators}"
     print(f"{len(result.stream) * 8} bits written to {output_path} ({setting}, {time.perf_counter() - start:.3f} s)")
     return 0
 

@@ -38,7 +38,7 @@ OPTIONS = (
            "0 keeps the noise power of QP's uniform step", lo=0.0, hi=1e30),
     Option("JndWeights", str, "", "FeatJND estimator: a .safetensors path (content-hash named), or the name of "
            "one shipped in encoder/featjnd/weights/ (efficientnet-lite0, efficientnet-lite0-blocks, yolov5n-neck); "
-           "empty: efficientnet-lite0"),
+           "empty: the shipped one that takes the tensor's channel count"),
     Option("JndEpsilon", float, 0.01, "epsilon of the token tolerance s_t = mean_c |delta| / (|f| + epsilon)",
            lo=1e-9, hi=1e9),
     Option("RandomSeed", int, 0, "seed of the token permutation of StepAllocation random", lo=0, hi=2**31 - 1),

@@ -28,6 +28,7 @@ geometric mean 1 over the tensor (rd_weights), so D is in the units of plain MSE
 """
 
 import glob
+import json
 import os
 
 import numpy as np
@@ -148,6 +149,35 @@ def weights_path(value):
     return value
 
 
+def shipped_estimators():
+    """{name: (path, channel counts it takes)} of the estimators in WEIGHTS_FOLDER, read from
+    their metadata (no torch)."""
+    from safetensors import safe_open
+
+    found = {}
+    for path in sorted(glob.glob(os.path.join(WEIGHTS_FOLDER, "featjnd_*_*.safetensors"))):
+        name = os.path.basename(path)[len("featjnd_"):].rsplit("_", 1)[0]
+        with safe_open(path, framework="numpy") as handle:
+            config = json.loads(handle.metadata()["fcrs"])["config"]
+        found[name] = (path, tuple(config.get("levels", [config.get("channels")])))
+    return found
+
+
+def estimator_for(channels):
+    """The shipped estimator's path for `channels`-channel tensors (JndWeights empty), or an
+    InputError naming the option to pass."""
+    shipped = shipped_estimators()
+    matching = [name for name, (_, takes) in shipped.items() if channels in takes]
+    if len(matching) == 1:
+        return shipped[matching[0]][0]
+    listed = ", ".join(f"{name} ({'/'.join(map(str, takes))})" for name, (_, takes) in shipped.items())
+    if not matching:
+        raise InputError(f"no shipped FeatJND estimator takes {channels}-channel tensors (shipped: {listed}); "
+                         f"set JndWeights to an estimator trained for these features")
+    raise InputError(f"several shipped FeatJND estimators take {channels}-channel tensors "
+                     f"({', '.join(matching)}): set JndWeights to one of them")
+
+
 class StepAllocator:
     """Computes every tensor's step offsets (to QP) from the encoder options."""
 
@@ -159,24 +189,31 @@ class StepAllocator:
         self.seed = options["RandomSeed"]
         self.rounding_offset = options["RoundingOffset"]
         self._weights = options["JndWeights"]
-        self._estimator = None
+        self._estimators = {}          # weight file -> loaded estimator
+        self.estimators_used = []      # the files the tensors' steps came from, in first-use order
 
     @property
     def active(self):
         return self.allocation != "uniform" or self.noise_budget > 0
 
-    def estimator(self):
-        if self._estimator is None:
+    def estimator(self, channels):
+        """The estimator for `channels`-channel tensors: JndWeights' file, or (empty) the shipped
+        one that takes them."""
+        path = weights_path(self._weights) if self._weights else estimator_for(channels)
+        if path not in self._estimators:
             from encoder.featjnd.estimator import load_estimator   # torch only when JND is used
-            self._estimator = load_estimator(weights_path(self._weights))
-        return self._estimator
+            self._estimators[path] = load_estimator(path)
+        if path not in self.estimators_used:
+            self.estimators_used.append(path)
+        return self._estimators[path]
 
     def delta(self, grid):
         """δ of a (C, H, W) float64 grid, from the estimator (float64)."""
         import torch
-        estimator = self.estimator().for_channels(grid.shape[0])
+        chosen = self.estimator(grid.shape[0])
+        estimator = chosen.for_channels(grid.shape[0])
         if estimator is None:
-            config = self.estimator().config
+            config = chosen.config
             raise InputError(f"the FeatJND estimator takes {config.get('levels', config.get('channels'))} "
                              f"channels, the tensor has {grid.shape[0]}")
         with torch.no_grad():

@@ -184,3 +184,22 @@ def test_the_calibration_scale_is_stored_and_applied(tmp_path):
     assert loaded.config["scale"] == 0.25
     with torch.no_grad():
         torch.testing.assert_close(loaded.for_channels(8)(x), 0.25 * unscaled)
+
+
+def test_without_jnd_weights_each_tensor_gets_the_shipped_estimator_for_its_channels(tmp_path):
+    """A YOLOv5n P3–P5 pyramid through cfg/featjnd.cfg needs no option; 3 channels ask for one."""
+    rng = np.random.default_rng(5)
+    pyramid = {f"p{3 + i}": rng.normal(size=(c, 8 >> i, 8 >> i)).astype(np.float32)
+               for i, c in enumerate((64, 128, 256))}
+    np.savez(tmp_path / "pyramid.npz", **pyramid)
+    run = subprocess.run([sys.executable, "-m", "encoder.app", "-c", "cfg/featjnd.cfg", "-i",
+                          str(tmp_path / "pyramid.npz"), "-o", str(tmp_path / "o.bin")],
+                         cwd=REPO, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "estimator featjnd_yolov5n-neck_" in run.stdout.splitlines()[-1]
+    np.save(tmp_path / "f.npy", np.ones((3, 4, 4), dtype=np.float32))
+    run = subprocess.run([sys.executable, "-m", "encoder.app", "-c", "cfg/featjnd.cfg", "-i", str(tmp_path / "f.npy"),
+                          "-o", str(tmp_path / "f.bin")], cwd=REPO, capture_output=True, text=True)
+    assert run.returncode == 1 and not (tmp_path / "f.bin").exists()
+    (line,) = run.stderr.strip().splitlines()
+    assert line.startswith("encode: error: no shipped FeatJND estimator takes 3-channel tensors") and "JndWeights" in line
