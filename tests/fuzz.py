@@ -1,8 +1,11 @@
 """Seeded mutation fuzzer of the decoder over the conformance streams of every tool.
 
 Each case mutates one stream of bitstreams/ (a bit flip, a burst of flips, random bytes written
-over a range, a truncation, inserted or deleted bytes, a unit repeated) and decodes it with the
-library (decode_stream, the default memory budget). Every case must end as one of:
+over a range, a truncation, inserted or deleted bytes, a unit repeated, or a shape inflated: one
+shape field of one tensor (channels, height, width, tokens, an L-MSFC latent's height or width,
+an anchor picture's width or height) raised within its syntax range, log-uniformly, the payloads
+unchanged) and decodes it with the library (decode_stream, the default memory budget). Every
+case must end as one of:
 
     error       a clean FcrsError (the app prints one line and exits 1)
     mismatch    decoded, and the integrity check says so (***ERROR***, exit 1)
@@ -30,9 +33,14 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-MAX_CASE_SECONDS = 5.0
-MAX_RSS_MB = 1536
-MUTATIONS = ("flip", "burst", "overwrite", "truncate", "insert", "delete", "repeat-unit")
+MAX_CASE_SECONDS = 2.0
+MAX_RSS_MB = 1536          # the decoder's 1 GiB budget, the interpreter and the streams' references
+MUTATIONS = ("flip", "burst", "overwrite", "truncate", "insert", "delete", "repeat-unit", "inflate-shape")
+# (syntax structure holding it, element): the shape fields inflate-shape raises
+SHAPE_FIELDS = (("tensor", "ti_num_channels_minus1"), ("tensor", "ti_height_minus1"), ("tensor", "ti_width_minus1"),
+                ("tensor", "ti_num_tokens_minus1"), ("ti_lmsfc_params", "lm_latent_height_minus1"),
+                ("ti_lmsfc_params", "lm_latent_width_minus1"), ("ti_video_anchor_params", "va_picture_width_minus1"),
+                ("ti_video_anchor_params", "va_picture_height_minus1"))
 
 
 def streams():
@@ -49,12 +57,78 @@ def streams():
     return out
 
 
-def mutate(data, rng):
-    """(mutation kind, mutated bytes)."""
+def units_of(data):
+    """[(start, end)] of every unit (header included) of a well-formed stream."""
     from common.stream import STREAM_HEADER_BYTES, UNIT_HEADER_BYTES
 
+    units, pos = [], STREAM_HEADER_BYTES
+    while pos + UNIT_HEADER_BYTES <= len(data):
+        size = int.from_bytes(data[pos + 1:pos + 5], "big")
+        units.append((pos, pos + UNIT_HEADER_BYTES + size))
+        pos += UNIT_HEADER_BYTES + size
+    return units
+
+
+def inflated(data, rng):
+    """The stream with one shape field of its feature_parameter_set raised within the field's
+    syntax range (log-uniformly between its value + 1 and the range's end); None when no
+    tensor has a shape field. Conformance constraints (rw.require) are not enforced in writing,
+    so the decoder sees streams that break them too."""
+    import math
+
+    from common.stream import UNIT_HEADER_BYTES
+    from common.syntax import MAX_UE_VALUE, SyntaxReader, SyntaxStructure, SyntaxWriter
+    from common.syntax_structures import feature_parameter_set
+
+    class LenientWriter(SyntaxWriter):
+        def require(self, condition, message):
+            pass
+
+    class RangeProbe(SyntaxWriter):      # records each element's upper bound as it is written
+        def __init__(self):
+            super().__init__()
+            self.upper = {}
+
+        def ue(self, s, name, lo=0, hi=MAX_UE_VALUE, idx=None):
+            self.upper[(id(s), name)] = hi
+            return super().ue(s, name, lo=lo, hi=hi, idx=idx)
+
+        def require(self, condition, message):
+            pass
+
+    start, end = units_of(data)[0]
+    fps = SyntaxStructure()
+    feature_parameter_set(SyntaxReader(data[start + UNIT_HEADER_BYTES:end]), fps)
+    probe = RangeProbe()
+    feature_parameter_set(probe, fps)
+    candidates = []
+    for tensor in fps.fps_tensors:
+        for holder, name in SHAPE_FIELDS:
+            structure = tensor if holder == "tensor" else getattr(tensor, holder, None)
+            upper = probe.upper.get((id(structure), name))
+            if structure is not None and hasattr(structure, name) and upper and getattr(structure, name) < upper:
+                candidates.append((structure, name, upper))
+    if not candidates:
+        return None
+    structure, name, upper = rng.choice(candidates)
+    value = getattr(structure, name)
+    setattr(structure, name, min(upper, value + int(2 ** rng.uniform(0, math.log2(upper - value + 1)))))
+    rw = LenientWriter()
+    feature_parameter_set(rw, fps)
+    payload = rw.getvalue()
+    header = data[start:start + 1] + len(payload).to_bytes(4, "big")
+    return data[:start] + header + payload + data[end:]
+
+
+def mutate(data, rng):
+    """(mutation kind, mutated bytes)."""
     kind = rng.choice(MUTATIONS)
     out = bytearray(data)
+    if kind == "inflate-shape":
+        stream = inflated(data, rng)
+        if stream is not None:
+            return kind, stream
+        kind = "flip"
     if kind == "flip":
         bit = rng.randrange(8 * len(out))
         out[bit // 8] ^= 0x80 >> (bit % 8)
@@ -77,12 +151,7 @@ def mutate(data, rng):
         start = rng.randrange(len(out))
         del out[start:start + rng.randint(1, 16)]
     else:                                  # repeat one unit in place
-        units, pos = [], STREAM_HEADER_BYTES
-        while pos + UNIT_HEADER_BYTES <= len(data):
-            size = int.from_bytes(data[pos + 1:pos + 5], "big")
-            units.append((pos, pos + UNIT_HEADER_BYTES + size))
-            pos += UNIT_HEADER_BYTES + size
-        start, end = rng.choice(units)
+        start, end = rng.choice(units_of(data))
         out[end:end] = data[start:end]
     return kind, bytes(out)
 

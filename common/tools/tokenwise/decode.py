@@ -27,10 +27,26 @@ def reconstruct(spec, levels, offsets):
         return from_grid(spec, grid_values.astype(spec.numpy_dtype))
 
 
-BYTES_PER_ELEMENT = 40      # peak decoder memory per coded element (levels, contexts, values)
+# Peak decoder memory, in bytes (section "Decoding cost"): per coded element (levels, values and
+# the dtype conversion), per token (offsets, exponents, steps), per padded neighbour-map entry
+# (magnitudes and signs), per element of the widest wave (its contexts) and per channel (its
+# statistics). Measured with tracemalloc on extreme shapes (benchmarks/bench_tokenwise_bounds.py):
+# the peak stays under 0.75 of this estimate.
+BYTES_PER_ELEMENT = 40
+BYTES_PER_TOKEN = 32
+BYTES_PER_NEIGHBOUR = 3
+BYTES_PER_WAVE_ELEMENT = 160
+BYTES_PER_CHANNEL = 64
+
+
+def widest_wave(height, width):
+    """The most positions a wave of an H×W grid holds (an upper bound)."""
+    return min(height, (width + 1) // 2 + 1)
 
 
 def tokenwise_memory(spec):
     """Bytes decoding this tensor needs at its peak (checked before anything is allocated)."""
     channels, height, width = spec.grid
-    return BYTES_PER_ELEMENT * channels * height * width
+    return (BYTES_PER_ELEMENT * channels * height * width + BYTES_PER_TOKEN * height * width
+            + BYTES_PER_NEIGHBOUR * channels * (height + 1) * (width + 2)
+            + BYTES_PER_WAVE_ELEMENT * widest_wave(height, width) * channels + BYTES_PER_CHANNEL * channels)

@@ -42,9 +42,29 @@ to n0 or n1, a categorical symbol adds 2 to its count. When a context's total
 exceeds RESCALE_LIMIT after an update, every count of that context is halved,
 rounding up, until it does not.
 
-No payload length bounds the tensor it codes: ANS codes the most probable symbol
-at no cost while its state is small, so an all-zero tensor of any size has an
-empty payload. The decoder's memory is bounded by MAX_DECODED_ELEMENTS instead.
+## Decoding cost
+
+No payload length bounds the tensor it codes: a decision whose first symbol's
+quantile range starts at 0 (sig = 0, a level of 0) decodes from an ANS state x
+below 2^24 without changing it, so an all-zero tensor of any size has an empty
+payload. Two consequences bound the decoder's work instead, and a decoder
+applies them at the start of every wave (their results equal decoding on):
+
+* when the coder is exhausted (no words left, x = 0), every remaining level is
+  0: the rest of the tensor is decoded without visiting it;
+* when the coder holds one word x < 2^24 and x is below the quantile range of
+  sig = 0 in every SIG context the remaining waves can select while their
+  levels are 0 (channel classes 1 up to the highest now, class 0 only before
+  the first wave; counts whose n1 cannot grow and whose n0 + n1 stays at least
+  min(n0 + n1, RESCALE_LIMIT / 2), so p1 ≤ (2·n1 + 1) / (2·min(n0 + n1,
+  RESCALE_LIMIT / 2) + 2)), every remaining level is 0 and x never reaches 0:
+  the stream is refused (data left over) at once.
+
+The decoder's memory is bounded before anything is allocated: the tensors hold
+at most MAX_DECODED_ELEMENTS elements, and the decoder refuses a stream whose
+estimated peak (common/tools/tokenwise/decode.py: per element, per token, per
+padded neighbour entry, per element of the widest wave and per channel) exceeds
+its memory budget (1 GiB unless raised).
 
 ## Step-offset map (only when tsq_step_map_flag = 1)
 
@@ -126,6 +146,8 @@ NUM_SIGN_CONTEXTS = 20
 
 
 _BINARY, _CATEGORICAL, _BYPASS = range(3)   # kinds of buffered encoder calls
+# An ANS state below 2^PROB_BITS decodes a symbol whose quantile range starts at 0 without change.
+_ZERO_FLOOR_LIMIT = 1 << PROB_BITS
 
 
 def step_sizes(exponents):
@@ -367,6 +389,8 @@ class TokenwiseEntropyCoder:
         decoded = np.zeros((channels, height, width), dtype=np.int64)
         stats = _ChannelStats(channels)
         for hs, ws in wave_positions(height, width):
+            if not self.encoding and self._rest_is_zero(stats):
+                break
             def neighbours(array, dh, dw):   # (positions × channels), position-major
                 return array[:, hs + dh, ws + dw].T.ravel().astype(np.int64)
             a, b = neighbours(neighbour_mag, 1, 0), neighbours(neighbour_mag, 0, 1)
@@ -391,6 +415,40 @@ class TokenwiseEntropyCoder:
             neighbour_sign[:, hs + 1, ws + 1] = np.sign(wave_levels)
             stats.update(wave_levels)
         return decoded
+
+    def _rest_is_zero(self, stats):
+        """Decoder, at a wave's start: True when every remaining level is 0 because the coder is
+        exhausted (state 0, no words: every decision decodes its first symbol for free); a
+        BitstreamError when the remaining levels are all 0 but the coder can never become empty
+        (the error decoding to the end would give, without the wait). Section "Decoding cost"."""
+        state = self._single_word_state()
+        if state is None:
+            return False
+        if state == 0:
+            return True
+        if state < _ZERO_FLOOR_LIMIT and state < self._sig_zero_floor(stats):
+            raise BitstreamError("entropy payload has data left over after the last symbol")
+        return False
+
+    def _single_word_state(self):
+        """The ANS state when the coder holds at most one word (else None)."""
+        if self._coder.num_words() > 1:
+            return None
+        words = self._coder.get_compressed()
+        return int(words[0]) if len(words) else 0
+
+    def _sig_zero_floor(self, stats):
+        """A lower bound of the quantile range of sig = 0 in every SIG context the remaining
+        waves can select while every level they decode is 0: channel classes only fall then
+        (class 0 only before the first wave), counts only gain zeros and halve (n1 never grows,
+        n0 + n1 stays ≥ min(now, RESCALE_LIMIT / 2))."""
+        classes = stats.sig_class()
+        highest = int(classes.max()) if len(classes) else 0
+        lowest = 0 if stats.positions == 0 else 1
+        counts = self._sig.counts.reshape(-1, 8, 2)[lowest:highest + 1].reshape(-1, 2)
+        total = np.minimum(counts.sum(axis=1), RESCALE_LIMIT // 2)
+        p_one = (2 * counts[:, 1] + 1) / (2 * total + 2)
+        return float(np.min(1.0 - p_one)) * (1 << PROB_BITS) - 2
 
     def _code_chunk(self, known, ctx):
         """sig, gt1, gt2, remainder and sign passes of one chunk; returns its levels."""
