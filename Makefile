@@ -31,7 +31,7 @@ fuzz: $(STAMP)
 NUMPY2_VENV := $(VENV)-numpy2
 test-numpy2:
 	test -x $(NUMPY2_VENV)/bin/python || $(PYTHON) -m venv $(NUMPY2_VENV)
-	$(NUMPY2_VENV)/bin/python -m pip install --quiet "numpy>=2" constriction==0.5.0 "safetensors>=0.4"
+	$(NUMPY2_VENV)/bin/python -m pip install --quiet "numpy>=2" constriction==0.5.0 "safetensors>=0.4" bitstring==5.0.0
 	$(NUMPY2_VENV)/bin/python tests/decode_conformance.py
 
 $(STAMP): pyproject.toml
