@@ -36,6 +36,12 @@ on p̂ against those on p (the uncompressed detections, score ≥ 0.25, as groun
 has the fusion model's resolution), trained together under the
 same loss, widths chosen for about the fusion model's size.
 
+--extra-stages -1 (y one level up: stride 16 on YOLOv5n, P5 joining from below) and
+--checkerboard (a two-pass checkerboard context model: the anchors' symbols refine the other
+half's mean and scale, He et al. 2021) are the capacity and entropy-model ablations of
+docs/results/lmsfc.md: measured on the training side (rate from the likelihoods, the held-out
+learning curve), not exported, since the bitstream signals neither.
+
 Checkpoints (every --checkpoint-every steps, atomically) make the run resumable:
 run the same command again. The same command trains on a GPU (--device cuda) and on several
 GPUs or nodes under torchrun (DistributedDataParallel: every rank draws its own batch, the
