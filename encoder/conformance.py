@@ -79,6 +79,9 @@ def stream_inputs(name):
     if name == "lmsfc_gains":
         return {level: _silu_map(rng, shape) for level, shape in
                 {"p3": (64, 24, 16), "p4": (128, 12, 8), "p5": (256, 6, 4)}.items()}, None
+    if name == "lmsfc_latent_above":
+        return {level: _silu_map(rng, shape) for level, shape in
+                {"p3": (64, 22, 18), "p4": (128, 11, 9), "p5": (256, 6, 5)}.items()}, None
     if name == "lmsfc_two_groups":
         first = {f"a_{level}": _silu_map(rng, shape) for level, shape in
                  {"p3": (64, 16, 16), "p4": (128, 8, 8), "p5": (256, 4, 4)}.items()}
@@ -145,6 +148,12 @@ STREAMS = (
                       "256×6×4 float32, no batch axis) at rate index 2: each channel's scale indices and "
                       "step follow its own exponent.", qp=2,
                       options=(("Tool", "lmsfc"), ("LmsfcModels", "conformance-gains"))),
+    ConformanceStream("lmsfc_latent_above", "L-MSFC with y one level above the last (lm_extra_stages = −1, "
+                      "se(v) since version 2): the conformance-stride16 model (N = M = 8, z of 8 channels, a "
+                      "gain table of 4 rate indices) codes p3, p4, p5 (64×22×18, 128×11×9, 256×6×5 float32, "
+                      "odd sizes) at rate index 1: y has p4's 11×9, z 6×5; FENet brings p5 up to p4 (cropped "
+                      "from 12×10) and DRNet reaches p5 through a stride-2 block.", qp=1,
+                      options=(("Tool", "lmsfc"), ("LmsfcModels", "conformance-stride16"))),
 )
 
 

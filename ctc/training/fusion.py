@@ -36,11 +36,11 @@ on p̂ against those on p (the uncompressed detections, score ≥ 0.25, as groun
 has the fusion model's resolution), trained together under the
 same loss, widths chosen for about the fusion model's size.
 
---extra-stages -1 (y one level up: stride 16 on YOLOv5n, P5 joining from below) and
---checkerboard (a two-pass checkerboard context model: the anchors' symbols refine the other
-half's mean and scale, He et al. 2021) are the capacity and entropy-model ablations of
-docs/results/lmsfc.md: measured on the training side (rate from the likelihoods, the held-out
-learning curve), not exported, since the bitstream signals neither.
+--extra-stages -1 puts y one level up (stride 16 on YOLOv5n, P5 joining from below; signalled
+since stream version 2). --checkerboard adds a two-pass checkerboard context model (the anchors'
+symbols refine the other half's mean and scale, He et al. 2021): an entropy-model ablation of
+docs/results/lmsfc.md, measured on the training side (rate from the likelihoods, the held-out
+learning curve) and not exported, since the bitstream does not signal it.
 
 Checkpoints (every --checkpoint-every steps, atomically) make the run resumable:
 run the same command again. The same command trains on a GPU (--device cuda) and on several
@@ -359,9 +359,9 @@ def train(args):
     curve_file = out / f"{checkpoint.stem}_curve.json"
     curve_file.write_text(json.dumps(curve, indent=1) + "\n")
     print(f"held-out: {json.dumps(report)}; learning curve in {curve_file}")
-    if args.checkerboard or args.extra_stages < 0:
-        print("not exported: the checkerboard context and E = -1 are training-side ablations (the bitstream "
-              "signals neither); the checkpoint and the learning curve hold the result")
+    if args.checkerboard:
+        print("not exported: the checkerboard context is a training-side ablation (the bitstream does not signal "
+              "it); the checkpoint and the learning curve hold the result")
         return
     for name, model in models.items():
         command = "python -m ctc.training.fusion " + " ".join(sys.argv[1:])

@@ -135,7 +135,7 @@ def add_stream_cases(cases, ref):
     add("magic-lower", b"fcrs" + s[4:], ERROR, "bad magic")
     add("empty-file", b"", ERROR, "bad magic")
     add("magic-only", b"FCRS", ERROR, "bad magic")
-    for major in (0, 2, 255):
+    for major in (0, 1, 3, 255):          # 1: a version-1 stream (lm_extra_stages was ue(v) there)
         add(f"major{major}", s[:4] + bytes([major]) + s[5:], ERROR, "version")
     add("minor-200", s[:5] + bytes([200]) + s[6:], MISMATCH)    # the hash covers the stream header too
 

@@ -32,11 +32,12 @@ def golden_input():
 
 
 def test_golden_stream():
-    """Pinned once: the whole stream (syntax, quantiser, entropy payload) of a fixed input."""
+    """Pinned once: the whole stream (syntax, quantiser, entropy payload) of a fixed input (re-pinned
+    at stream version 2: the version byte and the hash unit that covers it changed)."""
     tensors, offsets = golden_input()
     stream = encode_features(tensors, options(QP=36), step_offsets=offsets).stream
     assert len(stream) == 570
-    assert hashlib.md5(stream).hexdigest() == "5596a0974a11a1644ea626991af665a5"
+    assert hashlib.md5(stream).hexdigest() == "b95939c4eacf3634d564a611adfe6529"
 
 
 # -- validation ------------------------------------------------------------------------------------

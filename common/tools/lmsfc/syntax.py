@@ -10,6 +10,7 @@ from common.tools.lmsfc.models import HASH_BYTES
 
 MAX_GROUP_LEVELS = 8
 MAX_NETWORK_CHANNELS = 1024
+MIN_EXTRA_STAGES = -1
 MAX_EXTRA_STAGES = 8
 MAX_LATENT_DIM = 1 << 16
 
@@ -22,7 +23,7 @@ def lmsfc_params(rw, s):
         rw.ue(s, "lm_trunk_channels_minus1", hi=MAX_NETWORK_CHANNELS - 1)
         rw.ue(s, "lm_latent_channels_minus1", hi=MAX_NETWORK_CHANNELS - 1)
         rw.ue(s, "lm_hyper_channels_minus1", hi=MAX_NETWORK_CHANNELS - 1)
-        rw.ue(s, "lm_extra_stages", hi=MAX_EXTRA_STAGES)
+        rw.se(s, "lm_extra_stages", lo=MIN_EXTRA_STAGES, hi=MAX_EXTRA_STAGES)
         rw.se(s, "lm_rate_idx", lo=RATE_INDEX_MIN, hi=RATE_INDEX_MAX)
         rw.ue(s, "lm_latent_height_minus1", hi=MAX_LATENT_DIM - 1)
         rw.ue(s, "lm_latent_width_minus1", hi=MAX_LATENT_DIM - 1)
@@ -135,13 +136,17 @@ SEMANTICS = {
     "lm_latent_channels_minus1": "Channels M of the latent y, minus 1.",
     "lm_hyper_channels_minus1": "Channels of the hyper-latent z and of the hyper networks, minus 1.",
     "lm_extra_stages": "Number E of stride-2 stages from the last level down to y (0: y has the last level's "
-                       "size).",
+                       "size; −1: y has the second-to-last level's size and the last level joins it from below, "
+                       "section L-MSFC: networks). Coded se(v), so E = 0 and E = 1 have the bits ue(v) gave them "
+                       "in version 1.",
     "lm_rate_idx": "Rate index r. For a model with gain units, the row of its gain table that gives each "
                    "channel c of y its latent exponent e_c (r in 0 … R − 1); for a model without, e_c = r. The "
                    "latent step of channel c is Δ = 2^(e_c / 8) (fixed point: steps[e_c − RATE_INDEX_MIN] of the "
                    "tables), and e_c is subtracted from the channel's scale indices.",
-    "lm_latent_height_minus1": "Height of y, minus 1: the last level's height halved (rounded up) E times.",
-    "lm_latent_width_minus1": "Width of y, minus 1: the last level's width halved (rounded up) E times.",
+    "lm_latent_height_minus1": "Height of y, minus 1: the last level's height halved (rounded up) E times "
+                               "(E = −1: the second-to-last level's height).",
+    "lm_latent_width_minus1": "Width of y, minus 1: the last level's width halved (rounded up) E times "
+                              "(E = −1: the second-to-last level's width).",
     "lm_z_substream_size": "Size in bytes of lm_z_substream.",
     "lm_z_substream": "The ANS data of ẑ (section L-MSFC entropy coding).",
     "lm_y_substream": "The ANS data of y's levels and escapes, to the end of the unit (section L-MSFC "
