@@ -8,7 +8,8 @@ of an 800×1216 image, 15,564,800 feature points), at three QPs:
   under the same adaptive models (``EncodeResult.reports[0].ideal_bits``), as an
   overhead in %, with PASS/FAIL against the target (default ≤ 0.05 %);
 * encode and decode speed in feature points per second: ``encode_features`` and
-  ``decode_stream`` timed inside fresh child processes, plus the wall time of the
+  ``decode_stream`` timed inside fresh child processes, as ratios to the throughput
+  target (default 10 M points/s, PASS/FAIL), plus the wall time of the
   ``encode`` / ``decode`` console scripts (whole process: start-up, .npy I/O);
 * peak memory: the peak RSS (VmHWM) of the child process of each phase (encode
   and decode run in separate processes so the peaks are separate), also as the
@@ -295,6 +296,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=2024, help="seed of the synthetic tensor (default 2024)")
     ap.add_argument("--shape", default="x".join(map(str, SHAPE)), help="C×H×W, e.g. 256x200x304")
     ap.add_argument("--target", type=float, default=0.05, help="overhead target in %% (default 0.05)")
+    ap.add_argument("--throughput-target", type=float, default=10.0,
+                    help="encode and decode target in M feature points/s on one core (default 10)")
     ap.add_argument("--startup-runs", type=int, default=5, help="runs per start-up timing (default 5)")
     ap.add_argument("--no-cli", action="store_true", help="skip the encode/decode console-script runs")
     ap.add_argument("--no-breakdown", action="store_true", help="skip the per-primitive overhead breakdown")
@@ -381,6 +384,12 @@ def main(argv=None):
           f"working bytes per feature point: enc "
           f"{max(r['enc']['peak_mib'] - r['enc']['baseline_mib'] for r in rows) * 2 ** 20 / n:.1f}, dec "
           f"{max(r['dec']['peak_mib'] - r['dec']['baseline_mib'] for r in rows) * 2 ** 20 / n:.1f})")
+    slow = False
+    for r in rows:
+        ratios = [n / r[phase]["seconds"] / 1e6 / args.throughput_target for phase in ("enc", "dec")]
+        slow |= min(ratios) < 1
+        print(f"QP {r['qp']}: throughput / target ({args.throughput_target:g} Mpt/s): encode {ratios[0]:.2f}×, "
+              f"decode {ratios[1]:.2f}× {'PASS' if min(ratios) >= 1 else 'FAIL'}")
     print()
 
     if not args.no_cli:
@@ -433,7 +442,9 @@ def main(argv=None):
 
     if not args.workdir:
         shutil.rmtree(workdir, ignore_errors=True)
-    print("overall:", "FAIL (overhead above target at some QP)" if failed else "PASS")
+    problems = [text for text, bad in (("overhead above target at some QP", failed),
+                                       ("throughput below target at some QP", slow)) if bad]
+    print("overall:", f"FAIL ({'; '.join(problems)})" if problems else "PASS")
     return 0
 
 
