@@ -263,13 +263,17 @@ def _set(path):
 
 ABOVE_UE = st.integers(MAX_UE_VALUE + 1, 1 << 40)
 
+def valid_header():
+    return S(sh_magic=STREAM_MAGIC, sh_version_major=STREAM_VERSION_MAJOR, sh_version_minor=0)
+
+
 # (structure function, valid structure factory, element path, out-of-range values, a reader can see it)
 OUT_OF_RANGE = [
-    (stream_header, lambda: S(sh_magic=STREAM_MAGIC, sh_version_major=STREAM_VERSION_MAJOR, sh_version_minor=0), "sh_magic",
+    (stream_header, valid_header, "sh_magic",
      st.integers(0, (1 << 32) - 1).filter(lambda v: v != STREAM_MAGIC), True),
-    (stream_header, lambda: S(sh_magic=STREAM_MAGIC, sh_version_major=STREAM_VERSION_MAJOR, sh_version_minor=0), "sh_version_major",
+    (stream_header, valid_header, "sh_version_major",
      st.integers(0, 255).filter(lambda v: v != STREAM_VERSION_MAJOR), True),
-    (stream_header, lambda: S(sh_magic=STREAM_MAGIC, sh_version_major=STREAM_VERSION_MAJOR, sh_version_minor=0), "sh_version_minor",
+    (stream_header, valid_header, "sh_version_minor",
      st.one_of(st.integers(256, 1 << 40), st.integers(-(1 << 40), -1)), False),
     (unit_header, lambda: S(unit_type=1, unit_payload_size=0), "unit_type",
      st.one_of(st.integers(256, 1 << 20), st.integers(-100, -1)), False),

@@ -202,4 +202,5 @@ def test_without_jnd_weights_each_tensor_gets_the_shipped_estimator_for_its_chan
                           "-o", str(tmp_path / "f.bin")], cwd=REPO, capture_output=True, text=True)
     assert run.returncode == 1 and not (tmp_path / "f.bin").exists()
     (line,) = run.stderr.strip().splitlines()
-    assert line.startswith("encode: error: no shipped FeatJND estimator takes 3-channel tensors") and "JndWeights" in line
+    assert line.startswith("encode: error: no shipped FeatJND estimator takes 3-channel tensors")
+    assert "JndWeights" in line

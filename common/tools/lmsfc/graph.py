@@ -13,8 +13,8 @@ backends run the same text:
 
 Shapes: a level is C×H×W; level i + 1 has the stride of level i doubled and the
 size ceil(H_i / 2) × ceil(W_i / 2). The latent y lies E stride-2 stages below
-the last level (E = `extra_stages`; E = 0: at the last level's resolution), the
-hyper-latent z one more.
+the last level (E = `extra_stages`; E = 0: at the last level's resolution; E = −1: at the
+second-to-last level's, the last level joining it from below), the hyper-latent z one more.
 """
 
 from dataclasses import dataclass
@@ -45,7 +45,7 @@ def latent_level(family):
 
 
 def latent_size(family, level_sizes):
-    """(H, W) of y from the last level's size."""
+    """(H, W) of y: the last level's size halved E times (E = −1: the second-to-last level's size)."""
     size = level_sizes[latent_level(family)]
     for _ in range(family.extra_stages):
         size = halved(size)
