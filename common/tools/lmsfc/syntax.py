@@ -137,8 +137,8 @@ SEMANTICS = {
     "lm_hyper_channels_minus1": "Channels of the hyper-latent z and of the hyper networks, minus 1.",
     "lm_extra_stages": "Number E of stride-2 stages from the last level down to y (0: y has the last level's "
                        "size; −1: y has the second-to-last level's size and the last level joins it from below, "
-                       "section L-MSFC: networks). Coded se(v), so E = 0 and E = 1 have the bits ue(v) gave them "
-                       "in version 1.",
+                       "as fenet and drnet of common/tools/lmsfc/graph.py say). Coded se(v), so E = 0 and E = 1 "
+                       "have the bits ue(v) gave them in version 1.",
     "lm_rate_idx": "Rate index r. For a model with gain units, the row of its gain table that gives each "
                    "channel c of y its latent exponent e_c (r in 0 … R − 1); for a model without, e_c = r. The "
                    "latent step of channel c is Δ = 2^(e_c / 8) (fixed point: steps[e_c − RATE_INDEX_MIN] of the "
