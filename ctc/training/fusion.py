@@ -464,7 +464,7 @@ def parse_args(argv=None):
     parser.add_argument("--latent", type=int, default=128)
     parser.add_argument("--hyper", type=int, default=48)
     parser.add_argument("--extra-stages", type=int, default=0, help="E: stride-2 stages from the last level to y "
-                                                                    "(-1: y at the second-to-last level, an ablation)")
+                                                                    "(-1: y at the second-to-last level's size)")
     parser.add_argument("--checkerboard", action="store_true", help="add a checkerboard context model (an "
                                                                     "ablation: not exported)")
     parser.add_argument("--steps", type=int, default=6000)

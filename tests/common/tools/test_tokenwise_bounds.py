@@ -10,7 +10,7 @@ import pytest
 from common.errors import FcrsError
 from common.tools.tokenwise.sq import TokenwiseEntropyCoder
 from decoder.decoder import decode_stream
-from tests.fuzz import inflated, streams
+from tests.fuzz import inflated, streams, units_of
 
 
 def outcome(data):
@@ -28,7 +28,6 @@ def declared_elements(data):
     from common.stream import UNIT_HEADER_BYTES
     from common.syntax import SyntaxReader, SyntaxStructure
     from common.syntax_structures import feature_parameter_set
-    from tests.fuzz import units_of
 
     start, end = units_of(data)[0]
     fps = SyntaxStructure()
