@@ -97,6 +97,11 @@ def _silu_map(rng, shape):
     return (x / (1 + np.exp(-x))).astype(np.float32)
 
 
+def lmsfc(models):
+    """The ConformanceStream fields of an L-MSFC stream coded with these models (LmsfcModels)."""
+    return dict(options=(("Tool", "lmsfc"), ("LmsfcModels", models)))
+
+
 def hevc_anchor(packing):
     """The ConformanceStream fields of a video-anchor stream with an HEVC inner stream."""
     return dict(options=(("Tool", "anchor"), ("InnerCodec", "hevc"), ("AnchorPacking", packing)),
@@ -136,24 +141,24 @@ STREAMS = (
                       "E = 1): one group of three tensors p3, p4, p5 (1×64×20×28, 1×128×10×14, 1×256×5×7 "
                       "float32, batch axis kept), odd sizes so every up-sampling is cropped (y 3×4, z 2×2), "
                       "rate index 4; p4 and p5 have lm_group_start_flag = 0 and empty data units.", qp=4,
-                      options=(("Tool", "lmsfc"), ("LmsfcModels", "conformance"))),
+                      **lmsfc("conformance")),
     ConformanceStream("lmsfc_two_groups", "L-MSFC, two groups in one stream, both with the conformance "
                       "model: a_p3..a_p5 (64×16×16, 128×8×8, 256×4×4 float32) and b_p3..b_p5 (64×9×13, "
                       "128×5×7, 256×3×4 float16: the fixed-point values rounded to half precision) at a "
                       "negative rate index (−6, finer latent step).", qp=-6,
-                      options=(("Tool", "lmsfc"), ("LmsfcModels", "conformance,conformance"))),
+                      **lmsfc("conformance,conformance")),
     ConformanceStream("lmsfc_gains", "L-MSFC with gain units: the conformance-gains model (N = M = 8, z of 8 "
                       "channels, E = 1, a gain table of 4 rate indices whose rows give the 8 latent channels "
                       "different exponents, e.g. 5, 6 and 4 in row 2) codes p3, p4, p5 (64×24×16, 128×12×8, "
                       "256×6×4 float32, no batch axis) at rate index 2: each channel's scale indices and "
                       "step follow its own exponent.", qp=2,
-                      options=(("Tool", "lmsfc"), ("LmsfcModels", "conformance-gains"))),
+                      **lmsfc("conformance-gains")),
     ConformanceStream("lmsfc_latent_above", "L-MSFC with y one level above the last (lm_extra_stages = −1, "
                       "se(v) since version 2): the conformance-stride16 model (N = M = 8, z of 8 channels, a "
                       "gain table of 4 rate indices) codes p3, p4, p5 (64×22×18, 128×11×9, 256×6×5 float32, "
                       "odd sizes) at rate index 1: y has p4's 11×9, z 6×5; FENet brings p5 up to p4 (cropped "
                       "from 12×10) and DRNet reaches p5 through a stride-2 block.", qp=1,
-                      options=(("Tool", "lmsfc"), ("LmsfcModels", "conformance-stride16"))),
+                      **lmsfc("conformance-stride16")),
 )
 
 

@@ -24,6 +24,7 @@ process, is the baseline).
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import resource
 import shutil
@@ -33,6 +34,10 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+
+from common.stream import STREAM_HEADER_BYTES, UNIT_HEADER_BYTES
+from common.syntax import MAX_UE_VALUE, SyntaxReader, SyntaxStructure, SyntaxWriter
+from common.syntax_structures import feature_parameter_set
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_CASE_SECONDS = 2.0
@@ -61,8 +66,6 @@ def streams():
 
 def units_of(data):
     """[(start, end)] of every unit (header included) of a well-formed stream."""
-    from common.stream import STREAM_HEADER_BYTES, UNIT_HEADER_BYTES
-
     units, pos = [], STREAM_HEADER_BYTES
     while pos + UNIT_HEADER_BYTES <= len(data):
         size = int.from_bytes(data[pos + 1:pos + 5], "big")
@@ -71,36 +74,41 @@ def units_of(data):
     return units
 
 
-def inflated(data, rng):
-    """The stream with one shape field of its feature_parameter_set raised within the field's
-    syntax range (log-uniformly between its value + 1 and the range's end); None when no
-    tensor has a shape field. Conformance constraints (rw.require) are not enforced in writing,
-    so the decoder sees streams that break them too."""
-    import math
+class LenientWriter(SyntaxWriter):
+    """A SyntaxWriter that writes any value within its element's range, whether or not the
+    conformance constraints (rw.require) hold."""
 
-    from common.stream import UNIT_HEADER_BYTES
-    from common.syntax import MAX_UE_VALUE, SyntaxReader, SyntaxStructure, SyntaxWriter
-    from common.syntax_structures import feature_parameter_set
+    def require(self, condition, message):
+        pass
 
-    class LenientWriter(SyntaxWriter):
-        def require(self, condition, message):
-            pass
 
-    class RangeProbe(SyntaxWriter):      # records each element's upper bound as it is written
-        def __init__(self):
-            super().__init__()
-            self.upper = {}
+class RangeProbe(LenientWriter):
+    """Records each ue(v) element's upper bound as it is written."""
 
-        def ue(self, s, name, lo=0, hi=MAX_UE_VALUE, idx=None):
-            self.upper[(id(s), name)] = hi
-            return super().ue(s, name, lo=lo, hi=hi, idx=idx)
+    def __init__(self):
+        super().__init__()
+        self.upper = {}
 
-        def require(self, condition, message):
-            pass
+    def ue(self, s, name, lo=0, hi=MAX_UE_VALUE, idx=None):
+        self.upper[(id(s), name)] = hi
+        return super().ue(s, name, lo=lo, hi=hi, idx=idx)
 
+
+def parameter_set(data):
+    """The feature_parameter_set of a well-formed stream (its first unit), parsed."""
     start, end = units_of(data)[0]
     fps = SyntaxStructure()
     feature_parameter_set(SyntaxReader(data[start + UNIT_HEADER_BYTES:end]), fps)
+    return fps
+
+
+def inflated(data, rng):
+    """The stream with one shape field of its feature_parameter_set raised within the field's
+    syntax range (log-uniformly between its value + 1 and the range's end); None when no
+    tensor has a shape field. Conformance constraints are not enforced in writing, so the
+    decoder sees streams that break them too."""
+    fps = parameter_set(data)
+    start, end = units_of(data)[0]
     probe = RangeProbe()
     feature_parameter_set(probe, fps)
     candidates = []

@@ -27,6 +27,7 @@ feature with a flat tolerance keeps steps near QP's; the weights 1/δ² are scal
 geometric mean 1 over the tensor (rd_weights), so D is in the units of plain MSE.
 """
 
+import functools
 import glob
 import json
 import os
@@ -149,9 +150,10 @@ def weights_path(value):
     return value
 
 
+@functools.cache
 def shipped_estimators():
     """{name: (path, channel counts it takes)} of the estimators in WEIGHTS_FOLDER, read from
-    their metadata (no torch)."""
+    their metadata (no torch) once per process."""
     from safetensors import safe_open
 
     found = {}

@@ -10,7 +10,7 @@ import pytest
 from common.errors import FcrsError
 from common.tools.tokenwise.sq import TokenwiseEntropyCoder
 from decoder.decoder import decode_stream
-from tests.fuzz import inflated, streams, units_of
+from tests.fuzz import inflated, parameter_set, streams
 
 
 def outcome(data):
@@ -25,15 +25,9 @@ def outcome(data):
 def declared_elements(data):
     """Feature points the stream's parameter set declares (0 when it does not parse)."""
     from common.features import from_tensor_info
-    from common.stream import UNIT_HEADER_BYTES
-    from common.syntax import SyntaxReader, SyntaxStructure
-    from common.syntax_structures import feature_parameter_set
 
-    start, end = units_of(data)[0]
-    fps = SyntaxStructure()
     try:
-        feature_parameter_set(SyntaxReader(data[start + UNIT_HEADER_BYTES:end]), fps)
-        return sum(from_tensor_info(t).num_elements for t in fps.fps_tensors)
+        return sum(from_tensor_info(t).num_elements for t in parameter_set(data).fps_tensors)
     except FcrsError:
         return 0
 
