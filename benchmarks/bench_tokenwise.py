@@ -241,14 +241,18 @@ def overhead_breakdown(x, qp, offset):
         group = [c for c in calls if type(c[1]).__name__ == model_name]
         ideal = sum(_ideal_bits(model_name, symbols, params) for symbols, _, params in group)
         ans = constriction.stream.stack.AnsCoder()
+        start = time.perf_counter()
         for symbols, model, params in reversed(group):
             ans.encode_reverse(symbols, model, params)
+        ans_seconds = time.perf_counter() - start
         ranged = constriction.stream.queue.RangeEncoder()
+        start = time.perf_counter()
         for symbols, model, params in group:
             ranged.encode(symbols, model, params)
+        range_seconds = time.perf_counter() - start
         count = sum(len(symbols) for symbols, _, _ in group)
-        rows.append((f"{label} ANS", count, 32 * ans.num_words(), ideal))
-        rows.append((f"{label} range", count, 32 * ranged.num_words(), ideal))
+        rows.append((f"{label} ANS", count, 32 * ans.num_words(), ideal, ans_seconds))
+        rows.append((f"{label} range", count, 32 * ranged.num_words(), ideal, range_seconds))
     return rows
 
 
@@ -423,17 +427,25 @@ def main(argv=None):
         print("Overhead breakdown by primitive (each kind coded alone: in ANS, as in the payload, and in "
               "a range coder for comparison; each separate coder adds its own final word)")
         print(f"{'QP':>4} {'primitive':<30} {'symbols':>12} {'real bits':>12} {'ideal bits':>14} "
-              f"{'extra':>9} {'extra %':>9} {'bits/symbol':>12}")
+              f"{'extra':>9} {'extra %':>9} {'bits/symbol':>12} {'coder s':>8} {'ns/symbol':>10}")
+        ceilings = []
         for r in rows:
             if r["breakdown"] is None:
                 print(f"{r['qp']:>4} (unavailable: TokenwiseEntropyCoder no longer buffers its calls)")
                 continue
-            for kind, symbols, real, ideal in r["breakdown"]:
+            for kind, symbols, real, ideal, seconds in r["breakdown"]:
                 extra = real - ideal
                 pct = 100.0 * extra / ideal if ideal else float("nan")
                 per = extra / symbols if symbols else float("nan")
+                nanos = 1e9 * seconds / symbols if symbols else float("nan")
                 print(f"{r['qp']:>4} {kind:<30} {symbols:>12,} {real:>12,} {ideal:>14,.1f} {extra:>9,.1f} "
-                      f"{pct:>8.4f}% {per:>12.2e}")
+                      f"{pct:>8.4f}% {per:>12.2e} {seconds:>8.3f} {nanos:>10.1f}")
+            ans_seconds = sum(row[4] for row in r["breakdown"] if row[0].endswith(" ANS"))
+            ceilings.append((r["qp"], ans_seconds))
+        for qp, seconds in ceilings:
+            ceiling = n / seconds / 1e6
+            print(f"QP {qp}: the ANS calls alone take {seconds:.2f} s: an encoder that did nothing else would code "
+                  f"{ceiling:.1f} Mpt/s, {ceiling / args.throughput_target:.2f}× the target")
         print("(constriction's range coder keeps range in [2^32, 2^64) and narrows it to (range >> 24) × P, "
               "dropping range mod 2^24: ~1e-4 bits per coded symbol whose P is not a power of two, "
               "whatever the symbol's information; bypass pieces (P = 2^-b) keep the range aligned and lose "

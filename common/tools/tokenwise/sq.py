@@ -143,7 +143,13 @@ SIG_INITIAL_COUNTS = ((28, 4), (32, 0), (31, 1), (30, 2), (29, 3), (26, 6), (20,
 NUM_SIG_CONTEXTS = 8 * (2 + len(SIG_RATE_THRESHOLDS))   # class 0: no history
 NUM_LEVEL_CONTEXTS = 7 * (2 + len(LEVEL_RATE_THRESHOLDS))
 NUM_SIGN_CONTEXTS = 20
+_SIG_THRESHOLDS = np.array(SIG_RATE_THRESHOLDS, dtype=np.int64)
+_LEVEL_THRESHOLDS = np.array(LEVEL_RATE_THRESHOLDS, dtype=np.int64)
 
+
+# Offsets of the left, upper, upper-left and upper-right neighbours in the padded arrays.
+_NEIGHBOUR_ROWS = np.array([1, 0, 0, 0])
+_NEIGHBOUR_COLUMNS = np.array([0, 1, 0, 2])
 
 _BINARY, _CATEGORICAL, _BYPASS = range(3)   # kinds of buffered encoder calls
 # An ANS state below 2^PROB_BITS decodes a symbol whose quantile range starts at 0 without change.
@@ -162,11 +168,13 @@ def dequantise(levels, token_steps):
 
 
 def wave_positions(height, width):
-    """Positions (h, w) of each wave k (2h + w = k), h increasing; generated one wave at a
-    time, so that a wide grid does not hold every wave's index arrays at once."""
+    """Positions (h, w) of each non-empty wave k (2h + w = k), h increasing; generated one wave
+    at a time, so that a wide grid does not hold every wave's index arrays at once. (A one-column
+    grid has no position in its odd waves; an empty wave codes nothing.)"""
     for k in range(2 * (height - 1) + width):
         h = np.arange(max(0, (k - width + 2) // 2), min(height - 1, k // 2) + 1)
-        yield h, k - 2 * h
+        if len(h):
+            yield h, k - 2 * h
 
 
 def chunk_limit(num_elements):
@@ -189,8 +197,9 @@ class _BinaryContexts:
         return fixed / float(1 << PROB_BITS)
 
     def update(self, contexts, bits):
-        np.add.at(self.counts, (contexts, bits.astype(np.int64)), 1)
-        _rescale(self.counts)
+        if len(contexts):
+            np.add.at(self.counts, (contexts, bits.astype(np.int64)), 1)
+            _rescale(self.counts)
 
 
 class _CategoricalContexts:
@@ -198,8 +207,9 @@ class _CategoricalContexts:
         self.counts = np.ones((num_contexts, num_symbols), dtype=np.int64)
 
     def update(self, contexts, symbols):
-        np.add.at(self.counts, (contexts, symbols), 2)
-        _rescale(self.counts)
+        if len(contexts):
+            np.add.at(self.counts, (contexts, symbols), 2)
+            _rescale(self.counts)
 
 
 def _rescale(counts):
@@ -210,14 +220,9 @@ def _rescale(counts):
 
 
 def _bit_length(values):
-    """bit_length of each non-negative int64 (exact for values < 2^53)."""
-    out = np.zeros(values.shape, dtype=np.int64)
-    v = values.astype(np.int64).copy()
-    for shift in (32, 16, 8, 4, 2, 1):
-        big = v >= (1 << shift)
-        out[big] += shift
-        v[big] >>= shift
-    return out + (v > 0)
+    """bit_length of each non-negative int64 (exact for values < 2^53: frexp's exponent e puts
+    v in [2^(e-1), 2^e), and 0 gives 0)."""
+    return np.frexp(np.asarray(values, dtype=np.float64))[1].astype(np.int64)
 
 
 class TokenwiseEntropyCoder:
@@ -303,6 +308,8 @@ class TokenwiseEntropyCoder:
 
     def _code_exp_golomb(self, values, orders):
         """Exp-Golomb values of per-element order k; the prefix is adaptive per k."""
+        if len(orders) == 0:
+            return np.zeros(0, dtype=np.int64)
         one = np.int64(1)
         prefix = None
         if self.encoding:
@@ -391,18 +398,19 @@ class TokenwiseEntropyCoder:
         for hs, ws in wave_positions(height, width):
             if not self.encoding and self._rest_is_zero(stats):
                 break
-            def neighbours(array, dh, dw):   # (positions × channels), position-major
-                return array[:, hs + dh, ws + dw].T.ravel().astype(np.int64)
-            a, b = neighbours(neighbour_mag, 1, 0), neighbours(neighbour_mag, 0, 1)
-            c, d = neighbours(neighbour_mag, 0, 0), neighbours(neighbour_mag, 0, 2)
             num_positions = len(hs)
+            # left, upper, upper-left, upper-right, each (positions × channels), position-major
+            rows = hs[None, :] + _NEIGHBOUR_ROWS[:, None]
+            cols = ws[None, :] + _NEIGHBOUR_COLUMNS[:, None]
+            a, b, c, d = neighbour_mag[:, rows, cols].transpose(1, 2, 0).reshape(4, -1).astype(np.int64)
+            left_sign, upper_sign = neighbour_sign[:, rows[:2], cols[:2]].transpose(1, 2, 0).reshape(2, -1)
             ctx = _WaveContexts(
                 sig=np.tile(stats.sig_class(), num_positions) * 8 + SIG_LOCAL_CLASS[
                     2 * np.minimum(a, 2) + 2 * np.minimum(b, 2) + np.minimum(c, 2) + np.minimum(d, 2)],
                 level=np.tile(stats.level_class(), num_positions) * 7 + LEVEL_LOCAL_CLASS[
                     2 * np.minimum(a, 3) + 2 * np.minimum(b, 3) + np.minimum(c, 3) + np.minimum(d, 3)],
                 eg_order=np.clip(_bit_length((2 * a + 2 * b + c + d) // 6) - 1, 0, EG_MAX_ORDER),
-                sign=4 * (neighbours(neighbour_sign, 1, 0) + neighbours(neighbour_sign, 0, 1) + 2)
+                sign=4 * (left_sign.astype(np.int64) + upper_sign + 2)
                 + np.tile(stats.sign_class(), num_positions))
             true_levels = None if levels is None else levels[:, hs, ws].T.ravel()
             wave_levels = np.zeros(num_positions * channels, dtype=np.int64)
@@ -514,11 +522,11 @@ class _ChannelStats:
         if self.positions == 0:
             return np.zeros_like(self.nonzero)
         rate = 64 * (2 * self.nonzero + 1)
-        return 1 + sum((rate >= t * (2 * self.positions + 2)).astype(np.int64) for t in SIG_RATE_THRESHOLDS)
+        return 1 + np.searchsorted(_SIG_THRESHOLDS * (2 * self.positions + 2), rate, side="right")
 
     def level_class(self):
         rate = 8 * (2 * self.above_one + 1)
-        above = sum((rate >= t * (2 * self.nonzero + 2)).astype(np.int64) for t in LEVEL_RATE_THRESHOLDS)
+        above = (rate[:, None] >= _LEVEL_THRESHOLDS[None, :] * (2 * self.nonzero[:, None] + 2)).sum(axis=1)
         return np.where(self.nonzero == 0, 0, 1 + above)
 
     def sign_class(self):

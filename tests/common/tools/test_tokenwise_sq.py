@@ -74,10 +74,12 @@ def test_chunk_limit_and_waves():
     assert chunk_limit(4096 * 1024) == 1 << 11
     assert chunk_limit(4096 * 4096) == 1 << 13
     for height, width in ((1, 1), (1, 7), (5, 1), (4, 6), (7, 3)):
-        seen = []
-        for k, (hs, ws) in enumerate(wave_positions(height, width)):
-            assert (2 * hs + ws == k).all() and (np.diff(hs) > 0).all()
+        seen, waves = [], []
+        for hs, ws in wave_positions(height, width):   # the non-empty waves, k increasing
+            assert len(hs) and (2 * hs + ws == 2 * hs[0] + ws[0]).all() and (np.diff(hs) > 0).all()
+            waves.append(2 * hs[0] + ws[0])
             seen += list(zip(hs.tolist(), ws.tolist()))
+        assert (np.diff(waves) > 0).all()
         assert sorted(seen) == [(h, w) for h in range(height) for w in range(width)]
         assert len(seen) == len(set(seen))
         # the context neighbours of every position are in earlier waves
