@@ -1,5 +1,5 @@
 # FCRS — two commands on a fresh machine: `make demo` and `make test`.
-# Both create .venv on first use (and again when pyproject.toml changes).
+# Both create .venv on first use (and again when pyproject.toml, setup.py or the kernel change).
 
 PYTHON ?= python3
 VENV   := .venv
@@ -34,7 +34,9 @@ test-numpy2:
 	$(NUMPY2_VENV)/bin/python -m pip install --quiet "numpy>=2" constriction==0.5.0 "safetensors>=0.4" bitstring==5.0.0
 	$(NUMPY2_VENV)/bin/python tests/decode_conformance.py
 
-$(STAMP): pyproject.toml
+# setup.py builds the token-wise kernel (common/tools/tokenwise/kernel.c) in place: a changed
+# kernel is rebuilt by the next make demo / make test.
+$(STAMP): pyproject.toml setup.py common/tools/tokenwise/kernel.c
 	@$(MAKE) --no-print-directory system-tools
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip

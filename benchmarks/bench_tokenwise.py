@@ -230,7 +230,7 @@ def overhead_breakdown(x, qp, offset):
     exponents = np.full(grid.shape[1:], qp, dtype=np.int64)
     levels = quantise(grid, exponents, offset, np.dtype(np.float32))
     del grid
-    coder = TokenwiseEntropyCoder()
+    coder = TokenwiseEntropyCoder(kernel=False)    # the reference buffers every call
     coder.code_tensor(levels, np.zeros(x.shape[1:], dtype=np.int64), x.shape, False)
     if not getattr(coder, "_calls", None) or not hasattr(coder, "_expanded_call"):
         return None

@@ -16,9 +16,13 @@ import struct
 import numpy as np
 
 
+def _little_endian(array):
+    """The array's values in C order, little-endian, as a buffer (no copy when it already is)."""
+    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).reshape(-1).view(np.uint8)
+
+
 def tensor_md5(array):
-    little_endian = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
-    return hashlib.md5(little_endian.tobytes()).digest()
+    return hashlib.md5(_little_endian(array)).digest()
 
 
 def covered_digest(prefix):
@@ -36,5 +40,6 @@ def canonical_header(spec):
 
 
 def integrity_md5(covered, spec, array):
-    little_endian = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
-    return hashlib.md5(covered + canonical_header(spec) + little_endian.tobytes()).digest()
+    digest = hashlib.md5(covered + canonical_header(spec))
+    digest.update(_little_endian(array))
+    return digest.digest()

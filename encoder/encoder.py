@@ -93,6 +93,17 @@ def validate_tensors(tensors):
 TENSOR_CODERS = {"tokenwise": code_tokenwise_tensors, "anchor": code_anchor_tensors, "lmsfc": code_lmsfc_tensors}
 
 
+def mean_squared_error(reconstruction, original, block=1 << 20):
+    """Mean of (reconstruction − original)² in float64, a block of elements at a time (no
+    tensor-sized float64 temporaries)."""
+    a, b = np.ravel(reconstruction), np.ravel(original)
+    total = 0.0
+    for start in range(0, a.size, block):
+        error = a[start:start + block].astype(np.float64) - b[start:start + block]
+        total += float(np.dot(error, error))
+    return total / a.size if a.size else 0.0
+
+
 def encode_features(tensors, options, step_offsets=None, step_allocator=None, trace=None):
     """Encode {name: array} with the tool options["Tool"]. For the token-wise tool, per-token
     steps come from step_offsets {name: (H, W) int offsets to QP; for N×C tokens (N,)} where
@@ -111,14 +122,14 @@ def encode_features(tensors, options, step_offsets=None, step_allocator=None, tr
         rw = SyntaxWriter(unit_trace)
         tensor_data_unit(rw, SyntaxStructure(tdu_tensor_idx=index, tdu_entropy_payload=coded.payload))
         payload = rw.getvalue()
-        error = coded.reconstruction.astype(np.float64) - array.astype(np.float64)
+        mse = mean_squared_error(coded.reconstruction, array)
         specs.append(coded.spec)
         payload_units.append((UnitType.TENSOR_DATA, payload, unit_trace))
         reconstruction[name] = coded.reconstruction
         reports.append(TensorReport(name=name, shape=array.shape, bits=8 * len(payload),
                                     ideal_bits=coded.ideal_bits, step_map_bits=coded.step_map_bits,
                                     num_elements=array.size,
-                                    mse=float(np.mean(error ** 2)), seconds=coded.seconds,
+                                    mse=mse, seconds=coded.seconds,
                                     inner_codec=coded.inner_codec,
                                     inner_bits=8 * len(coded.payload) if coded.spec.tool == Tool.VIDEO_ANCHOR else 0,
                                     inner_seconds=coded.inner_seconds,

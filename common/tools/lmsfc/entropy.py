@@ -15,10 +15,12 @@ is round(2^(e / 8) · 2^F), the fixed-point latent step Δ_e of latent exponent 
 
 ## Sub-streams
 
-Both sub-streams are constriction 0.5.0 stack.AnsCoder data (32-bit words,
-little-endian), decoded in the order given here; after its last symbol each
-coder must be empty. Categorical models are constriction Categorical
-(perfect=False) built from the integer frequencies.
+Both sub-streams are data of the ANS coder the token-wise entropy payload
+specifies (its "Entropy coder"; constriction 0.5.0's stack.AnsCoder), decoded in
+the order given here; after its last symbol each coder must be empty.
+Categorical models are its adaptive categorical quantisation of the integer
+frequencies (constriction Categorical, perfect=False); Uniform(2^b) is its
+bypass value of b bits.
 
 z sub-stream: the symbols of ẑ, channel by channel (channel c with the
 model's frequency table z_frequencies[c] over −Z_LIMIT … Z_LIMIT), each channel

@@ -5,7 +5,7 @@ import numpy as np
 
 from common.errors import BitstreamError
 from common.features import from_grid
-from common.tools.tokenwise.sq import TokenwiseEntropyCoder, dequantise, step_sizes
+from common.tools.tokenwise.sq import TokenwiseEntropyCoder, channel_blocks, dequantise, step_sizes, widest_wave
 from common.tools.tokenwise.syntax import QP_MAX, QP_MIN
 
 
@@ -22,9 +22,14 @@ def reconstruct(spec, levels, offsets):
     exponents = spec.qp + offsets
     if exponents.min() < QP_MIN or exponents.max() > QP_MAX:
         raise BitstreamError(f"tensor '{spec.name}': a token's step exponent leaves [{QP_MIN}, {QP_MAX}]")
-    grid_values = dequantise(levels, step_sizes(exponents))
+    steps = step_sizes(exponents)
+    channels, height, width = levels.shape
+    values = np.empty(levels.shape, dtype=spec.numpy_dtype)
     with np.errstate(over="ignore"):
-        return from_grid(spec, grid_values.astype(spec.numpy_dtype))
+        for block in channel_blocks(channels, height * width):   # float64 products, block by block
+            values[block] = dequantise(levels[block], steps)
+    return from_grid(spec, values)
+
 
 
 # Peak decoder memory, in bytes (section "Decoding cost"): per coded element (levels, values and
@@ -37,11 +42,6 @@ BYTES_PER_TOKEN = 32
 BYTES_PER_NEIGHBOUR = 3
 BYTES_PER_WAVE_ELEMENT = 160
 BYTES_PER_CHANNEL = 64
-
-
-def widest_wave(height, width):
-    """The most positions a wave of an H×W grid holds (an upper bound)."""
-    return min(height, (width + 1) // 2 + 1)
 
 
 def tokenwise_memory(spec):

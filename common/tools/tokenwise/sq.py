@@ -17,23 +17,41 @@ the tensor's dtype.
 
 ## Entropy coder
 
-tdu_entropy_payload is the compressed data of constriction 0.5.0's
-stack.AnsCoder (asymmetric numeral systems, 32-bit words, 64-bit state, 24-bit
-probabilities), serialised as little-endian 32-bit words: its length is a
-multiple of 4. Symbols are decoded in the order this section gives (the encoder
-encodes them in reverse), and after the last symbol the decoder's AnsCoder must
-be empty. ANS is used rather than a range coder because it has no per-symbol
+tdu_entropy_payload is the data of an asymmetric numeral systems (ANS) coder
+with a 64-bit state x, 32-bit words and 24-bit probabilities, serialised as
+little-endian 32-bit words: its length is a multiple of 4. (It is the data
+constriction 0.5.0's stack.AnsCoder writes with the models below; the numpy
+reference coder uses constriction, the compiled one, kernel.c, is this text.)
+Symbols are decoded in the order this section gives; the encoder encodes them
+in reverse. ANS is used rather than a range coder because it has no per-symbol
 truncation loss: sparse features cost several binary decisions per bit of
 information, and a range coder's ~1.3e-4 bits per decision would add up.
-Three model kinds are used, all with parameters the decoder derives from
-integers it has already decoded:
 
-* binary decision with adaptive context `ctx`: constriction Bernoulli
-  (perfect=False) with p1 = P1 / 2^24, P1 = clamp(((2·n1 + 1) · 2^24) div
+Each model gives its symbols quantile ranges [start, start + f) that tile
+[0, 2^24). Three model kinds are used, all with parameters the decoder derives
+from integers it has already decoded:
+
+* binary decision with adaptive context `ctx` (constriction Bernoulli,
+  perfect=False, with p1 = P1 / 2^24): P1 = clamp(((2·n1 + 1) · 2^24) div
   (2·(n0 + n1) + 2), 1, 2^24 − 1), where (n0, n1) are the context's counts;
-* adaptive categorical: constriction Categorical(perfect=False) with the
-  context's integer symbol counts as probabilities;
-* bypass value of b bits (1 ≤ b ≤ 16): constriction Uniform(2^b).
+  0 takes [0, s1) and 1 takes [s1, 2^24), s1 = 1 + ((2^24 − P1) · (2^24 − 2)) div 2^24;
+* adaptive categorical (constriction Categorical, perfect=False) over the n
+  symbols of the context's integer counts c_0 … c_(n−1), total T: symbol i
+  starts at floor(C_i · ((2^24 − n) / T)) + i, C_i = c_0 + … + c_(i−1), the
+  quotient and then the product each one IEEE 754 double operation rounded to
+  nearest; the last range ends at 2^24;
+* bypass value v of b bits (1 ≤ b ≤ 16; constriction Uniform(2^b)): start
+  v · 2^(24−b), f = 2^(24−b).
+
+Decoding: of the payload's words w_0 … w_(m−1), which must not end in a zero
+word, x = 0 when m = 0, x = w_0 when m = 1, else x = w_(m−1) · 2^32 + w_(m−2)
+and w_0 … w_(m−3) remain. A symbol is the one whose range holds slot = x mod
+2^24; then x = f · (x div 2^24) + slot − start and, if x < 2^32 and words
+remain, x = x · 2^32 + the last remaining word, which is removed. After the
+last symbol x must be 0 with no word left. (Encoding, informative: from x = 0,
+for each symbol from the last: if x div 2^40 ≥ f, emit x mod 2^32 and x = x div
+2^32; then x = (x div f) · 2^24 + x mod f + start. The payload is the emitted
+words in order, then x mod 2^32 when x ≠ 0 and x div 2^32 when that is ≠ 0.)
 
 Counts start at SIG_INITIAL_COUNTS[sig_channel_class] for SIG contexts (the
 channel-rate bucket the class stands for, weighted as 32 observations), at
@@ -167,6 +185,13 @@ def dequantise(levels, token_steps):
     return levels.astype(np.float64) * token_steps[None, :, :]
 
 
+def channel_blocks(channels, plane, elements=1 << 20):
+    """Slices of whole channels (of `plane` elements each), about `elements` per slice: float64
+    work done block by block stays in cache and needs no tensor-sized temporaries."""
+    step = max(1, elements // max(plane, 1))
+    return [slice(start, min(channels, start + step)) for start in range(0, channels, step)]
+
+
 def wave_positions(height, width):
     """Positions (h, w) of each non-empty wave k (2h + w = k), h increasing; generated one wave
     at a time, so that a wide grid does not hold every wave's index arrays at once. (A one-column
@@ -175,6 +200,11 @@ def wave_positions(height, width):
         h = np.arange(max(0, (k - width + 2) // 2), min(height - 1, k // 2) + 1)
         if len(h):
             yield h, k - 2 * h
+
+
+def widest_wave(height, width):
+    """The most positions a wave of an H×W grid holds (an upper bound)."""
+    return min(height, (width + 1) // 2 + 1)
 
 
 def chunk_limit(num_elements):
@@ -233,9 +263,13 @@ class TokenwiseEntropyCoder:
     of coded symbols and the context updates are written exactly once.
     """
 
-    def __init__(self, payload=None):
+    def __init__(self, payload=None, kernel=True):
+        """kernel: code the levels with the compiled kernel (kernel.py) where it is built;
+        False: with the numpy reference below."""
         import constriction  # imported here so that importing this module stays cheap
         self._models = constriction.stream.model
+        self._kernel = level_kernel() if kernel else None
+        self._level_words = np.zeros(0, dtype=np.uint32)   # encoder, kernel: the levels' ANS words
         self.encoding = payload is None
         if self.encoding:
             self._calls = []   # (symbols, model, parameters), ANS-encoded in reverse by finish()
@@ -384,6 +418,8 @@ class TokenwiseEntropyCoder:
         return np.cumsum(residuals, axis=1)
 
     def _code_levels(self, levels, channels, height, width):
+        if self._kernel is not None:
+            return self._kernel_levels(levels, (channels, height, width))
         self._sig = _BinaryContexts(NUM_SIG_CONTEXTS, np.repeat(SIG_INITIAL_COUNTS, 8, axis=0))
         self._gt1 = _BinaryContexts(NUM_LEVEL_CONTEXTS)
         self._gt2 = _BinaryContexts(NUM_LEVEL_CONTEXTS)
@@ -422,6 +458,22 @@ class TokenwiseEntropyCoder:
             neighbour_mag[:, hs + 1, ws + 1] = np.minimum(np.abs(wave_levels), MAG_CAP)
             neighbour_sign[:, hs + 1, ws + 1] = np.sign(wave_levels)
             stats.update(wave_levels)
+        return decoded
+
+    def _kernel_levels(self, levels, grid):
+        """The levels through the compiled kernel: the same symbols, models and order as
+        _code_levels (the levels are the payload's last symbols, so the encoder ANS-encodes them
+        first and finish() goes on from its words)."""
+        scratch = min(self._limit, grid[0] * widest_wave(grid[1], grid[2]))   # a chunk never crosses a wave
+        if self.encoding:
+            levels = np.asarray(levels)
+            self._level_words, self._chunk, ideal_bits = self._kernel.encode_levels(
+                levels, self._chunk, self._limit, scratch)
+            self.ideal_bits += ideal_bits
+            return levels
+        decoded, self._chunk, words_left = self._kernel.decode_levels(
+            grid, self._chunk, self._limit, scratch, self._coder.get_compressed())
+        self._coder = self._ans_type(words_left)
         return decoded
 
     def _rest_is_zero(self, stats):
@@ -487,7 +539,7 @@ class TokenwiseEntropyCoder:
     def finish(self):
         """Encoder: the payload bytes. Decoder: check that the payload is used up."""
         if self.encoding:
-            coder = self._ans_type()
+            coder = self._ans_type(self._level_words) if len(self._level_words) else self._ans_type()
             for call in reversed(self._calls):
                 coder.encode_reverse(*self._expanded_call(*call))
             self._calls = []
@@ -495,6 +547,19 @@ class TokenwiseEntropyCoder:
         if not self._coder.is_empty():
             raise BitstreamError("entropy payload has data left over after the last symbol")
         return None
+
+
+def level_kernel():
+    """The compiled level coder with this module's constants, or None where it is not built or
+    FCRS_TOKENWISE_KERNEL=0 (kernel.py)."""
+    from common.tools.tokenwise.kernel import load
+
+    return load(dict(
+        sig_local_class=SIG_LOCAL_CLASS, level_local_class=LEVEL_LOCAL_CLASS, sig_thresholds=SIG_RATE_THRESHOLDS,
+        level_thresholds=LEVEL_RATE_THRESHOLDS, sig_initial_counts=SIG_INITIAL_COUNTS, rescale_limit=RESCALE_LIMIT,
+        mag_cap=MAG_CAP, max_abs_level=MAX_ABS_LEVEL, bypass_chunk_bits=BYPASS_CHUNK_BITS, eg_max_order=EG_MAX_ORDER,
+        num_eg_symbols=EG_PREFIX_SYMBOLS, num_sig_contexts=NUM_SIG_CONTEXTS, num_level_contexts=NUM_LEVEL_CONTEXTS,
+        num_sign_contexts=NUM_SIGN_CONTEXTS))
 
 
 class _WaveContexts:

@@ -49,11 +49,11 @@ def code_tokenwise_tensor(name, array, options, offsets, step_allocator):
     step allocator when active, else QP everywhere; quantise, entropy code, reconstruct."""
     start = time.perf_counter()
     spec = tensor_spec(name, array, options["QP"], step_map=False)
-    grid = to_grid(spec, array.astype(np.float64))
+    grid = to_grid(spec, array)      # the quantiser works in float64 block by block
     if offsets is not None:
         offsets = offsets_to_grid(spec, offsets)
     elif step_allocator is not None and step_allocator.active:
-        offsets = step_allocator.offsets(spec, grid)
+        offsets = step_allocator.offsets(spec, grid.astype(np.float64))
     qp, offsets, step_map = signalled_steps(options["QP"], offsets)
     spec = tensor_spec(name, array, qp, step_map)
     if offsets is None:

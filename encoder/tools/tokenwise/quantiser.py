@@ -3,22 +3,33 @@
 import numpy as np
 
 from common.errors import InputError
-from common.tools.tokenwise.sq import MAX_ABS_LEVEL, dequantise, step_sizes
+from common.tools.tokenwise.sq import MAX_ABS_LEVEL, channel_blocks, dequantise, step_sizes
 
 
 def quantise(grid_values, exponents, rounding_offset, output_dtype):
-    """Levels q = sign(f) · floor(|f| / Δ_t + offset) for a (C, H, W) float64 grid.
+    """Levels q = sign(f) · floor(|f| / Δ_t + offset) (offset < 1) for a (C, H, W) grid of any
+    float dtype, computed in float64. int32 levels (|q| ≤ MAX_ABS_LEVEL), held position-major
+    (the entropy coder's order; the result is a (C, H, W) view).
 
     Levels whose reconstruction would overflow the output dtype are pulled one
     step towards zero, so the decoder never produces an infinity.
     """
     steps = step_sizes(exponents)
-    scaled = np.abs(grid_values) / steps[None, :, :]
-    if np.floor(scaled.max(initial=0.0) + rounding_offset) > MAX_ABS_LEVEL:
-        raise InputError(f"a value needs a level above {MAX_ABS_LEVEL} at this QP: raise QP")
-    levels = (np.sign(grid_values) * np.floor(scaled + rounding_offset)).astype(np.int64)
+    channels, height, width = grid_values.shape
+    levels = np.empty((height, width, channels), dtype=np.int32).transpose(2, 0, 1)
+    largest = 0
+    for block in channel_blocks(channels, height * width):
+        scaled = np.abs(grid_values[block], dtype=np.float64)
+        scaled /= steps[None, :, :]
+        if np.floor(scaled.max(initial=0.0) + rounding_offset) > MAX_ABS_LEVEL:
+            raise InputError(f"a value needs a level above {MAX_ABS_LEVEL} at this QP: raise QP")
+        scaled += rounding_offset
+        np.floor(scaled, out=scaled)
+        largest = max(largest, float(scaled.max(initial=0.0)))
+        np.copysign(scaled, grid_values[block], out=scaled)   # sign(f) · floor(…): f = 0 gives 0
+        levels[block] = scaled
     limit = np.finfo(output_dtype).max
-    if float(np.abs(levels).max(initial=0)) * float(steps.max()) <= limit:
+    if largest * float(steps.max()) <= limit:
         return levels          # no reconstruction can overflow: skip the per-element check
     overflow = np.abs(dequantise(levels, steps)) > limit
     while overflow.any():

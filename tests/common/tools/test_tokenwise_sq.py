@@ -16,6 +16,18 @@ from common.tools.tokenwise.sq import (MAX_ABS_LEVEL, STEP_FRACTIONS, TokenwiseE
 from common.tools.tokenwise.syntax import QP_MAX, QP_MIN
 
 
+@pytest.fixture(autouse=True, params=["kernel", "reference"])
+def level_coder(request, monkeypatch):
+    """Every test here runs on both level coders: the compiled kernel (where it is built) and the
+    numpy reference."""
+    from common.tools.tokenwise.sq import level_kernel
+
+    if request.param == "kernel" and level_kernel() is None:
+        pytest.skip("the token-wise kernel is not built (pip install -e . builds it)")
+    monkeypatch.setenv("FCRS_TOKENWISE_KERNEL", "1" if request.param == "kernel" else "0")
+    return request.param
+
+
 def encode(levels, offsets=None, step_map=None):
     grid = levels.shape
     if step_map is None:
@@ -222,8 +234,10 @@ def test_level_above_the_limit_is_refused_both_ways(monkeypatch):
     levels[0, 1, 1] = MAX_ABS_LEVEL + 1
     with pytest.raises(BitstreamError):
         encode(levels)
-    # A payload carrying such a level (written with the limit lifted) is refused by the decoder.
+    # A payload carrying such a level (written by the reference with the limit lifted) is refused
+    # by the decoder.
     monkeypatch.setattr(tsq, "MAX_ABS_LEVEL", 1 << 40)
+    monkeypatch.setenv("FCRS_TOKENWISE_KERNEL", "0")
     payload, _ = encode(levels)
     monkeypatch.undo()
     with pytest.raises(BitstreamError, match="exceeds"):
