@@ -11,13 +11,14 @@
  *   data:    the emitted words, then x's low and high words (high left out when 0, both when
  *            x = 0); a decoder starts from the last two words (one word: x = that word).
  * Quantile ranges, from the models' integer parameters:
- *   binary, P1 = p1·2^24:   sig = 0 gets [0, s1), 1 gets [s1, 2^24), s1 = 1 + (2^24 − P1)(2^24 − 2) div 2^24
+ *   binary, P1 = p1·2^24:   0 gets [0, s1), 1 gets [s1, 2^24), s1 = 1 + (2^24 − P1)(2^24 − 2) div 2^24
  *   categorical, counts c_i (n symbols, total T): start_i = floor(C_i · ((2^24 − n) / T)) + i in IEEE
  *       double (C_i = c_0 + … + c_(i−1); one division, then one product; built with -ffp-contract=off)
  *   bypass of b bits:       start = v << (24 − b), f = 2^(24 − b)
  *
- * Plain C99 without the Python API: loaded with ctypes, so one build serves every Python and
- * numpy. The constants of sq.py arrive in tw_constants (declared there once). */
+ * Plain C99 without the Python API (kernel_module.c only makes the built library an importable
+ * module): kernel.py calls it through ctypes, so it does not depend on numpy's version. sq.py's
+ * constants arrive in tw_constants (declared there once). */
 
 #include <math.h>
 #include <stdint.h>
@@ -38,13 +39,15 @@
 #define EG_SYMBOLS 32
 #define NUM_SIG_THRESHOLDS (NUM_SIG_CLASSES - 2)
 #define NUM_LEVEL_THRESHOLDS (NUM_LEVEL_CLASSES - 2)
+#define SIG_PATTERNS 13         /* 2·min(a,2) + 2·min(b,2) + min(c,2) + min(d,2) ≤ 12 */
+#define LEVEL_PATTERNS 19       /* the same with min(·,3) ≤ 18 */
 
 enum { TW_OK = 0, TW_DATA_LEFT_OVER = 1, TW_LEVEL_OVERFLOW = 2, TW_NO_MEMORY = 3, TW_BAD_ARGUMENTS = 4 };
 
 /* sq.py's constants, filled by the caller (common/tools/tokenwise/kernel.py). */
 typedef struct {
-    int64_t sig_local_class[13];
-    int64_t level_local_class[19];
+    int64_t sig_local_class[SIG_PATTERNS];
+    int64_t level_local_class[LEVEL_PATTERNS];
     int64_t sig_thresholds[NUM_SIG_THRESHOLDS];
     int64_t level_thresholds[NUM_LEVEL_THRESHOLDS];
     int64_t sig_initial_counts[NUM_SIG_CLASSES][2];
