@@ -69,23 +69,33 @@ typedef struct {
     uint64_t x;
     const uint32_t *bulk;   /* decoder: words not yet read: bulk[0 .. bulk_len) */
     int64_t bulk_len;
-    uint64_t *symbols;      /* encoder: start | f << 32, in coding order */
+    uint32_t *symbols;      /* encoder: the coded symbols in coding order, SYMBOL_* words */
     int64_t num_symbols, capacity;
     double ideal_bits;
     int failed;
 } coder;
 
+/* The encoder keeps each symbol in one 32-bit word (two for a categorical one), tagged in its
+ * top two bits: binary, the bit and s1; bypass, b and the value; categorical, its start, then
+ * its f. Read backwards, the tag of a categorical symbol's second word says a first one precedes. */
+#define SYMBOL_BINARY 0u
+#define SYMBOL_BYPASS 1u
+#define SYMBOL_CATEGORICAL_START 2u
+#define SYMBOL_CATEGORICAL_SIZE 3u
+#define SYMBOL_TAG(word) ((word) >> 30)
+#define SYMBOL_FIELD ((1u << 24) - 1)
+
 static void grow_symbols(coder *c) {
     int64_t capacity = c->capacity ? 2 * c->capacity : 1 << 16;
-    uint64_t *grown = realloc(c->symbols, (size_t)capacity * sizeof *grown);
+    uint32_t *grown = realloc(c->symbols, (size_t)capacity * sizeof *grown);
     if (!grown) { c->failed = 1; c->num_symbols = 0; return; }   /* reported after the chunk */
     c->symbols = grown;
     c->capacity = capacity;
 }
 
-static inline void push_symbol(coder *c, uint64_t start, uint64_t f) {
+static inline void push_word(coder *c, uint32_t word) {
     if (c->num_symbols == c->capacity) grow_symbols(c);
-    if (!c->failed) c->symbols[c->num_symbols++] = start | (f << 32);
+    if (!c->failed) c->symbols[c->num_symbols++] = word;
 }
 
 static void advance(coder *c, uint64_t slot, uint64_t start, uint64_t f) {
@@ -133,11 +143,12 @@ static void binary_pass(coder *c, int64_t (*table)[2], int rows, const int32_t *
     for (int64_t j = 0; j < n; j++) {
         uint64_t s1 = split[ctx[j]];
         if (c->encoding) {
-            if (bits[j]) push_symbol(c, s1, ONE - s1); else push_symbol(c, 0, s1);
+            push_word(c, SYMBOL_BINARY << 30 | (uint32_t)bits[j] << 24 | (uint32_t)s1);
         } else {
             uint64_t slot = c->x & (ONE - 1);
-            bits[j] = slot >= s1;
-            if (bits[j]) advance(c, slot, s1, ONE - s1); else advance(c, slot, 0, s1);
+            uint64_t one = slot >= s1, mask = 0 - one;   /* no branch on a decision that is near 50/50 */
+            bits[j] = (int8_t)one;
+            advance(c, slot, s1 & mask, s1 + ((ONE - 2 * s1) & mask));
         }
         coded[ctx[j]][bits[j]]++;
     }
@@ -168,7 +179,8 @@ static int64_t categorical_starts(const int64_t *counts, int n, uint64_t *starts
 
 static int code_categorical(coder *c, const uint64_t *starts, int n, int symbol) {
     if (c->encoding) {
-        push_symbol(c, starts[symbol], starts[symbol + 1] - starts[symbol]);
+        push_word(c, SYMBOL_CATEGORICAL_START << 30 | (uint32_t)starts[symbol]);
+        push_word(c, SYMBOL_CATEGORICAL_SIZE << 30 | (uint32_t)(starts[symbol + 1] - starts[symbol]));
         return symbol;
     }
     uint64_t slot = c->x & (ONE - 1);
@@ -185,7 +197,7 @@ static uint64_t code_bypass(coder *c, uint64_t value, int bits) {
     uint64_t f = ONE >> bits;
     if (c->encoding) {
         c->ideal_bits += bits;
-        push_symbol(c, value << (PROB_BITS - bits), f);
+        push_word(c, SYMBOL_BYPASS << 30 | (uint32_t)bits << 16 | (uint32_t)value);
         return value;
     }
     uint64_t slot = c->x & (ONE - 1);
@@ -221,17 +233,17 @@ typedef struct {
     uint64_t *suffix;
 } levels_state;
 
+/* sig_channel_class of a channel with `nonzero` nonzero levels among `positions` ≥ 1. */
+static int64_t sig_class_of(const tw_constants *k, int64_t nonzero, int64_t positions) {
+    int64_t rate = 64 * (2 * nonzero + 1), cls = 1;
+    for (int t = 0; t < NUM_SIG_THRESHOLDS; t++) cls += rate >= k->sig_thresholds[t] * (2 * positions + 2);
+    return cls;
+}
+
 static void channel_classes(levels_state *s) {
     const tw_constants *k = s->k;
     for (int64_t ch = 0; ch < s->channels; ch++) {
-        int64_t cls = 0;
-        if (s->positions) {
-            int64_t rate = 64 * (2 * s->nonzero[ch] + 1);
-            cls = 1;
-            for (int t = 0; t < NUM_SIG_THRESHOLDS; t++)
-                cls += rate >= k->sig_thresholds[t] * (2 * s->positions + 2);
-        }
-        s->sig_class[ch] = cls;
+        s->sig_class[ch] = s->positions ? sig_class_of(k, s->nonzero[ch], s->positions) : 0;
         int64_t level = 0;
         if (s->nonzero[ch]) {
             int64_t rate = 8 * (2 * s->above_one[ch] + 1);
@@ -245,11 +257,16 @@ static void channel_classes(levels_state *s) {
 }
 
 /* sq.py's _sig_zero_floor: a lower bound of sig = 0's quantile range in every SIG context the
- * remaining waves can select while their levels are 0. */
+ * remaining waves can select while their levels are 0 (classes up to the highest now, which only
+ * fall as positions accrue; before the first wave, up to that of Z = 0 after its one position). */
 static double sig_zero_floor(const levels_state *s) {
-    int64_t highest = 0;
-    for (int64_t ch = 0; ch < s->channels; ch++) if (s->sig_class[ch] > highest) highest = s->sig_class[ch];
-    int64_t lowest = s->positions == 0 ? 0 : 1;
+    int64_t lowest = 1, highest = 1;
+    if (s->positions == 0) {
+        lowest = 0;
+        highest = sig_class_of(s->k, 0, 1);
+    }
+    for (int64_t ch = 0; ch < s->channels && s->positions; ch++)
+        if (s->sig_class[ch] > highest) highest = s->sig_class[ch];
     double least = INFINITY;
     for (int64_t row = lowest * SIG_LOCAL; row < (highest + 1) * SIG_LOCAL; row++) {
         int64_t total = min64(s->sig[row][0] + s->sig[row][1], s->k->rescale_limit / 2);
@@ -387,7 +404,7 @@ static int code_chunk(coder *c, levels_state *s, const int64_t *hs, int64_t star
     }
     binary_pass(c, s->sgn, NUM_SIGN, ctx, decision, n1, k->rescale_limit);
     for (int64_t j = 0; j < n1; j++)
-        if (decision[j]) s->chunk_mag[s->list1[j]] = -s->chunk_mag[s->list1[j]];
+        s->chunk_mag[s->list1[j]] *= 1 - 2 * decision[j];
     /* the chunk's levels: output, neighbour maps (read only by later waves) and statistics */
     for (int64_t i = 0; i < n; i++) {
         int64_t q = s->chunk_mag[i], at = s->at[i];
@@ -418,28 +435,54 @@ static void release(levels_state *s) {
     free(s->order_of); free(s->decision); free(s->remaining); free(s->suffix);
 }
 
-/* x div f and x mod f for x < f·2^40 and 1 ≤ f < 2^24 (the encoder's renormalised state), without
- * an integer division: in double, x/f is off by less than 2^-11, so the truncated quotient is off by
- * at most one, which the remainder's range then corrects; exact whatever the FPU's rounding. */
+/* x div f and x mod f for the encoder's renormalised state (x < f·2^40, 1 ≤ f < 2^24), the
+ * division kept off the state's dependency chain: with m = (2^64 − 1) div f (which depends on f
+ * only), the high half of x·m undershoots x/f by less than 1 + 2^-24 and never overshoots, so
+ * the remainder's range corrects it in at most two steps. */
 static inline uint64_t divide(uint64_t x, uint64_t f, uint64_t *remainder) {
-    uint64_t m = UINT64_MAX / f;
-    uint64_t q = (uint64_t)(((unsigned __int128)x * m) >> 64);
-    uint64_t r = x - q * f;
-    while (r >= f) { q++; r -= f; }
+#if defined(__SIZEOF_INT128__)
+    uint64_t q = (uint64_t)(((unsigned __int128)x * (UINT64_MAX / f)) >> 64);
+    uint64_t r = x - q * f, step;
+    step = r >= f; q += step; r -= f & (0 - step);
+    step = r >= f; q += step; r -= f & (0 - step);
+#else
+    uint64_t q = x / f, r = x % f;
+#endif
     *remainder = r;
     return q;
 }
 
-/* The payload words of symbols (start | f << 32) ANS-encoded in reverse from an empty coder;
- * their count, or −1 without memory. */
-static int64_t ans_encode_reverse(const uint64_t *symbols, int64_t num_symbols, uint32_t **words) {
+/* The payload words of the symbol words ANS-encoded in reverse from an empty coder; their
+ * count, or −1 without memory. */
+static int64_t ans_encode_reverse(const uint32_t *symbols, int64_t num_symbols, uint32_t **words) {
     uint32_t *out = malloc(((size_t)num_symbols + 2) * sizeof *out);   /* ≤ one word per symbol, x's two */
     if (!out) return -1;
     int64_t count = 0;
     uint64_t x = 0;
     for (int64_t i = num_symbols - 1; i >= 0; i--) {
-        uint64_t start = symbols[i] & 0xffffffffu, f = symbols[i] >> 32;
-        if ((x >> (64 - PROB_BITS)) >= f) { out[count++] = (uint32_t)x; x >>= 32; }
+        uint32_t word = symbols[i];
+        uint64_t start, f;
+        switch (SYMBOL_TAG(word)) {
+        case SYMBOL_BINARY: {
+            uint64_t s1 = word & SYMBOL_FIELD, mask = 0 - (uint64_t)(word >> 24 & 1);
+            start = s1 & mask;
+            f = s1 + ((ONE - 2 * s1) & mask);
+            break;
+        }
+        case SYMBOL_BYPASS: {
+            int bits = (int)(word >> 16 & 31);
+            start = (uint64_t)(word & 0xffffu) << (PROB_BITS - bits);
+            f = ONE >> bits;
+            break;
+        }
+        default:                /* SYMBOL_CATEGORICAL_SIZE, after its start */
+            f = word & SYMBOL_FIELD;
+            start = symbols[--i] & SYMBOL_FIELD;
+        }
+        uint64_t emit = (x >> (64 - PROB_BITS)) >= f;      /* branch-free: taken about once in eight */
+        out[count] = (uint32_t)x;
+        count += (int64_t)emit;
+        x = emit ? x >> 32 : x;
         uint64_t remainder, quotient = divide(x, f, &remainder);
         x = (quotient << PROB_BITS) + remainder + start;
     }
@@ -557,3 +600,10 @@ int tw_code_levels(const tw_constants *k, int encoding, int64_t channels, int64_
 }
 
 void tw_free(uint32_t *words) { free(words); }
+
+#ifndef TW_SOURCE_DIGEST
+#define TW_SOURCE_DIGEST "unknown"
+#endif
+
+/* The first 16 hex digits of this file's SHA-256, as setup.py passed them at build time. */
+const char *tw_source_digest(void) { return TW_SOURCE_DIGEST; }

@@ -8,7 +8,9 @@ constants in (`load`), so they are declared once.
 """
 
 import ctypes
+import hashlib
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +51,18 @@ def _library_path():
 _library = None
 
 
+def _stale(lib):
+    """True when the built library was compiled from another kernel.c than the one beside it (an
+    optional rebuild that failed leaves the old library in place)."""
+    source = Path(__file__).with_name("kernel.c")
+    if not source.exists():         # an installed package without its sources
+        return False
+    if not hasattr(lib, "tw_source_digest"):
+        return True
+    lib.tw_source_digest.restype = ctypes.c_char_p
+    return lib.tw_source_digest().decode() != hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+
+
 def _load_library():
     global _library
     if _library is None:
@@ -56,6 +70,10 @@ def _load_library():
         _library = False
         if path is not None:
             lib = ctypes.CDLL(str(path))
+            if _stale(lib):
+                print(f"warning: {path.name} was built from another kernel.c; the token-wise tool uses the numpy "
+                      f"reference until `pip install -e .` rebuilds it", file=sys.stderr)
+                return None
             lib.tw_code_levels.restype = ctypes.c_int
             lib.tw_code_levels.argtypes = [
                 ctypes.POINTER(_Constants), ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,

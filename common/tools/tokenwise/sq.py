@@ -72,11 +72,13 @@ applies them at the start of every wave (their results equal decoding on):
   0: the rest of the tensor is decoded without visiting it;
 * when the coder holds one word x < 2^24 and x is below the quantile range of
   sig = 0 in every SIG context the remaining waves can select while their
-  levels are 0 (channel classes 1 up to the highest now, class 0 only before
-  the first wave; counts whose n1 cannot grow and whose n0 + n1 stays at least
+  levels are 0, every remaining level is 0 and x never reaches 0: the stream is
+  refused (data left over) at once. Those contexts: channel classes 1 up to the
+  highest now (a class only falls as positions accrue while Z stays); before
+  the first wave, classes 0 up to that of Z = 0, N = 1 (the first wave's one
+  position); counts whose n1 cannot grow and whose n0 + n1 stays at least
   min(n0 + n1, RESCALE_LIMIT / 2), so p1 ≤ (2·n1 + 1) / (2·min(n0 + n1,
-  RESCALE_LIMIT / 2) + 2)), every remaining level is 0 and x never reaches 0:
-  the stream is refused (data left over) at once.
+  RESCALE_LIMIT / 2) + 2).
 
 The decoder's memory is bounded before anything is allocated: the tensors hold
 at most MAX_DECODED_ELEMENTS elements, and the decoder refuses a stream whose
@@ -499,12 +501,16 @@ class TokenwiseEntropyCoder:
 
     def _sig_zero_floor(self, stats):
         """A lower bound of the quantile range of sig = 0 in every SIG context the remaining
-        waves can select while every level they decode is 0: channel classes only fall then
-        (class 0 only before the first wave), counts only gain zeros and halve (n1 never grows,
-        n0 + n1 stays ≥ min(now, RESCALE_LIMIT / 2))."""
-        classes = stats.sig_class()
-        highest = int(classes.max()) if len(classes) else 0
-        lowest = 0 if stats.positions == 0 else 1
+        waves can select while every level they decode is 0. A channel's class is then at most
+        its class now and falls as positions accrue; before the first wave (class 0) the later
+        waves take at most the class of a channel with no nonzero level after one position (the
+        first wave's). Counts only gain zeros and halve (n1 never grows, n0 + n1 stays ≥ min(now,
+        RESCALE_LIMIT / 2))."""
+        if stats.positions == 0:
+            lowest, highest = 0, int(_sig_classes(np.zeros(1, dtype=np.int64), 1)[0])
+        else:
+            classes = stats.sig_class()
+            lowest, highest = 1, int(classes.max()) if len(classes) else 1
         counts = self._sig.counts.reshape(-1, 8, 2)[lowest:highest + 1].reshape(-1, 2)
         total = np.minimum(counts.sum(axis=1), RESCALE_LIMIT // 2)
         p_one = (2 * counts[:, 1] + 1) / (2 * total + 2)
@@ -573,6 +579,12 @@ class _WaveContexts:
                              self.eg_order[start:end], self.sign[start:end])
 
 
+def _sig_classes(nonzero, positions):
+    """sig_channel_class of channels with `nonzero` nonzero levels among `positions` ≥ 1."""
+    rate = 64 * (2 * nonzero + 1)
+    return 1 + np.searchsorted(_SIG_THRESHOLDS * (2 * positions + 2), rate, side="right")
+
+
 class _ChannelStats:
     """Per-channel counts over the waves coded so far."""
 
@@ -586,8 +598,7 @@ class _ChannelStats:
     def sig_class(self):
         if self.positions == 0:
             return np.zeros_like(self.nonzero)
-        rate = 64 * (2 * self.nonzero + 1)
-        return 1 + np.searchsorted(_SIG_THRESHOLDS * (2 * self.positions + 2), rate, side="right")
+        return _sig_classes(self.nonzero, self.positions)
 
     def level_class(self):
         rate = 8 * (2 * self.above_one + 1)

@@ -90,3 +90,18 @@ def test_the_kernel_fails_where_the_reference_fails():
 def test_the_kernel_refuses_levels_the_syntax_cannot_carry():
     with pytest.raises(BitstreamError, match="exceeds"):
         encoded(np.full((1, 2, 2), MAX_ABS_LEVEL + 1, dtype=np.int64), None, kernel=True)
+
+
+def test_a_library_built_from_another_kernel_is_not_used():
+    """A failed optional rebuild leaves the old library beside a changed kernel.c: it must not be
+    used (kernel.py compares the digest the build recorded with the source's)."""
+    from common.tools.tokenwise import kernel
+
+    class Library:
+        @staticmethod
+        def tw_source_digest():
+            return b"0123456789abcdef"
+
+    assert kernel._stale(Library())
+    assert kernel._stale(object())           # built before the digest existed
+    assert not kernel._stale(kernel._load_library())

@@ -281,3 +281,13 @@ def test_decoding_is_deterministic_across_instances():
     levels, offsets = golden_levels()
     payloads = {encode(levels, offsets)[0] for _ in range(3)}
     assert len(payloads) == 1
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 2), (1, 1, 5), (1, 3, 1), (3, 1, 2), (2, 2, 2)])
+def test_zeros_then_a_one_round_trip(shape):
+    """A tensor whose first levels are 0 and whose last is 1 leaves a one-word ANS state below the
+    first wave's SIG contexts: the early exit must look ahead to the classes of the later waves
+    (a found case: [0, 1] was refused as 'data left over')."""
+    levels = np.zeros(shape, dtype=np.int64)
+    levels[-1, -1, -1] = 1
+    assert_round_trip(levels)
