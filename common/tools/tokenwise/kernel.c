@@ -276,8 +276,6 @@ static double sig_zero_floor(const levels_state *s) {
     return least * (double)ONE - 2;
 }
 
-static int64_t clamp(int64_t v, int64_t hi) { return v < hi ? v : hi; }
-
 /* The capped magnitudes of the left, upper, upper-left and upper-right neighbours of the
  * element at padded index `at`. */
 static inline void neighbours(const levels_state *s, int64_t at, int64_t *left, int64_t *upper,
@@ -306,7 +304,7 @@ static int code_chunk(coder *c, levels_state *s, const int64_t *hs, int64_t star
         int64_t a, b, cc, d;
         neighbours(s, at, &a, &b, &cc, &d);
         s->ctx_sig[i] = (int32_t)(s->sig_class[ch] * SIG_LOCAL + k->sig_local_class[
-            2 * clamp(a, 2) + 2 * clamp(b, 2) + clamp(cc, 2) + clamp(d, 2)]);
+            2 * min64(a, 2) + 2 * min64(b, 2) + min64(cc, 2) + min64(d, 2)]);
         if (++ch == C) { ch = 0; p++; }
     }
     /* sig, gt1, gt2: each pass under its table's counts as they stand before it */
@@ -323,7 +321,7 @@ static int code_chunk(coder *c, levels_state *s, const int64_t *hs, int64_t star
         int64_t i = s->list1[j], a, b, cc, d, ch = s->channel[i];
         neighbours(s, s->at[i], &a, &b, &cc, &d);
         s->ctx_level[i] = (int32_t)(s->level_class[ch] * LEVEL_LOCAL + k->level_local_class[
-            2 * clamp(a, 3) + 2 * clamp(b, 3) + clamp(cc, 3) + clamp(d, 3)]);
+            2 * min64(a, 3) + 2 * min64(b, 3) + min64(cc, 3) + min64(d, 3)]);
         s->ctx_order[i] = s->order_of[(2 * a + 2 * b + cc + d) / 6];
         int64_t W2C = (s->width + 2) * C;
         s->ctx_sign[i] = (int32_t)(4 * (s->sign[s->at[i] - C] + s->sign[s->at[i] - W2C] + 2) + s->sign_class[ch]);

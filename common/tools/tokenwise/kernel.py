@@ -85,11 +85,14 @@ def _load_library():
     return _library or None
 
 
+def enabled():
+    """False when FCRS_TOKENWISE_KERNEL=0 (read at every call: tests switch it)."""
+    return os.environ.get("FCRS_TOKENWISE_KERNEL", "1") != "0"
+
+
 def load(constants):
     """A LevelKernel for sq.py's `constants` (a dict of kernel.c's tw_constants fields), or None
-    where the kernel is not built or FCRS_TOKENWISE_KERNEL=0."""
-    if os.environ.get("FCRS_TOKENWISE_KERNEL", "1") == "0":
-        return None
+    where the kernel is not built."""
     lib = _load_library()
     return None if lib is None else LevelKernel(lib, constants)
 

@@ -131,6 +131,8 @@ in earlier waves:
 * SIGN context = 4 · (sign(left) + sign(upper) + 2) + (2·[M > 0] + [P > 0]).
 """
 
+import functools
+
 import numpy as np
 
 from common.ans import ans_decoder, ans_payload
@@ -558,6 +560,14 @@ class TokenwiseEntropyCoder:
 def level_kernel():
     """The compiled level coder with this module's constants, or None where it is not built or
     FCRS_TOKENWISE_KERNEL=0 (kernel.py)."""
+    from common.tools.tokenwise.kernel import enabled
+
+    return _compiled_level_kernel() if enabled() else None
+
+
+@functools.cache
+def _compiled_level_kernel():
+    """Loaded and given the constants once per process."""
     from common.tools.tokenwise.kernel import load
 
     return load(dict(

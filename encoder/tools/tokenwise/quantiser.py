@@ -21,11 +21,12 @@ def quantise(grid_values, exponents, rounding_offset, output_dtype):
     for block in channel_blocks(channels, height * width):
         scaled = np.abs(grid_values[block], dtype=np.float64)
         scaled /= steps[None, :, :]
-        if np.floor(scaled.max(initial=0.0) + rounding_offset) > MAX_ABS_LEVEL:
+        block_largest = float(np.floor(scaled.max(initial=0.0) + rounding_offset))   # the block's largest |q|
+        if block_largest > MAX_ABS_LEVEL:
             raise InputError(f"a value needs a level above {MAX_ABS_LEVEL} at this QP: raise QP")
+        largest = max(largest, block_largest)
         scaled += rounding_offset
         np.floor(scaled, out=scaled)
-        largest = max(largest, float(scaled.max(initial=0.0)))
         np.copysign(scaled, grid_values[block], out=scaled)   # sign(f) · floor(…): f = 0 gives 0
         levels[block] = scaled
     limit = np.finfo(output_dtype).max
