@@ -4,7 +4,13 @@
     ctc run CONFIG [--data DIR] [--weights PATH] [--workers N] [--limit N] [--out DIR] [--cache DIR]
                    [--backend local|ray] [--address ADDR] [--gpus-per-worker G]
                                                code, decode and evaluate (resumable), then report
-    ctc report DIR [--data DIR]                (re)write the report of a run folder
+    ctc report DIR [--data DIR] [--import NAME=FOLDER ...] [--import-metric M] [--import-unit U]
+                                               (re)write the report of a run folder, with other
+                                               toolchains' results (CompressAI-Vision / FCTM) as tools
+    ctc export --format compressai-vision DIR OUT [--datacatalog NAME] [--sequence NAME] [--metric M]
+                                               a run's points in CompressAI-Vision's per-qp layout
+    ctc complexity DIR                         count the kMAC per pixel of a run's learned parts
+                                               (DIR/complexity.csv)
 
 CONFIG is a file or the name of one in ctc/cfg/ (e.g. imagenet_effnet_lite0).
 """
@@ -18,6 +24,7 @@ import sys
 import time
 
 from common.errors import exit_code_of
+from ctc.metrics import METRIC_NAMES
 
 
 def parse_args(argv):
@@ -48,6 +55,28 @@ def parse_args(argv):
     report = commands.add_parser("report", help="write the report of a run folder")
     report.add_argument("out", help="run folder")
     report.add_argument("--data", help="dataset folder (COCO: the annotations; default: the run's)")
+    report.add_argument("--import", dest="imports", action="append", default=[], metavar="NAME=FOLDER",
+                        type=_import_argument,
+                        help="CompressAI-Vision / FCTM results (summary.csv per qp, one sequence) below FOLDER, "
+                        "reported as tool NAME (repeatable)")
+    report.add_argument("--import-metric", choices=sorted(METRIC_NAMES),
+                        help="the metric an import's end_accuracy holds when its files do not say "
+                        "(default: the report's primary metric)")
+    report.add_argument("--import-unit", choices=("fraction", "percent"),
+                        help="what an import's end_accuracy is when its files do not say (default: fraction if "
+                        "every value is at most 1)")
+    export = commands.add_parser("export", help="write a run's results in another toolchain's layout")
+    export.add_argument("--format", required=True, choices=("compressai-vision",),
+                        help="compressai-vision: <tool>/<datacatalog>/<sequence>/qp<QP>/evaluation/summary.csv")
+    export.add_argument("run", help="run folder (with points.csv: `ctc report` has run)")
+    export.add_argument("out", help="output folder (new, or empty)")
+    export.add_argument("--datacatalog", help="data catalogue folder name (default: the data folder's name, "
+                        "upper-case)")
+    export.add_argument("--sequence", help="sequence folder name and Dataset column (default: the data folder's name)")
+    export.add_argument("--metric", choices=sorted(METRIC_NAMES), help="the metric end_accuracy holds (default: the "
+                        "run's primary metric)")
+    complexity = commands.add_parser("complexity", help="count the kMAC per pixel of a run's learned parts")
+    complexity.add_argument("run", help="run folder (with ctc.yaml and points.csv)")
     args = parser.parse_args(argv)
     if args.command == "run":
         if (args.workers is not None and args.workers < 1) or (args.limit is not None and args.limit < 1):
@@ -57,6 +86,13 @@ def parse_args(argv):
         if args.gpus_per_worker < 0:
             parser.error("--gpus-per-worker must not be negative")
     return args
+
+
+def _import_argument(text):
+    name, separator, folder = text.partition("=")
+    if not separator or not name or not folder:
+        raise argparse.ArgumentTypeError(f"expected NAME=FOLDER, got {text!r}")
+    return name, folder
 
 
 def main(argv=None):
@@ -120,17 +156,35 @@ def run_config(args, command):
 
 
 def report(args, command):
-    _print_report(args.out, args.data)
+    _print_report(args.out, args.data, args.imports, args.import_metric, args.import_unit)
     return 0
 
 
-def _print_report(out, data):
+def export(args, command):
+    from ctc.interchange import export_compressai_vision
+
+    written = export_compressai_vision(args.run, args.out, args.datacatalog, args.sequence, args.metric)
+    print(f"ctc export: {written} summary.csv files (one per tool and rate point) in {args.out}")
+    return 0
+
+
+def complexity(args, command):
+    from ctc.report import complexity_table, write_complexity
+
+    config, rows = write_complexity(args.run)
+    print(f"kMAC per pixel of {config.name}'s learned parts (fvcore; ctc/complexity.py):")
+    print(complexity_table(rows, {tool.name: tool.name for tool in config.tools}), end="")
+    print(f"written: {os.path.join(args.run, 'complexity.csv')}")
+    return 0
+
+
+def _print_report(out, data, imports=(), import_metric=None, import_unit=None):
     import math
 
     from ctc.metrics import METRIC_NAMES
     from ctc.report import compression_ratio_text, write_report
 
-    _, bd_rows, nl_rows, labels = write_report(out, data)
+    _, bd_rows, nl_rows, labels = write_report(out, data, imports, import_metric, import_unit)
     for tool, metric, value, ci, _ in bd_rows:
         bounds = f" [{ci[0]:+.1f}, {ci[1]:+.1f}]" if all(map(math.isfinite, ci)) else ""
         shown = f"{value:+.1f} %" if math.isfinite(value) else "n/a"
@@ -140,7 +194,7 @@ def _print_report(out, data):
     print(f"report: {os.path.join(str(out), 'report.md')}")
 
 
-COMMANDS = {"list": list_configs, "run": run_config, "report": report}
+COMMANDS = {"list": list_configs, "run": run_config, "report": report, "export": export, "complexity": complexity}
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
     DIR/bd_rate.csv               BD-rate of every tool vs the anchor, per quality metric, with CI
     DIR/near_lossless.csv         R_NL and CR_NL per tool and metric, with CI
     DIR/compressai_vision/<tool>.csv   CompressAI-Vision's summary columns, one row per rate point
+    DIR/complexity.csv            MACs per image and kMAC per pixel of each tool's learned parts
     DIR/rate_accuracy.png         quality vs rate, one panel per metric
 
 Only images with every record (reference and all tools and rate points) enter
@@ -14,6 +15,10 @@ feature point (bpfp: total bits / total feature points of the images) or bits pe
 original-image pixel (bpp: total bits / total pixels, MPEG-VCM's). Over one set of
 images the two differ by a constant factor, so BD-rates and CR_NL agree on both
 axes; R_NL is reported on both. The rules are in ctc/stats.py.
+
+Results of other tools can join the report (`ctc report DIR --import NAME=FOLDER`): a
+CompressAI-Vision / FCTM result folder (ctc/interchange.py) becomes one more tool, with point
+estimates only, since it has no per-image records to resample.
 """
 
 from __future__ import annotations
@@ -36,8 +41,8 @@ from ctc.runner import CONFIG_SNAPSHOT, RUN_FILE
 from ctc.stats import (UNCOMPRESSED_BITS_PER_POINT, Bootstrap, bd_overlap, bd_rate, interval,
                        near_lossless_rate)
 
-COMPRESSAI_VISION_COLUMNS = ("Dataset", "qp", "avg_bpp", "end_accuracy", "nn_part_1", "encode", "decode",
-                             "nn_part_2")
+COMPLEXITY_FILE = "complexity.csv"
+COMPRESSAI_VISION_FOLDER = "compressai_vision"
 
 
 @dataclass
@@ -57,17 +62,34 @@ class PointResult:
     nn_part_2_ms: float = 0.0
     md5_ok: int = 0
     md5_mismatch: int = 0
-    rate_resamples: dict = None    # rate axis -> bootstrap resamples of the rate
-    quality: dict = field(default_factory=dict)     # metric -> (value, resamples)
+    rate_resamples: dict = None    # rate axis -> bootstrap resamples of the rate (None: imported)
+    quality: dict = field(default_factory=dict)     # metric -> (value, resamples or None)
+    images: int | None = None
 
 
-def load_run(out):
+@dataclass(frozen=True)
+class ImportedTool:
+    """A tool of another toolchain's results: its name and label in the report, and how it was read."""
+    name: str
+    label: str
+    path: str
+    metric: str
+    metric_source: str
+    unit: str
+    unit_source: str
+
+
+def load_run_description(out):
+    """(config, run state) of a run folder: what it ran, without its records."""
     out = Path(out)
     if not (out / CONFIG_SNAPSHOT).is_file() or not (out / RUN_FILE).is_file():
         raise InputError(f"{out} is not a ctc run folder (no {CONFIG_SNAPSHOT} / {RUN_FILE}); run `ctc run` first")
-    config = load_config(out / CONFIG_SNAPSHOT)
-    state = json.loads((out / RUN_FILE).read_text())
-    return config, state, read_all(out, [tool.name for tool in config.tools])
+    return load_config(out / CONFIG_SNAPSHOT), json.loads((out / RUN_FILE).read_text())
+
+
+def load_run(out):
+    config, state = load_run_description(out)
+    return config, state, read_all(Path(out), [tool.name for tool in config.tools])
 
 
 def complete_images(config, records):
@@ -111,7 +133,7 @@ def compute(config, state, records, data=None):
 def _point_result(tool, point, recs, bootstrap, quality):
     column = lambda key: np.array([r[key] for r in recs], dtype=np.float64)
     bits, points, pixels = column("bits"), column("feature_points"), column("pixels")
-    result = PointResult(tool=tool.name, label=point.label, options=point.options, records=recs,
+    result = PointResult(tool=tool.name, label=point.label, options=point.options, records=recs, images=len(recs),
                          bits=float(bits.mean()), bpfp=float(bits.sum() / points.sum()),
                          bpp=float(bits.sum() / pixels.sum()), mse=float(column("mse").mean()),
                          nrmse=float(np.nanmean(column("nrmse"))), encode_ms=1000 * float(column("encode_s").mean()),
@@ -128,49 +150,58 @@ def _point_result(tool, point, recs, bootstrap, quality):
 
 # -- derived tables ---------------------------------------------------------------------------------
 
+def _resampled(points, metric):
+    """Whether every point has bootstrap resamples of its rate and of `metric` (imported tools have none)."""
+    return all(p.rate_resamples is not None and p.quality[metric][1] is not None for p in points)
+
+
 def bd_rates(config, results, bootstrap, reference=None):
-    """[(tool, metric, value, (lo, hi), quality interval)] of every tool vs `reference` (default: the anchor)."""
+    """[(tool, metric, value, (lo, hi), quality interval)] of every tool (results' order) vs `reference`
+    (default: the anchor); nan where a tool lacks the metric."""
     reference = reference or config.anchor
     axis = config.rate_axis
     anchor = results[reference]
     rows = []
-    for tool in config.tools:
-        if tool.name == reference:
+    for name, test in results.items():
+        if name == reference:
             continue
-        test = results[tool.name]
         for metric in config.metrics:
+            if metric not in test[0].quality:
+                rows.append((name, metric, math.nan, (math.nan, math.nan), None))
+                continue
             curves = ([getattr(p, axis) for p in anchor], [p.quality[metric][0] for p in anchor],
                       [getattr(p, axis) for p in test], [p.quality[metric][0] for p in test])
             value, overlap = bd_rate(*curves), bd_overlap(*curves)
             ci = (math.nan, math.nan)
-            if bootstrap.resamples:
+            if bootstrap.resamples and _resampled(anchor, metric) and _resampled(test, metric):
                 samples = [bd_rate([p.rate_resamples[axis][r] for p in anchor],
                                    [p.quality[metric][1][r] for p in anchor],
                                    [p.rate_resamples[axis][r] for p in test], [p.quality[metric][1][r] for p in test])
                            for r in range(bootstrap.resamples)]
                 ci = interval(samples)
-            rows.append((tool.name, metric, value, ci, overlap))
+            rows.append((name, metric, value, ci, overlap))
     return rows
 
 
 def near_lossless(config, results, reference_quality, bootstrap, axis="bpfp"):
     """[(tool, metric, NearLossless, (lo, hi) of R_NL, censored share of resamples)], rates on `axis`."""
     rows = []
-    for tool in config.tools:
-        points = results[tool.name]
+    for name, points in results.items():
         for metric in config.metrics:
+            if metric not in points[0].quality:
+                continue
             q0, q0_resamples = reference_quality[metric]
             value = near_lossless_rate([getattr(p, axis) for p in points], [p.quality[metric][0] for p in points],
                                        q0, config.near_lossless_drop)
             ci, censored = (math.nan, math.nan), math.nan
-            if bootstrap.resamples:
+            if bootstrap.resamples and _resampled(points, metric):
                 samples = [near_lossless_rate([p.rate_resamples[axis][r] for p in points],
                                               [p.quality[metric][1][r] for p in points],
                                               q0_resamples[r], config.near_lossless_drop)
                            for r in range(bootstrap.resamples)]
                 ci = interval([s.rate for s in samples])
                 censored = float(np.mean([bool(s.censored) for s in samples]))
-            rows.append((tool.name, metric, value, ci, censored))
+            rows.append((name, metric, value, ci, censored))
     return rows
 
 
@@ -196,24 +227,41 @@ def _point_table(config, points):
     rows = []
     for p in points:
         quality = [_ci_text(p.quality[m][0], interval(p.quality[m][1]) if p.quality[m][1] is not None
-                            else (math.nan, math.nan)) for m in task_metrics(config)]
+                            else (math.nan, math.nan)) if m in p.quality else "n/a" for m in task_metrics(config)]
         md5 = "n/a" if p.md5_ok + p.md5_mismatch == 0 else (
             f"{p.md5_ok} ok" if not p.md5_mismatch else f"**{p.md5_mismatch} MISMATCH**")
-        rows.append([p.label, f"{p.bits:,.0f}", f"{p.bpfp:.4f}", f"{p.bpp:.4f}", *quality, f"{p.mse:.4g}",
-                     f"{p.nrmse:.4f}", f"{p.encode_ms:.1f}", f"{p.decode_ms:.1f}", md5])
+        rows.append([p.label, f"{p.bits:,.0f}", f"{p.bpfp:.4f}", f"{p.bpp:.4f}", *quality, _shown(p.mse, ".4g"),
+                     _shown(p.nrmse, ".4f"), _shown(p.encode_ms, ".1f"), _shown(p.decode_ms, ".1f"), md5])
     return _table(header, rows)
 
 
-def write_report(out, data=None):
-    """Compute and write every report file into the run folder; returns the markdown text."""
+def _shown(value, spec):
+    return format(value, spec) if np.isfinite(value) else "n/a"
+
+
+def write_report(out, data=None, imports=(), import_metric=None, import_unit=None):
+    """Compute and write every report file into the run folder; returns the markdown text.
+    `imports`: (name, folder) of CompressAI-Vision results to report as more tools; their metric
+    and unit, where their files do not name them, are `import_metric` (default: the primary
+    metric) and `import_unit` (default: inferred)."""
     out = Path(out)
     config, state, records = load_run(out)
     images, reference_quality, results, bootstrap = compute(config, state, records, data)
+    labels = {tool.name: tool.label for tool in config.tools}
+    ref_records = [r for r in records[REFERENCE_TOOL] if r["image"] in set(images)]
+    imported = []
+    for name, folder in imports:
+        if name in results:
+            raise InputError(f"--import {name}=...: the run already has a tool {name}")
+        tool, results[name] = import_tool(config, name, folder, ref_records, import_metric, import_unit)
+        labels[name] = tool.label
+        imported.append(tool)
     bd_rows = bd_rates(config, results, bootstrap)
     baseline_rows = {name: bd_rates(config, results, bootstrap, name) for name in config.baselines}
     nl_rows = near_lossless(config, results, reference_quality, bootstrap)
     nl_bpp_rows = near_lossless(config, results, reference_quality, bootstrap, "bpp")
-    labels = {tool.name: tool.label for tool in config.tools}
+    pixels_per_image = sum(r["pixels"] for r in ref_records) / len(ref_records)
+    complexity = _complexity_rows(config, pixels_per_image)
 
     _write_points_csv(out / "points.csv", config, results)
     _write_csv(out / "bd_rate.csv", ["tool", "anchor", "metric", "bd_rate_percent", "ci_low", "ci_high",
@@ -228,7 +276,11 @@ def write_report(out, data=None):
                  _num(UNCOMPRESSED_BITS_PER_POINT / ci[1]), _num(UNCOMPRESSED_BITS_PER_POINT / ci[0]), _num(c),
                  _num(nl_bpp.rate), _num(ci_bpp[0]), _num(ci_bpp[1])]
                 for (t, m, nl, ci, c), (_, _, nl_bpp, ci_bpp, _) in zip(nl_rows, nl_bpp_rows)])
-    _write_compressai_vision(out / "compressai_vision", config, state, results, reference_quality)
+    if complexity:
+        _write_complexity_csv(out / COMPLEXITY_FILE, complexity)
+    elif (out / COMPLEXITY_FILE).is_file():
+        (out / COMPLEXITY_FILE).unlink()       # not stale numbers beside a report that has none
+    _write_compressai_vision(out, complexity)
     _plot(out / "rate_accuracy.png", config, results, reference_quality, labels)
     axis_name = RATE_AXES[config.rate_axis]
 
@@ -248,7 +300,6 @@ def write_report(out, data=None):
     ref_rows = [[METRIC_NAMES[m], _ci_text(reference_quality[m][0], interval(reference_quality[m][1])
                                            if reference_quality[m][1] is not None else (math.nan, math.nan))]
                 for m in task_metrics(config)]
-    ref_records = [r for r in records[REFERENCE_TOOL] if r["image"] in set(images)]
     feature_points = np.mean([r["feature_points"] for r in ref_records])
     r0_bpp = UNCOMPRESSED_BITS_PER_POINT * sum(r["feature_points"] for r in ref_records) / sum(
         r["pixels"] for r in ref_records)
@@ -276,18 +327,23 @@ def write_report(out, data=None):
                   [[labels[t], METRIC_NAMES[m], _nl_text(nl_bpp, ci_bpp), _nl_text(nl, ci), compression_ratio_text(nl, ci),
                     "n/a" if not np.isfinite(c) else f"{100 * c:.0f} %"]
                    for (t, m, nl, ci, c), (_, _, nl_bpp, ci_bpp, _) in zip(nl_rows, nl_bpp_rows)])]
+    md += _complexity_section(complexity, labels)
+    md += _imported_section(imported)
     md += ["## Per rate point", ""]
     for tool in config.tools:
         cfg = f"`{tool.cfg}`" + (f" + {tool.options}" if tool.options else "") if tool.kind == "features" else \
             "the image anchor (ctc/image_codec.py: x265 intra 8-bit 4:2:0 on the input image)"
         md += [f"### {tool.label}", "", f"{cfg}", "", _point_table(config, results[tool.name])]
+    for tool in imported:
+        md += [f"### {tool.label}", "", f"imported from `{tool.path}`", "", _point_table(config, results[tool.name])]
     md += ["bits: whole FCRS stream per image (headers, tensor data, MD5 unit), or the image anchor's HEVC stream; "
            "bpfp = bits / feature points; bpp = bits / input pixels (image as read); MSE, NRMSE = ||f − f̂|| / ||f|| "
            "per image, averaged; enc / dec ms: library encode / decode per image (image anchor: x265 / "
            "libde265-dec265 wall time); MD5: decoded-feature hash checks by the decoder.", "",
            "![rate-accuracy](rate_accuracy.png)", "",
-           "Files: `points.csv`, `bd_rate.csv`, `near_lossless.csv`, `compressai_vision/<tool>.csv` "
-           "(CompressAI-Vision summary columns), `rate_accuracy.png`.", ""]
+           "Files: `points.csv`, `bd_rate.csv`, `near_lossless.csv`, `complexity.csv`, `rate_accuracy.png`, "
+           "`compressai_vision/` (the run in CompressAI-Vision's per-rate-point layout: docs/compressai_vision.md).",
+           ""]
     text = "\n".join(md)
     write_text(out / "report.md", text)
     return text, bd_rows, nl_rows, labels
@@ -335,33 +391,153 @@ def _write_points_csv(path, config, results):
     for m in metrics:
         header += [m, f"{m}_ci_low", f"{m}_ci_high"]
     rows = []
-    for tool in config.tools:
-        for p in results[tool.name]:
-            row = [tool.name, p.label, len(p.records), _num(p.bits), _num(p.bpfp), _num(p.bpp), _num(p.mse),
-                   _num(p.nrmse), _num(p.encode_ms), _num(p.decode_ms), _num(p.nn_part_1_ms), _num(p.nn_part_2_ms),
-                   p.md5_ok, p.md5_mismatch]
+    for name, points in results.items():
+        for p in points:
+            row = [name, p.label, "" if p.images is None else p.images, _num(p.bits), _num(p.bpfp), _num(p.bpp),
+                   _num(p.mse), _num(p.nrmse), _num(p.encode_ms), _num(p.decode_ms), _num(p.nn_part_1_ms),
+                   _num(p.nn_part_2_ms), p.md5_ok, p.md5_mismatch]
             for m in metrics:
-                value, resamples = p.quality[m]
+                value, resamples = p.quality.get(m, (math.nan, None))
                 lo, hi = interval(resamples) if resamples is not None else (math.nan, math.nan)
                 row += [_num(value), _num(lo), _num(hi)]
             rows.append(row)
     _write_csv(path, header, rows)
 
 
-def _write_compressai_vision(folder, config, state, results, reference_quality):
-    """CompressAI-Vision's summary.csv layout (bpp mode): times are totals in seconds over the images."""
-    folder.mkdir(exist_ok=True)
-    dataset = Path(str(state["runs"][-1].get("data") or config.name)).name
-    primary = config.metrics[0]
-    for tool in config.tools:
-        rows = []
-        for p in results[tool.name]:
-            nn_part_1 = sum(r["nn_part_1_s"] for r in p.records)
-            rows.append([dataset, p.options.get("QP", p.label), _num(p.bpp), _num(p.quality[primary][0]),
-                         _num(nn_part_1), _num(sum(r["encode_s"] for r in p.records)),
-                         _num(sum(r["decode_s"] for r in p.records)),
-                         _num(sum(r["nn_part_2_s"] for r in p.records))])
-        _write_csv(folder / f"{tool.name}.csv", COMPRESSAI_VISION_COLUMNS, rows)
+def _write_compressai_vision(out, complexity):
+    """DIR/compressai_vision/: the run in CompressAI-Vision's layout (ctc/interchange.py), rewritten whole."""
+    import shutil
+    import tempfile
+
+    from ctc.interchange import export_compressai_vision
+
+    staging = Path(tempfile.mkdtemp(prefix=".compressai_vision.", dir=out))
+    try:
+        export_compressai_vision(out, staging / COMPRESSAI_VISION_FOLDER, complexity=complexity)
+        if (out / COMPRESSAI_VISION_FOLDER).exists():
+            shutil.rmtree(out / COMPRESSAI_VISION_FOLDER)
+        (staging / COMPRESSAI_VISION_FOLDER).rename(out / COMPRESSAI_VISION_FOLDER)
+    finally:
+        shutil.rmtree(staging)
+
+
+# -- imported results and complexity -----------------------------------------------------------------
+
+def import_tool(config, name, folder, ref_records, metric=None, unit=None):
+    """(ImportedTool, [PointResult]) of CompressAI-Vision results below `folder`, on this report's axes:
+    bpfp from bpp by the ratio of pixels to feature points of the report's images."""
+    from ctc.interchange import read_summary_run
+
+    run = read_summary_run(folder, unit)
+    if run.metric is not None:
+        if metric is not None and metric != run.metric:
+            raise InputError(f"--import {name}: its files name the metric {run.metric}, not {metric}")
+        metric, metric_source = run.metric, "the files (eval_criteria)"
+    elif metric is not None:
+        metric_source = "given (--import-metric)"
+    else:
+        metric, metric_source = config.metrics[0], "assumed: the report's primary metric (the files do not say)"
+    if metric not in task_metrics(config):
+        raise InputError(f"--import {name}: {metric} is not a metric of this report ({', '.join(task_metrics(config))})")
+    pixels = sum(r["pixels"] for r in ref_records)
+    points_per_pixel = sum(r["feature_points"] for r in ref_records) / pixels
+    pixels_per_image = pixels / len(ref_records)
+    rows = []
+    for point in run.points:
+        per_image = (lambda seconds: 1000 * seconds / point.images) if point.images else (lambda seconds: math.nan)
+        rows.append(PointResult(tool=name, label=point.rate_point, options={}, records=[],
+                                bits=point.bpp * pixels_per_image, bpfp=point.bpp / points_per_pixel, bpp=point.bpp,
+                                mse=math.nan, nrmse=math.nan, encode_ms=per_image(point.seconds["encode"]),
+                                decode_ms=per_image(point.seconds["decode"]),
+                                nn_part_1_ms=per_image(point.seconds["nn_part_1"]),
+                                nn_part_2_ms=per_image(point.seconds["nn_part_2"]),
+                                quality={metric: (point.accuracy, None)}, images=point.images))
+    tool = ImportedTool(name=name, label=f"{name} (imported)", path=str(folder), metric=metric,
+                        metric_source=metric_source, unit=run.unit, unit_source=run.unit_source)
+    return tool, rows
+
+
+def _complexity_rows(config, pixels_per_image):
+    """ctc/complexity.py's rows for the run, or [] when its counter (fvcore) is not installed."""
+    from ctc import complexity
+
+    return complexity.run_complexity(config, pixels_per_image) if complexity.available() else []
+
+
+def run_complexity_rows(run_dir, config, points):
+    """[(tool, MACs per image, kMAC per pixel)] of a run folder: its complexity.csv, or counted now
+    with the mean pixels per image its points.csv implies (bits per image / bpp)."""
+    from ctc.complexity import PARTS
+
+    path = Path(run_dir) / COMPLEXITY_FILE
+    if path.is_file():
+        with open(path, newline="") as handle:
+            return [(row["tool"], {part: float(row[f"{part}_mac"] or "nan") for part in PARTS},
+                     {part: float(row[f"{part}_kmac_per_pixel"] or "nan") for part in PARTS})
+                    for row in csv.DictReader(handle)]
+    rates = [(float(row["bits_per_image"]), float(row["bpp"])) for rows in points.values() for row in rows
+             if row["bpp"] and float(row["bpp"]) > 0]
+    if not rates:
+        raise InputError(f"{run_dir}/points.csv has no rate to derive the pixels per image from")
+    from ctc import complexity
+
+    if not complexity.available():
+        raise InputError("counting MACs needs fvcore (pip install -e '.[tasks]')")
+    return complexity.run_complexity(config, rates[0][0] / rates[0][1])
+
+
+def write_complexity(run_dir):
+    """`ctc complexity DIR`: count and write DIR/complexity.csv from the run's ctc.yaml and points.csv."""
+    from ctc.interchange import read_points_csv
+
+    config, _ = load_run_description(run_dir)
+    path = Path(run_dir) / COMPLEXITY_FILE
+    if path.is_file():
+        path.unlink()
+    rows = run_complexity_rows(run_dir, config, read_points_csv(run_dir))
+    _write_complexity_csv(path, rows)
+    return config, rows
+
+
+def _write_complexity_csv(path, rows):
+    from ctc.complexity import PARTS
+
+    _write_csv(path, ["tool"] + [f"{part}_mac" for part in PARTS] + [f"{part}_kmac_per_pixel" for part in PARTS],
+               [[tool] + [_num(macs[part]) for part in PARTS] + [_num(kmac[part]) for part in PARTS]
+                for tool, macs, kmac in rows])
+
+
+def complexity_table(rows, labels):
+    from ctc.complexity import PARTS, SUMMARY_COLUMNS
+
+    return _table(["tool"] + [SUMMARY_COLUMNS[part] for part in PARTS] + ["total"],
+                  [[labels.get(tool, tool)] + [_shown(kmac[part], ".4g") for part in PARTS]
+                   + [_shown(sum(kmac.values()), ".4g")] for tool, _, kmac in rows])
+
+
+def _complexity_section(rows, labels):
+    if not rows:
+        return ["## Complexity", "", "Not counted: fvcore is not installed (pip install -e '.[tasks]').", ""]
+    return ["## Complexity (kMAC per pixel)", "",
+            "Multiply-accumulates of each tool's learned parts, counted by fvcore, per pixel of the original "
+            "images (ctc/complexity.py): nn_part1 / nn_part2 the task network's front and back, feature "
+            "reduction / restoration the codec's learned encoder and decoder parts (L-MSFC, FeatJND's "
+            "estimator); conventional coders have none. Coding times are in the per-point tables.", "",
+            complexity_table(rows, labels)]
+
+
+def _imported_section(imported):
+    if not imported:
+        return []
+    md = ["## Imported results", "",
+          "Tools whose results came from CompressAI-Vision / FCTM result folders (`--import`). They have no "
+          "per-image records, so none of their numbers has an interval and they are not resampled with the "
+          "others; they are compared as given, on the images the other toolchain used. Their bpfp is their "
+          "bpp times this run's ratio of feature points to pixels.", ""]
+    md.append(_table(["tool", "folder", "metric (from)", "end_accuracy unit (from)"],
+                     [[t.label, f"`{t.path}`", f"{METRIC_NAMES[t.metric]} ({t.metric_source})",
+                       f"{t.unit} ({t.unit_source})"] for t in imported]))
+    return md
 
 
 def _plot(path, config, results, reference_quality, labels):
@@ -373,8 +549,10 @@ def _plot(path, config, results, reference_quality, labels):
     fig, axes = plt.subplots(1, len(metrics), figsize=(6.5 * len(metrics), 4.8), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         q0 = reference_quality[metric][0]
-        for tool in config.tools:
-            points = sorted(results[tool.name], key=lambda p: p.bpfp)
+        for name, points in results.items():
+            if metric not in points[0].quality:
+                continue
+            points = sorted(points, key=lambda p: p.bpfp)
             x = [getattr(p, config.rate_axis) for p in points]
             y = [p.quality[metric][0] for p in points]
             errors = None
@@ -382,8 +560,8 @@ def _plot(path, config, results, reference_quality, labels):
                 cis = [interval(p.quality[metric][1]) for p in points]
                 errors = np.array([[v - lo for v, (lo, _) in zip(y, cis)], [hi - v for v, (_, hi) in zip(y, cis)]])
                 errors = np.nan_to_num(np.maximum(errors, 0))
-            ax.errorbar(x, y, yerr=errors, marker="o", ms=4, capsize=2, label=labels[tool.name],
-                        linestyle="--" if tool.name == config.anchor else "-")
+            ax.errorbar(x, y, yerr=errors, marker="o", ms=4, capsize=2, label=labels[name],
+                        linestyle="--" if name == config.anchor else "-")
         ax.axhline(q0, color="grey", lw=0.8, label="uncompressed")
         ax.axhline(q0 * (1 - config.near_lossless_drop), color="grey", lw=0.8, ls=":",
                    label=f"-{100 * config.near_lossless_drop:g} % (near-lossless)")

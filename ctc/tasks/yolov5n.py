@@ -153,11 +153,12 @@ class Detect(nn.Module):
 class Yolov5n(nn.Module):
     """YOLOv5n with ``front`` (image batch -> split features) and ``back`` (features -> B × 25200 × 85).
 
-    ``weights``: path of the safetensors file; ``split``: "neck" (P3–P5) or "backbone" (C3–C5).
+    ``weights``: path of the safetensors file (None: untrained layers, for counting operations
+    only); ``split``: "neck" (P3–P5) or "backbone" (C3–C5).
     Frozen and always in eval mode (BatchNorm uses the running statistics).
     """
 
-    def __init__(self, weights: str | os.PathLike, split: str = "neck"):
+    def __init__(self, weights: str | os.PathLike | None, split: str = "neck"):
         super().__init__()
         if split not in SPLIT_POINTS:
             raise ValueError(f"unknown split point {split!r}; choose one of {sorted(SPLIT_POINTS)}")
@@ -190,7 +191,7 @@ class Yolov5n(nn.Module):
             C3(256, 256, 1, False),                  # 23 P5
             Detect((64, 128, 256)),                  # 24
         ])
-        metadata = load_weights(self, weights)
+        metadata = load_weights(self, weights) if weights is not None else {}
         names = json.loads(metadata.get("names", "[]"))
         self.class_names = tuple(names) if len(names) == NUM_CLASSES else tuple(map(str, range(NUM_CLASSES)))
         self.requires_grad_(False).eval()
