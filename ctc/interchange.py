@@ -36,6 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.errors import InputError
+from common.featio import write_text
+from ctc import complexity as complexity_count
+from ctc.runner import load_run_description
 
 SUMMARY_COLUMNS = ("Dataset", "qp", "avg_bpp", "end_accuracy", "nn_part_1", "encode", "decode", "nn_part_2")
 FCRS_COLUMNS = ("eval_criteria", "accuracy_unit", "rate_point", "images")
@@ -82,8 +85,6 @@ def export_compressai_vision(run_dir, out_dir, datacatalog=None, sequence=None, 
     number of summary.csv files. out_dir must not exist or be empty; it appears whole or not at all.
     `complexity`: ctc/complexity.py's rows ([]: write no summary_complexity.csv); default: the run's
     complexity.csv, or counted now."""
-    from ctc.report import load_run_description, run_complexity_rows
-
     config, state = load_run_description(run_dir)
     metric = metric or config.metrics[0]
     if metric not in EVAL_CRITERIA:
@@ -98,7 +99,9 @@ def export_compressai_vision(run_dir, out_dir, datacatalog=None, sequence=None, 
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise InputError(f"{out_dir} exists and is not an empty folder: choose a new output folder")
     if complexity is None:
-        complexity = run_complexity_rows(run_dir, config, points)
+        path = Path(run_dir) / complexity_count.COMPLEXITY_FILE
+        complexity = complexity_count.read_csv(path) if path.is_file() else \
+            complexity_count.count_for_points(config, points)
     complexity = {tool: kmac for tool, _, kmac in complexity}
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))     # renamed when whole
@@ -135,16 +138,15 @@ def _write_summary(path, sequence, qp, row, metric):
     seconds = {name: _number(row[f"{name}_ms"]) * images / 1000 for name in TIMES}
     values = [sequence, qp, _g(_number(row["bpp"])), _g(_number(row[metric]) * UNITS["fraction"]),
               *(_g(seconds[name]) for name in TIMES), EVAL_CRITERIA[metric], "fraction", row["rate_point"], images]
-    _write_csv(path, SUMMARY_COLUMNS + FCRS_COLUMNS, [values])
+    write_csv(path, SUMMARY_COLUMNS + FCRS_COLUMNS, [values])
 
 
 def _write_complexity(path, kmac):
-    from ctc.complexity import PARTS, SUMMARY_COLUMNS as PART_COLUMNS
-
     if kmac is None:
         return
-    _write_csv(path, ("Metric",) + tuple(PART_COLUMNS[part] for part in PARTS),
-               [["KMAC/pixel"] + [_g(kmac[part]) for part in PARTS]])
+    parts = complexity_count.PARTS
+    write_csv(path, ("Metric",) + tuple(complexity_count.SUMMARY_COLUMNS[part] for part in parts),
+              [["KMAC/pixel"] + [_g(kmac[part]) for part in parts]])
 
 
 def _g(value):
@@ -152,12 +154,13 @@ def _g(value):
     return "" if value is None or not math.isfinite(value) else format(float(value), ".10g")
 
 
-def _write_csv(path, header, rows):
+def write_csv(path, header, rows):
+    """One CSV file, written whole (common.featio.write_text) or not at all."""
     text = io.StringIO(newline="")
     writer = csv.writer(text)
     writer.writerow(header)
     writer.writerows(rows)
-    Path(path).write_text(text.getvalue())
+    write_text(path, text.getvalue())
 
 
 # -- import -----------------------------------------------------------------------------------------

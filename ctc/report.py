@@ -23,8 +23,6 @@ estimates only, since it has no per-image records to resample.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -34,14 +32,15 @@ import numpy as np
 
 from common.errors import InputError
 from common.featio import write_atomically, write_text
-from ctc.config import RATE_AXES, load_config
+from ctc import complexity
+from ctc.config import RATE_AXES
+from ctc.interchange import export_compressai_vision, read_points_csv, read_summary_run, write_csv
 from ctc.metrics import METRIC_NAMES, CocoScorer, Quality, task_metrics
 from ctc.records import REFERENCE_TOOL, read_all
-from ctc.runner import CONFIG_SNAPSHOT, RUN_FILE
+from ctc.runner import load_run_description
 from ctc.stats import (UNCOMPRESSED_BITS_PER_POINT, Bootstrap, bd_overlap, bd_rate, interval,
                        near_lossless_rate)
 
-COMPLEXITY_FILE = "complexity.csv"
 COMPRESSAI_VISION_FOLDER = "compressai_vision"
 
 
@@ -77,14 +76,6 @@ class ImportedTool:
     metric_source: str
     unit: str
     unit_source: str
-
-
-def load_run_description(out):
-    """(config, run state) of a run folder: what it ran, without its records."""
-    out = Path(out)
-    if not (out / CONFIG_SNAPSHOT).is_file() or not (out / RUN_FILE).is_file():
-        raise InputError(f"{out} is not a ctc run folder (no {CONFIG_SNAPSHOT} / {RUN_FILE}); run `ctc run` first")
-    return load_config(out / CONFIG_SNAPSHOT), json.loads((out / RUN_FILE).read_text())
 
 
 def load_run(out):
@@ -261,26 +252,26 @@ def write_report(out, data=None, imports=(), import_metric=None, import_unit=Non
     nl_rows = near_lossless(config, results, reference_quality, bootstrap)
     nl_bpp_rows = near_lossless(config, results, reference_quality, bootstrap, "bpp")
     pixels_per_image = sum(r["pixels"] for r in ref_records) / len(ref_records)
-    complexity = _complexity_rows(config, pixels_per_image)
+    counted = _complexity_rows(config, pixels_per_image)
 
     _write_points_csv(out / "points.csv", config, results)
-    _write_csv(out / "bd_rate.csv", ["tool", "anchor", "metric", "bd_rate_percent", "ci_low", "ci_high",
+    write_csv(out / "bd_rate.csv", ["tool", "anchor", "metric", "bd_rate_percent", "ci_low", "ci_high",
                                      "quality_low", "quality_high"],
                [[t, reference, m, _num(v), _num(ci[0]), _num(ci[1]), *(_num(q) for q in overlap or (None, None))]
                 for reference, rows in {config.anchor: bd_rows, **baseline_rows}.items()
                 for t, m, v, ci, overlap in rows])
-    _write_csv(out / "near_lossless.csv",
+    write_csv(out / "near_lossless.csv",
                ["tool", "metric", "r_nl_bpfp", "censored", "ci_low", "ci_high", "cr_nl", "cr_nl_ci_low",
                 "cr_nl_ci_high", "censored_resamples", "r_nl_bpp", "r_nl_bpp_ci_low", "r_nl_bpp_ci_high"],
                [[t, m, _num(nl.rate), nl.censored, _num(ci[0]), _num(ci[1]), _num(nl.compression_ratio),
                  _num(UNCOMPRESSED_BITS_PER_POINT / ci[1]), _num(UNCOMPRESSED_BITS_PER_POINT / ci[0]), _num(c),
                  _num(nl_bpp.rate), _num(ci_bpp[0]), _num(ci_bpp[1])]
                 for (t, m, nl, ci, c), (_, _, nl_bpp, ci_bpp, _) in zip(nl_rows, nl_bpp_rows)])
-    if complexity:
-        _write_complexity_csv(out / COMPLEXITY_FILE, complexity)
-    elif (out / COMPLEXITY_FILE).is_file():
-        (out / COMPLEXITY_FILE).unlink()       # not stale numbers beside a report that has none
-    _write_compressai_vision(out, complexity)
+    if counted:
+        write_csv(out / complexity.COMPLEXITY_FILE, *complexity.csv_table(counted))
+    elif (out / complexity.COMPLEXITY_FILE).is_file():
+        (out / complexity.COMPLEXITY_FILE).unlink()       # not stale numbers beside a report that has none
+    _write_compressai_vision(out, counted)
     _plot(out / "rate_accuracy.png", config, results, reference_quality, labels)
     axis_name = RATE_AXES[config.rate_axis]
 
@@ -327,7 +318,7 @@ def write_report(out, data=None, imports=(), import_metric=None, import_unit=Non
                   [[labels[t], METRIC_NAMES[m], _nl_text(nl_bpp, ci_bpp), _nl_text(nl, ci), compression_ratio_text(nl, ci),
                     "n/a" if not np.isfinite(c) else f"{100 * c:.0f} %"]
                    for (t, m, nl, ci, c), (_, _, nl_bpp, ci_bpp, _) in zip(nl_rows, nl_bpp_rows)])]
-    md += _complexity_section(complexity, labels)
+    md += _complexity_section(counted, labels)
     md += _imported_section(imported)
     md += ["## Per rate point", ""]
     for tool in config.tools:
@@ -376,14 +367,6 @@ def _num(value):
     return "" if value is None or not np.isfinite(value) else f"{value:.6g}"
 
 
-def _write_csv(path, header, rows):
-    text = io.StringIO(newline="")
-    writer = csv.writer(text)
-    writer.writerow(header)
-    writer.writerows(rows)
-    write_text(path, text.getvalue())
-
-
 def _write_points_csv(path, config, results):
     metrics = task_metrics(config)
     header = ["tool", "rate_point", "images", "bits_per_image", "bpfp", "bpp", "mse", "nrmse", "encode_ms",
@@ -401,15 +384,13 @@ def _write_points_csv(path, config, results):
                 lo, hi = interval(resamples) if resamples is not None else (math.nan, math.nan)
                 row += [_num(value), _num(lo), _num(hi)]
             rows.append(row)
-    _write_csv(path, header, rows)
+    write_csv(path, header, rows)
 
 
 def _write_compressai_vision(out, complexity):
     """DIR/compressai_vision/: the run in CompressAI-Vision's layout (ctc/interchange.py), rewritten whole."""
     import shutil
     import tempfile
-
-    from ctc.interchange import export_compressai_vision
 
     staging = Path(tempfile.mkdtemp(prefix=".compressai_vision.", dir=out))
     try:
@@ -426,8 +407,6 @@ def _write_compressai_vision(out, complexity):
 def import_tool(config, name, folder, ref_records, metric=None, unit=None):
     """(ImportedTool, [PointResult]) of CompressAI-Vision results below `folder`, on this report's axes:
     bpfp from bpp by the ratio of pixels to feature points of the report's images."""
-    from ctc.interchange import read_summary_run
-
     run = read_summary_run(folder, unit)
     if run.metric is not None:
         if metric is not None and metric != run.metric:
@@ -459,59 +438,22 @@ def import_tool(config, name, folder, ref_records, metric=None, unit=None):
 
 def _complexity_rows(config, pixels_per_image):
     """ctc/complexity.py's rows for the run, or [] when its counter (fvcore) is not installed."""
-    from ctc import complexity
-
     return complexity.run_complexity(config, pixels_per_image) if complexity.available() else []
-
-
-def run_complexity_rows(run_dir, config, points):
-    """[(tool, MACs per image, kMAC per pixel)] of a run folder: its complexity.csv, or counted now
-    with the mean pixels per image its points.csv implies (bits per image / bpp)."""
-    from ctc.complexity import PARTS
-
-    path = Path(run_dir) / COMPLEXITY_FILE
-    if path.is_file():
-        with open(path, newline="") as handle:
-            return [(row["tool"], {part: float(row[f"{part}_mac"] or "nan") for part in PARTS},
-                     {part: float(row[f"{part}_kmac_per_pixel"] or "nan") for part in PARTS})
-                    for row in csv.DictReader(handle)]
-    rates = [(float(row["bits_per_image"]), float(row["bpp"])) for rows in points.values() for row in rows
-             if row["bpp"] and float(row["bpp"]) > 0]
-    if not rates:
-        raise InputError(f"{run_dir}/points.csv has no rate to derive the pixels per image from")
-    from ctc import complexity
-
-    if not complexity.available():
-        raise InputError("counting MACs needs fvcore (pip install -e '.[tasks]')")
-    return complexity.run_complexity(config, rates[0][0] / rates[0][1])
 
 
 def write_complexity(run_dir):
     """`ctc complexity DIR`: count and write DIR/complexity.csv from the run's ctc.yaml and points.csv."""
-    from ctc.interchange import read_points_csv
-
     config, _ = load_run_description(run_dir)
-    path = Path(run_dir) / COMPLEXITY_FILE
-    if path.is_file():
-        path.unlink()
-    rows = run_complexity_rows(run_dir, config, read_points_csv(run_dir))
-    _write_complexity_csv(path, rows)
+    path = Path(run_dir) / complexity.COMPLEXITY_FILE
+    rows = complexity.count_for_points(config, read_points_csv(run_dir))
+    write_csv(path, *complexity.csv_table(rows))
     return config, rows
 
 
-def _write_complexity_csv(path, rows):
-    from ctc.complexity import PARTS
-
-    _write_csv(path, ["tool"] + [f"{part}_mac" for part in PARTS] + [f"{part}_kmac_per_pixel" for part in PARTS],
-               [[tool] + [_num(macs[part]) for part in PARTS] + [_num(kmac[part]) for part in PARTS]
-                for tool, macs, kmac in rows])
-
-
 def complexity_table(rows, labels):
-    from ctc.complexity import PARTS, SUMMARY_COLUMNS
-
-    return _table(["tool"] + [SUMMARY_COLUMNS[part] for part in PARTS] + ["total"],
-                  [[labels.get(tool, tool)] + [_shown(kmac[part], ".4g") for part in PARTS]
+    parts = complexity.PARTS
+    return _table(["tool"] + [complexity.SUMMARY_COLUMNS[part] for part in parts] + ["total"],
+                  [[labels.get(tool, tool)] + [_shown(kmac[part], ".4g") for part in parts]
                    + [_shown(sum(kmac.values()), ".4g")] for tool, _, kmac in rows])
 
 

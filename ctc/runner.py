@@ -46,6 +46,17 @@ RUN_FILE = "run.json"
 CONFIG_SNAPSHOT = "ctc.yaml"
 
 
+def load_run_description(out):
+    """(config, run state) of a run folder: what it ran, without its records."""
+    from common.errors import InputError
+    from ctc.config import load_config
+
+    out = Path(out)
+    if not (out / CONFIG_SNAPSHOT).is_file() or not (out / RUN_FILE).is_file():
+        raise InputError(f"{out} is not a ctc run folder (no {CONFIG_SNAPSHOT} / {RUN_FILE}); run `ctc run` first")
+    return load_config(out / CONFIG_SNAPSHOT), json.loads((out / RUN_FILE).read_text())
+
+
 # -- worker side ----------------------------------------------------------------------------------
 
 class Evaluator:
