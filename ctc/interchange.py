@@ -12,10 +12,11 @@ summary.csv in its image ('bpp') mode has one row:
 
 avg_bpp = total bits / total pixels of the original images; the four times are totals in
 seconds over the images. end_accuracy is written as a fraction, the unit its summary script
-(scripts/metrics/gen_mpeg_cttc_csv.py) expects of an image dataset (it multiplies by 100).
-FCRS adds four columns after these, which that script passes through untouched:
-eval_criteria (the metric, in CompressAI-Vision's name: bbox.AP50, top1, ...),
-accuracy_unit ('fraction'), rate_point (the FCRS label, e.g. QP=32) and images.
+(scripts/metrics/gen_mpeg_cttc_csv.py) expects of an image dataset (it multiplies by 100); a
+fidelity metric (CC, KL, PSNR, MS-SSIM) as it is. FCRS adds four columns after these, which
+that script passes through untouched: eval_criteria (the metric, in CompressAI-Vision's name:
+bbox.AP50, top1, ...), accuracy_unit ('fraction', or 'value' for a fidelity metric),
+rate_point (the FCRS label, e.g. QP=32) and images.
 summary_complexity.csv is CompressAI-Vision's kMAC-per-pixel row (ctc/complexity.py).
 
 Reading goes the other way: every summary.csv below a folder, one sequence, one row each.
@@ -45,8 +46,12 @@ FCRS_COLUMNS = ("eval_criteria", "accuracy_unit", "rate_point", "images")
 # FCRS metric -> CompressAI-Vision's evaluation criterion (COCOEval: '<iou type>.<metric>')
 EVAL_CRITERIA = {"bbox_ap": "bbox.AP", "bbox_ap50": "bbox.AP50", "bbox_ap75": "bbox.AP75",
                  "segm_ap": "segm.AP", "segm_ap50": "segm.AP50", "segm_ap75": "segm.AP75",
-                 "top1": "top1", "top5": "top5", "agreement": "agreement"}
-UNITS = {"fraction": 0.01, "percent": 1.0}        # unit -> value per FCRS percent
+                 "top1": "top1", "top5": "top5", "agreement": "agreement",
+                 "cc": "cc", "kl": "kl", "psnr": "psnr", "ms_ssim": "ms_ssim"}
+# FCRS's percentages go out as fractions; the fidelity metrics (CC, KL, PSNR, MS-SSIM) as they are
+PERCENT_METRICS = ("bbox_ap", "bbox_ap50", "bbox_ap75", "segm_ap", "segm_ap50", "segm_ap75", "top1", "top5",
+                   "agreement")
+UNITS = {"fraction": 0.01, "percent": 1.0, "value": 1.0}        # unit -> its value per FCRS value
 TIMES = ("nn_part_1", "encode", "decode", "nn_part_2")
 
 
@@ -136,8 +141,9 @@ def _number(text):
 def _write_summary(path, sequence, qp, row, metric):
     images = int(row["images"])
     seconds = {name: _number(row[f"{name}_ms"]) * images / 1000 for name in TIMES}
-    values = [sequence, qp, _g(_number(row["bpp"])), _g(_number(row[metric]) * UNITS["fraction"]),
-              *(_g(seconds[name]) for name in TIMES), EVAL_CRITERIA[metric], "fraction", row["rate_point"], images]
+    unit = "fraction" if metric in PERCENT_METRICS else "value"
+    values = [sequence, qp, _g(_number(row["bpp"])), _g(_number(row[metric]) * UNITS[unit]),
+              *(_g(seconds[name]) for name in TIMES), EVAL_CRITERIA[metric], unit, row["rate_point"], images]
     write_csv(path, SUMMARY_COLUMNS + FCRS_COLUMNS, [values])
 
 
@@ -213,7 +219,7 @@ def read_summary_run(path, unit=None):
     accuracies = [_float(row, "end_accuracy", file) for file, row in rows]
     if named_unit is not None:
         if named_unit not in UNITS:
-            raise InputError(f"accuracy_unit {named_unit!r} below {path}: expected fraction or percent")
+            raise InputError(f"accuracy_unit {named_unit!r} below {path}: expected fraction, percent or value")
         if unit is not None and unit != named_unit:
             raise InputError(f"the files below {path} say end_accuracy is a {named_unit}, not a {unit}")
         unit, source = named_unit, "the files"

