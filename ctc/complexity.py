@@ -11,9 +11,10 @@ MACs are counted by fvcore's FlopCountAnalysis, which counts one per multiply-ac
 convolutions, matrix products and linear layers; element-wise operations (activations, batch
 norm, additions, the sigmoid gates) and the entropy coders are not counted. Every part is
 traced once on the network's input size (YOLOv5n: the 640×640 letterbox; EfficientNet-Lite:
-its square crop), with untrained layers, as MACs do not depend on the weights. Per pixel
-means per pixel of the original images, like bpp: MACs per image over the run's mean pixels
-per image. The image anchor runs the whole network after decoding the image (nn_part_1 0,
+its square crop; DINOv2-S: 224×224; TAEF2: its crop), with untrained layers, as MACs do not
+depend on the weights. DINOv2-S with SRT runs its front once per translation (K × the front;
+spreading and pooling are not MACs). Per pixel means per pixel of the original images (of
+TAEF2's crop), like bpp: MACs per image over the run's mean pixels per image. The image anchor runs the whole network after decoding the image (nn_part_1 0,
 nn_part_2 front and back); conventional coders (token-wise, the HEVC / VVC feature anchors)
 have no learned parts (0). The R-CNN networks resize each image and pick their proposals from
 it, so one count does not describe them: their parts are n/a.
@@ -175,7 +176,10 @@ def tool_macs(tool, task):
 
 def run_complexity(config, pixels_per_image):
     """[(tool name, {part: MACs per image}, {part: kMAC per pixel})] of every tool of a CTC config."""
-    task = task_count(config.task["network"], config.task["split"], int((config.task.get("options") or {}).get("crop", 0)))
+    options = config.task.get("options") or {}
+    task = task_count(config.task["network"], config.task["split"], int(options.get("crop", 0)))
+    if int(options.get("srt", 0)) > 1:          # SRT runs the front once per translation
+        task = TaskCount(task.front * int(options["srt"]), task.back, task.features)
     rows = []
     for tool in config.tools:
         macs = tool_macs(tool, task)
