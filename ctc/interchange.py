@@ -113,12 +113,13 @@ def export_compressai_vision(run_dir, out_dir, datacatalog=None, sequence=None, 
     written = 0
     try:
         for tool in config.tools:
-            rows = points.get(tool.name)
-            if rows is None or len(rows) != len(tool.rate_points):
+            rows = {row["rate_point"]: row for row in points.get(tool.name, [])}
+            if any(point.label not in rows for point in tool.rate_points):
                 raise InputError(f"points.csv lacks rate points of {tool.name}: run `ctc report {run_dir}` again")
-            if metric not in rows[0]:
-                raise InputError(f"the run has no {metric} (its metrics: {', '.join(config.metrics)})")
-            for index, (point, row) in enumerate(zip(tool.rate_points, rows)):
+            for index, point in enumerate(tool.rate_points):
+                row = rows[point.label]
+                if metric not in row:
+                    raise InputError(f"the run has no {metric} (its metrics: {', '.join(config.metrics)})")
                 qp = qp_of(point.options, index)
                 folder = staging / tool.name / datacatalog / sequence / f"qp{qp}" / "evaluation"
                 folder.mkdir(parents=True)

@@ -4,7 +4,8 @@
     DIR/points.csv                one row per (tool, rate point): rates, metrics with 95 % CIs, times
     DIR/bd_rate.csv               BD-rate of every tool vs the anchor, per quality metric, with CI
     DIR/near_lossless.csv         R_NL and CR_NL per tool and metric, with CI
-    DIR/compressai_vision/<tool>.csv   CompressAI-Vision's summary columns, one row per rate point
+    DIR/compressai_vision/        the run in CompressAI-Vision's layout: <tool>/<catalogue>/<sequence>/qp<QP>/
+                                  evaluation/summary.csv per rate point (ctc/interchange.py)
     DIR/complexity.csv            MACs per image and kMAC per pixel of each tool's learned parts
     DIR/rate_accuracy.png         quality vs rate, one panel per metric
 
@@ -23,7 +24,6 @@ estimates only, since it has no per-image records to resample.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -263,17 +263,17 @@ def write_report(out, data=None, imports=(), import_metric=None, import_unit=Non
 
     _write_points_csv(out / "points.csv", config, results)
     write_csv(out / "bd_rate.csv", ["tool", "anchor", "metric", "bd_rate_percent", "ci_low", "ci_high",
-                                     "quality_low", "quality_high"],
-               [[t, reference, m, _num(v), _num(ci[0]), _num(ci[1]), *(_num(q) for q in overlap or (None, None))]
-                for reference, rows in {config.anchor: bd_rows, **baseline_rows}.items()
-                for t, m, v, ci, overlap in rows])
+                                    "quality_low", "quality_high"],
+              [[t, reference, m, _num(v), _num(ci[0]), _num(ci[1]), *(_num(q) for q in overlap or (None, None))]
+               for reference, rows in {config.anchor: bd_rows, **baseline_rows}.items()
+               for t, m, v, ci, overlap in rows])
     write_csv(out / "near_lossless.csv",
-               ["tool", "metric", "r_nl_bpfp", "censored", "ci_low", "ci_high", "cr_nl", "cr_nl_ci_low",
-                "cr_nl_ci_high", "censored_resamples", "r_nl_bpp", "r_nl_bpp_ci_low", "r_nl_bpp_ci_high"],
-               [[t, m, _num(nl.rate), nl.censored, _num(ci[0]), _num(ci[1]), _num(nl.compression_ratio),
-                 _num(UNCOMPRESSED_BITS_PER_POINT / ci[1]), _num(UNCOMPRESSED_BITS_PER_POINT / ci[0]), _num(c),
-                 _num(nl_bpp.rate), _num(ci_bpp[0]), _num(ci_bpp[1])]
-                for (t, m, nl, ci, c), (_, _, nl_bpp, ci_bpp, _) in zip(nl_rows, nl_bpp_rows)])
+              ["tool", "metric", "r_nl_bpfp", "censored", "ci_low", "ci_high", "cr_nl", "cr_nl_ci_low",
+               "cr_nl_ci_high", "censored_resamples", "r_nl_bpp", "r_nl_bpp_ci_low", "r_nl_bpp_ci_high"],
+              [[t, m, _num(nl.rate), nl.censored, _num(ci[0]), _num(ci[1]), _num(nl.compression_ratio),
+                _num(UNCOMPRESSED_BITS_PER_POINT / ci[1]), _num(UNCOMPRESSED_BITS_PER_POINT / ci[0]), _num(c),
+                _num(nl_bpp.rate), _num(ci_bpp[0]), _num(ci_bpp[1])]
+               for (t, m, nl, ci, c), (_, _, nl_bpp, ci_bpp, _) in zip(nl_rows, nl_bpp_rows)])
     if counted:
         write_csv(out / complexity.COMPLEXITY_FILE, *complexity.csv_table(counted))
     elif (out / complexity.COMPLEXITY_FILE).is_file():
@@ -401,14 +401,15 @@ def _write_points_csv(path, config, results):
     write_csv(path, header, rows)
 
 
-def _write_compressai_vision(out, complexity):
-    """DIR/compressai_vision/: the run in CompressAI-Vision's layout (ctc/interchange.py), rewritten whole."""
+def _write_compressai_vision(out, counted):
+    """DIR/compressai_vision/: the run in CompressAI-Vision's layout (ctc/interchange.py), rewritten whole;
+    `counted`: the complexity rows for its summary_complexity.csv files."""
     import shutil
     import tempfile
 
     staging = Path(tempfile.mkdtemp(prefix=".compressai_vision.", dir=out))
     try:
-        export_compressai_vision(out, staging / COMPRESSAI_VISION_FOLDER, complexity=complexity)
+        export_compressai_vision(out, staging / COMPRESSAI_VISION_FOLDER, complexity=counted)
         if (out / COMPRESSAI_VISION_FOLDER).exists():
             shutil.rmtree(out / COMPRESSAI_VISION_FOLDER)
         (staging / COMPRESSAI_VISION_FOLDER).rename(out / COMPRESSAI_VISION_FOLDER)
