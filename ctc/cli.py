@@ -62,9 +62,9 @@ def parse_args(argv):
     report.add_argument("--import-metric", choices=sorted(METRIC_NAMES),
                         help="the metric an import's end_accuracy holds when its files do not say "
                         "(default: the report's primary metric)")
-    report.add_argument("--import-unit", choices=("fraction", "percent"),
-                        help="what an import's end_accuracy is when its files do not say (default: fraction if "
-                        "every value is at most 1)")
+    report.add_argument("--import-unit", choices=("fraction", "percent", "value"),
+                        help="what an import's end_accuracy is when its files do not say (default: a fidelity "
+                        "metric's own value; else fraction if every value is at most 1)")
     export = commands.add_parser("export", help="write a run's results in another toolchain's layout")
     export.add_argument("--format", required=True, choices=("compressai-vision",),
                         help="compressai-vision: <tool>/<datacatalog>/<sequence>/qp<QP>/evaluation/summary.csv")
@@ -181,7 +181,6 @@ def complexity(args, command):
 def _print_report(out, data, imports=(), import_metric=None, import_unit=None):
     import math
 
-    from ctc.metrics import METRIC_NAMES
     from ctc.report import compression_ratio_text, write_report
 
     _, bd_rows, nl_rows, labels = write_report(out, data, imports, import_metric, import_unit)

@@ -191,9 +191,11 @@ class SummaryRun:
     points: tuple                  # SummaryPoint, by rate
 
 
-def read_summary_run(path, unit=None):
+def read_summary_run(path, unit=None, metric_hint=None):
     """Every summary.csv below `path` (one sequence, one row each) as a SummaryRun. `unit`
-    ('fraction' | 'percent') says what end_accuracy holds when the files do not."""
+    ('fraction' | 'percent' | 'value') says what end_accuracy holds when the files do not;
+    `metric_hint`: the metric it is taken for when the files do not name one (a fidelity
+    metric is read on its own scale, never inferred to be a fraction)."""
     root = Path(path)
     if not root.is_dir():
         raise InputError(f"{path} is not a folder of CompressAI-Vision results")
@@ -226,6 +228,8 @@ def read_summary_run(path, unit=None):
         unit, source = named_unit, "the files"
     elif unit is not None:
         source = "given"
+    elif (metric or metric_hint) is not None and (metric or metric_hint) not in PERCENT_METRICS:
+        unit, source = "value", "the metric's own scale"
     else:
         unit = "fraction" if max(accuracies) <= 1.0 else "percent"
         source = f"inferred: every end_accuracy is {'at most' if unit == 'fraction' else 'not'} ≤ 1"

@@ -422,7 +422,7 @@ def _write_compressai_vision(out, counted):
 def import_tool(config, name, folder, ref_records, metric=None, unit=None):
     """(ImportedTool, [PointResult]) of CompressAI-Vision results below `folder`, on this report's axes:
     bpfp from bpp by the ratio of pixels to feature points of the report's images."""
-    run = read_summary_run(folder, unit)
+    run = read_summary_run(folder, unit, metric or config.metrics[0])
     if run.metric is not None:
         if metric is not None and metric != run.metric:
             raise InputError(f"--import {name}: its files name the metric {run.metric}, not {metric}")

@@ -166,3 +166,12 @@ def test_macs_are_counted_per_multiply_accumulate():
     # YOLOv5n's published cost is 4.5 GFLOPs (2 per MAC) at 640×640
     assert (yolo.front + yolo.back) / 2.25e9 == pytest.approx(1, abs=0.02)
     assert dict(yolo.features) == {"p3": (64, 80, 80), "p4": (128, 40, 40), "p5": (256, 20, 20)}
+
+
+def test_a_fidelity_metric_without_a_unit_is_read_on_its_own_scale(tmp_path):
+    folder = tmp_path / "cc" / "seq" / "qp1" / "evaluation"
+    folder.mkdir(parents=True)
+    (folder / "summary.csv").write_text("Dataset,qp,avg_bpp,end_accuracy\nseq,1,0.1,0.93\n")
+    run = read_summary_run(tmp_path / "cc", metric_hint="cc")
+    assert run.unit == "value" and run.points[0].accuracy == pytest.approx(0.93)
+    assert read_summary_run(tmp_path / "cc", metric_hint="bbox_ap50").points[0].accuracy == pytest.approx(93.0)
