@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.errors import ConfigError, FcrsError
+from common.errors import ConfigError, FcrsError, InputError
 from common.featio import write_text
 from ctc.config import REPO, dataset_root
 from ctc.datasets import load_samples
@@ -48,7 +48,6 @@ CONFIG_SNAPSHOT = "ctc.yaml"
 
 def load_run_description(out):
     """(config, run state) of a run folder: what it ran, without its records."""
-    from common.errors import InputError
     from ctc.config import load_config
 
     out = Path(out)
