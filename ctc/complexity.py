@@ -34,7 +34,7 @@ from common.errors import InputError
 COMPLEXITY_FILE = "complexity.csv"       # in a run folder, beside points.csv
 PARTS = ("nn_part_1", "feature_reduction", "feature_restoration", "nn_part_2")
 # CompressAI-Vision's column of each part in summary_complexity.csv (after its "Metric" column)
-SUMMARY_COLUMNS = {"nn_part_1": "nn_part1", "feature_reduction": "feature reduction",
+PART_COLUMNS = {"nn_part_1": "nn_part1", "feature_reduction": "feature reduction",
                    "feature_restoration": "feature restoration", "nn_part_2": "nn_part2"}
 YOLO_INPUT = 640
 # FeatJND allocations that run the estimator (uniform and a bare NoiseBudget do not)
@@ -199,9 +199,10 @@ def count_for_points(config, points):
 
 
 def csv_table(rows):
-    """(header, rows) of complexity.csv: MACs per image and kMAC per pixel of each part."""
+    """(header, rows) of complexity.csv: MACs per image and kMAC per pixel of each part (numbers;
+    the writer formats them)."""
     header = ["tool"] + [f"{part}_mac" for part in PARTS] + [f"{part}_kmac_per_pixel" for part in PARTS]
-    return header, [[tool] + [_number(macs[part]) for part in PARTS] + [_number(kmac[part]) for part in PARTS]
+    return header, [[tool] + [macs[part] for part in PARTS] + [kmac[part] for part in PARTS]
                     for tool, macs, kmac in rows]
 
 
@@ -213,10 +214,6 @@ def read_csv(path):
         return [(row["tool"], {part: float(row[f"{part}_mac"] or "nan") for part in PARTS},
                  {part: float(row[f"{part}_kmac_per_pixel"] or "nan") for part in PARTS})
                 for row in csv.DictReader(handle)]
-
-
-def _number(value):
-    return "" if not math.isfinite(value) else f"{value:.6g}"
 
 
 def available():

@@ -152,7 +152,7 @@ def _write_complexity(path, kmac):
     if kmac is None:
         return
     parts = complexity_count.PARTS
-    write_csv(path, ("Metric",) + tuple(complexity_count.SUMMARY_COLUMNS[part] for part in parts),
+    write_csv(path, ("Metric",) + tuple(complexity_count.PART_COLUMNS[part] for part in parts),
               [["KMAC/pixel"] + [_g(kmac[part]) for part in parts]])
 
 

@@ -275,7 +275,7 @@ def write_report(out, data=None, imports=(), import_metric=None, import_unit=Non
                 _num(nl_bpp.rate), _num(ci_bpp[0]), _num(ci_bpp[1])]
                for (t, m, nl, ci, c), (_, _, nl_bpp, ci_bpp, _) in zip(nl_rows, nl_bpp_rows)])
     if counted:
-        write_csv(out / complexity.COMPLEXITY_FILE, *complexity.csv_table(counted))
+        _write_complexity_csv(out / complexity.COMPLEXITY_FILE, counted)
     elif (out / complexity.COMPLEXITY_FILE).is_file():
         (out / complexity.COMPLEXITY_FILE).unlink()       # not stale numbers beside a report that has none
     _write_compressai_vision(out, counted)
@@ -461,13 +461,18 @@ def write_complexity(run_dir):
     config, _ = load_run_description(run_dir)
     path = Path(run_dir) / complexity.COMPLEXITY_FILE
     rows = complexity.count_for_points(config, read_points_csv(run_dir))
-    write_csv(path, *complexity.csv_table(rows))
+    _write_complexity_csv(path, rows)
     return config, rows
+
+
+def _write_complexity_csv(path, rows):
+    header, table = complexity.csv_table(rows)
+    write_csv(path, header, [[row[0]] + [_num(value) for value in row[1:]] for row in table])
 
 
 def complexity_table(rows, labels):
     parts = complexity.PARTS
-    return _table(["tool"] + [complexity.SUMMARY_COLUMNS[part] for part in parts] + ["total"],
+    return _table(["tool"] + [complexity.PART_COLUMNS[part] for part in parts] + ["total"],
                   [[labels.get(tool, tool)] + [_shown(kmac[part], ".4g") for part in parts]
                    + [_shown(sum(kmac.values()), ".4g")] for tool, _, kmac in rows])
 

@@ -123,10 +123,4 @@ def centre_crop(rgb, side):
     return rgb[top:top + side, left:left + side]
 
 
-def default_weights():
-    """../shared/data/weights/taesd beside the project, when present (tests and the demo)."""
-    path = Path(__file__).resolve().parents[3] / "shared" / "data" / "weights" / "taesd"
-    return path if path.is_dir() else None
-
-
-__all__ = ["Taef2", "to_input", "centre_crop", "default_weights"]
+__all__ = ["Taef2", "to_input", "centre_crop"]
