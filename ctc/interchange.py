@@ -47,10 +47,10 @@ FCRS_COLUMNS = ("eval_criteria", "accuracy_unit", "rate_point", "images")
 EVAL_CRITERIA = {"bbox_ap": "bbox.AP", "bbox_ap50": "bbox.AP50", "bbox_ap75": "bbox.AP75",
                  "segm_ap": "segm.AP", "segm_ap50": "segm.AP50", "segm_ap75": "segm.AP75",
                  "top1": "top1", "top5": "top5", "agreement": "agreement",
-                 "cc": "cc", "kl": "kl", "psnr": "psnr", "ms_ssim": "ms_ssim"}
+                 "cc": "cc", "kl": "kl", "psnr": "psnr", "ms_ssim": "ms_ssim", "accuracy": "accuracy"}
 # FCRS's percentages go out as fractions; the fidelity metrics (CC, KL, PSNR, MS-SSIM) as they are
 PERCENT_METRICS = ("bbox_ap", "bbox_ap50", "bbox_ap75", "segm_ap", "segm_ap50", "segm_ap75", "top1", "top5",
-                   "agreement")
+                   "agreement", "accuracy")
 UNITS = {"fraction": 0.01, "percent": 1.0, "value": 1.0}        # unit -> its value per FCRS value
 TIMES = ("nn_part_1", "encode", "decode", "nn_part_2")
 

@@ -9,6 +9,8 @@
                     averaged (large-model conditions): saliency CC and KL divergence
                     (DINOv2-S), PSNR and MS-SSIM of the decoded image (TAEF2); the
                     uncompressed value is the ideal (CC 1, KL 0, PSNR ∞, MS-SSIM 1)
+    multiple choice accuracy % on the questions the uncompressed features answer correctly
+                    (FCM-LM's selection: 100 % uncompressed); per question 0/1
 
 `quality(metric, ...)` returns the point value and, with a Bootstrap, the
 resample values (same resamples for every tool and rate point: paired).
@@ -26,7 +28,7 @@ CLASSIFICATION = ("top1", "top5", "agreement")
 METRIC_NAMES = {"top1": "top-1 %", "top5": "top-5 %", "agreement": "agreement %",
                 "bbox_ap": "bbox AP", "bbox_ap50": "bbox AP50", "bbox_ap75": "bbox AP75",
                 "segm_ap": "segm AP", "segm_ap50": "segm AP50", "segm_ap75": "segm AP75",
-                "cc": "saliency CC", "kl": "saliency KL", "psnr": "PSNR dB", "ms_ssim": "MS-SSIM"}
+                "cc": "saliency CC", "accuracy": "accuracy %", "kl": "saliency KL", "psnr": "PSNR dB", "ms_ssim": "MS-SSIM"}
 # fidelity metric -> its value for the uncompressed features (the output compared with itself)
 FIDELITY_IDEAL = {"cc": 1.0, "kl": 0.0, "psnr": float("inf"), "ms_ssim": 1.0}
 LOWER_IS_BETTER = ("kl",)
@@ -39,10 +41,12 @@ def iou_types(network):
 
 def task_metrics(config):
     """Every metric the report shows for the config's task, in table order."""
-    from ctc.config import FIDELITY_METRICS
+    from ctc.config import CHOICE_METRICS, FIDELITY_METRICS
 
     if config.is_fidelity:
         return FIDELITY_METRICS[config.task["network"]]
+    if config.is_multiple_choice:
+        return CHOICE_METRICS
     if config.is_classification:
         return CLASSIFICATION
     return tuple(f"{iou}_{kind}" for iou in iou_types(config.task["network"]) for kind in ("ap", "ap50", "ap75"))
@@ -150,6 +154,9 @@ class Quality:
         if self.config.is_fidelity:
             return {metric: self._mean([rec["prediction"][metric] for rec in records])
                     for metric in task_metrics(self.config)}
+        if self.config.is_multiple_choice:
+            value, resamples = self._mean([100.0 * rec["prediction"]["correct"] for rec in records])
+            return {"accuracy": (value, resamples)}
         if self.config.is_classification:
             rows = classification_rows(records, self.reference)
             return {metric: (100.0 * float(np.mean(rows[metric])),
@@ -166,7 +173,7 @@ class Quality:
             return {metric: (FIDELITY_IDEAL[metric],
                              np.full(self.bootstrap.resamples, FIDELITY_IDEAL[metric]) if self.bootstrap.resamples
                              else None) for metric in task_metrics(self.config)}
-        if self.config.is_classification:
+        if self.config.is_classification or self.config.is_multiple_choice:
             return self.of_point(self.reference)
         return self._detection(self.reference)
 

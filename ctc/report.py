@@ -84,7 +84,10 @@ def load_run(out):
 
 
 def complete_images(config, records):
-    reference = {r["image"]: r for r in records[REFERENCE_TOOL]}
+    """The images (questions) with every record; of questions, only those the uncompressed
+    features answer correctly (FCM-LM's selection: the runner codes no other)."""
+    reference = {r["image"]: r for r in records[REFERENCE_TOOL]
+                 if not config.is_multiple_choice or r["prediction"]["correct"]}
     done = {(r["image"], r["tool"], r["point"]) for tool in config.tools for r in records[tool.name]}
     return sorted(image for image in reference
                   if all((image, tool.name, point.key) in done for tool in config.tools for point in tool.rate_points))
@@ -100,7 +103,7 @@ def compute(config, state, records, data=None):
                        key=lambda r: position[r["image"]])
     bootstrap = Bootstrap(len(images), config.bootstrap, config.seed)
     scorer = None
-    if not config.is_classification and not config.is_fidelity:
+    if not (config.is_classification or config.is_fidelity or config.is_multiple_choice):
         from ctc.datasets import coco_paths
 
         last = state["runs"][-1]
@@ -219,7 +222,7 @@ def _table(header, rows):
 
 
 def _point_table(config, points):
-    header = ["rate point", "bits/image", "bpfp", "bpp"] + [METRIC_NAMES[m] for m in task_metrics(config)] + \
+    header = ["rate point", "bits/image", "bpfp", _per_unit(config)] + [METRIC_NAMES[m] for m in task_metrics(config)] + \
              ["MSE", "NRMSE", "enc ms", "dec ms", "MD5"]
     rows = []
     for p in points:
@@ -231,6 +234,20 @@ def _point_table(config, points):
         rows.append([p.label, f"{p.bits:,.0f}", f"{p.bpfp:.4f}", f"{p.bpp:.4f}", *quality, _shown(p.mse, ".4g"),
                      _shown(p.nrmse, ".4f"), _shown(p.encode_ms, ".1f"), _shown(p.decode_ms, ".1f"), md5])
     return _table(header, rows)
+
+
+def _per_unit(config):
+    """The name of the records' bits per input unit: bpp, or bits per token of a text."""
+    return "bpp" if config.input_unit == "pixel" else "bits/token"
+
+
+def _selection_text(config, records):
+    if not config.is_multiple_choice:
+        return ""
+    asked = len(records[REFERENCE_TOOL])
+    correct = sum(r["prediction"]["correct"] for r in records[REFERENCE_TOOL])
+    return (f" (questions: of {asked}, the {correct} that the uncompressed features answer correctly, FCM-LM's "
+            "selection; the tools code only those, so accuracy starts at 100 %)")
 
 
 def _shown(value, spec):
@@ -286,7 +303,7 @@ def write_report(out, data=None, imports=(), import_metric=None, import_unit=Non
     total_wall = sum(run.get("wall_s", 0.0) for run in state["runs"])
     md = [f"# CTC report: {config.name}", "", config.description, "",
           f"- command: `{last.get('command', '')}`",
-          f"- data: `{last.get('data')}`; {len(images)} images with every record",
+          f"- data: `{last.get('data')}`; {len(images)} images with every record" + _selection_text(config, records),
           f"- wall time: {total_wall:,.0f} s over {len(state['runs'])} invocation(s) of `ctc run` "
           f"({last.get('workers')} workers); environment: "
           + ", ".join(f"{k} {v}" for k, v in last.get("environment", {}).items()),
@@ -304,7 +321,8 @@ def write_report(out, data=None, imports=(), import_metric=None, import_unit=Non
         r["pixels"] for r in ref_records)
     md += [_table(["metric", "value [95 % CI]"], ref_rows),
            f"R_0 = {UNCOMPRESSED_BITS_PER_POINT:g} bits per feature point (float32) = {r0_bpp:.2f} bits per "
-           f"original-image pixel; {feature_points:,.0f} feature points per image; front (nn_part_1) "
+           f"{'original-image pixel' if config.input_unit == 'pixel' else 'token'}; {feature_points:,.0f} feature "
+           "points per image; front (nn_part_1) "
            f"{1000 * np.mean([r['nn_part_1_s'] for r in ref_records]):.1f} ms, "
            f"back (nn_part_2) {1000 * np.mean([r['nn_part_2_s'] for r in ref_records]):.1f} ms per image.", ""]
     md += ["## BD-rate vs the anchor", "",
@@ -318,11 +336,13 @@ def write_report(out, data=None, imports=(), import_metric=None, import_unit=Non
                _bd_table(config, rows, labels)]
     md += ["## Near-lossless rate", "",
            f"R_NL: lowest rate with < {100 * config.near_lossless_drop:g} % relative drop of the metric from the "
-           f"uncompressed value, interpolated in log-rate, in bits per original-image pixel (bpp) and per feature "
-           f"point (bpfp); CR_NL = R_0 / R_NL with R_0 = {UNCOMPRESSED_BITS_PER_POINT:g} bpfp = {r0_bpp:.2f} bpp "
+           f"uncompressed value, interpolated in log-rate, in bits per {config.input_unit} ({_per_unit(config)}) and "
+           f"per feature point (bpfp); CR_NL = R_0 / R_NL with R_0 = {UNCOMPRESSED_BITS_PER_POINT:g} bpfp = "
+           f"{r0_bpp:.2f} {_per_unit(config)} "
            "(the same ratio on both axes). '≤': even the lowest rate point is near-lossless (R_NL is at most it); "
            "'>': no rate point is. 'censored' = share of bootstrap resamples where R_NL is such a bound.", "",
-           _table(["tool", "metric", "R_NL bpp [95 % CI]", "R_NL bpfp [95 % CI]", "CR_NL [95 % CI]", "censored"],
+           _table(["tool", "metric", f"R_NL {_per_unit(config)} [95 % CI]", "R_NL bpfp [95 % CI]", "CR_NL [95 % CI]",
+                   "censored"],
                   [[labels[t], METRIC_NAMES[m], _nl_text(nl_bpp, ci_bpp), _nl_text(nl, ci), compression_ratio_text(nl, ci),
                     "n/a" if not np.isfinite(c) else f"{100 * c:.0f} %"]
                    for (t, m, nl, ci, c), (_, _, nl_bpp, ci_bpp, _) in zip(nl_rows, nl_bpp_rows)])]
@@ -330,8 +350,10 @@ def write_report(out, data=None, imports=(), import_metric=None, import_unit=Non
     md += _imported_section(imported)
     md += ["## Per rate point", ""]
     for tool in config.tools:
-        cfg = f"`{tool.cfg}`" + (f" + {tool.options}" if tool.options else "") if tool.kind == "features" else \
-            "the image anchor (ctc/image_codec.py: x265 intra 8-bit 4:2:0 on the input image)"
+        cfg = {"features": f"`{tool.cfg}`" + (f" + {tool.options}" if tool.options else ""),
+               "image": "the image anchor (ctc/image_codec.py: x265 intra 8-bit 4:2:0 on the input image)",
+               "hyperprior": f"FCM-LM's hyperprior baseline, model `{tool.model}` (ctc/baselines/hyperprior.py; "
+                             "float decoder, not bit-exact across machines)"}[tool.kind]
         md += [f"### {tool.label}", "", f"{cfg}", "", _point_table(config, results[tool.name])]
     for tool in imported:
         md += [f"### {tool.label}", "", f"imported from `{tool.path}`", "", _point_table(config, results[tool.name])]

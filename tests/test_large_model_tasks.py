@@ -87,7 +87,8 @@ def test_smollm2_matches_transformers():
     pytest.importorskip("transformers")
     pytest.importorskip("gguf")
     pytest.importorskip("accelerate")
-    from ctc.tasks.smollm2 import SmolLM2, packaged_model_path, prompt, read_arc, read_gguf
+    from ctc.arc import prompt, read_arc
+    from ctc.tasks.smollm2 import SmolLM2, packaged_model_path, read_gguf
 
     try:
         path = packaged_model_path()
@@ -108,12 +109,42 @@ def test_smollm2_matches_transformers():
         if split < 30:          # transformers' last hidden state is after the final norm
             assert torch.allclose(hidden, expected.hidden_states[split], atol=1e-4)
         assert (logits - expected.logits[:, -1]).abs().max() < 1e-3      # logits up to about 20
+        if question:
+            check_arc_task(net, question)
+
+
+def check_arc_task(net, question):
+    """ArcTask's front codes the question's hidden states once and each choice's after them; its
+    back scores each choice as the whole sequence question + choice would (log-likelihood per
+    character of the choice's text)."""
+    import json
+
+    import torch.nn.functional as F
+
+    from ctc.arc import context, continuation
+    from ctc.tasks.evaluation import ArcTask
+
+    task = ArcTask.__new__(ArcTask)
+    task.net = net
+    line = json.dumps({"id": question.id, "question": question.stem, "answerKey": question.answer,
+                       "choices": [{"label": l, "text": t} for l, t in zip(question.labels, question.texts)]})
+    tensors, info = task.front(line)
+    prefix = net.tokenizer(context(question), add_special_tokens=False).input_ids
+    assert tensors["tokens"].shape == (len(prefix) + sum(map(len, info["choice_ids"])), 576)
+    prediction = task.back(tensors, info)
+    for k, text in enumerate(question.texts):
+        ids = net.tokenizer(continuation(text), add_special_tokens=False).input_ids
+        with torch.no_grad():
+            logits = net.logits(net.front(torch.tensor([prefix + ids])), len(prefix) - 1)[0, :-1]
+        expected = F.log_softmax(logits, -1)[torch.arange(len(ids)), torch.tensor(ids)].sum().item() / len(text)
+        assert prediction["scores"][k] == pytest.approx(expected, abs=1e-4)
+    assert prediction["correct"] == (prediction["choice"] == question.answer_index)
 
 
 @pytest.mark.skipif(not ARC.is_dir(), reason="../shared/data/arc not present")
 def test_arc_questions_are_read_as_published(tmp_path):
     from common.errors import InputError
-    from ctc.tasks.smollm2 import prompt, read_arc
+    from ctc.arc import prompt, read_arc
 
     challenge = read_arc(ARC / "arc_challenge_test.jsonl")
     assert len(challenge) == 1172 and challenge[0].id == "Mercury_7175875" and challenge[0].answer == "C"

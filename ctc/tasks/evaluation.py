@@ -15,6 +15,9 @@
     LatentTask          TAEF2 split at the decoder's input: one tensor 'latent' (32×H/8×W/8);
                         output = the decoded image, compared with the uncompressed latent's
                         decode (PSNR, MS-SSIM)
+    ArcTask             SmolLM2-135M split after decoder layer L: one tensor 'tokens' (the hidden
+                        states of the question's tokens, then of each choice's tokens after
+                        it, N×576); prediction = the choice most likely per character
 
 A fidelity task (kind "fidelity": the last two) has no ground truth: its `back` returns an
 array and `compare(output, reference output)` the metrics of one image, which the runner
@@ -267,8 +270,63 @@ class LatentTask:
         return {"psnr": round(psnr, 6), "ms_ssim": round(value, 8)}
 
 
+class ArcTask:
+    """An ARC question (kind "multiple_choice"): the front runs the question followed by each
+    choice (causal, so the question's hidden states are the same in every run: coded once);
+    the back scores each choice from the decoded hidden states. `layer` (task option): the
+    decoder layer after which the network is split (default 30, the last: FCM-LM's split)."""
+    kind = "multiple_choice"
+
+    def __init__(self, options):
+        from ctc.tasks.smollm2 import LAYERS, SmolLM2
+
+        layer = int(options.get("layer", LAYERS))
+        if not 1 <= layer <= LAYERS:
+            raise ConfigError(f"smollm2: task.options.layer must be 1 … {LAYERS}; got {layer}")
+        self.net = SmolLM2(split=layer)
+        self.cache_key = f"smollm2-135m-q4_1_layer{layer}_arc"
+
+    def front(self, line):
+        """({'tokens': N×576 float32}, context) of a question's JSON line."""
+        import torch
+
+        from ctc.arc import context, continuation, parse_question
+
+        question = parse_question(line)
+        tokenize = lambda text: self.net.tokenizer(text, add_special_tokens=False).input_ids     # noqa: E731
+        prefix = tokenize(context(question))
+        choices = [tokenize(continuation(text)) for text in question.texts]
+        parts = []
+        with torch.no_grad():
+            for ids in choices:
+                hidden = self.net.front(torch.tensor([prefix + ids]))[0]
+                parts += [hidden[:len(prefix)]] if not parts else []
+                parts.append(hidden[len(prefix):])
+        return {"tokens": torch.cat(parts).numpy()}, {
+            "context_tokens": len(prefix), "choice_ids": choices,
+            "characters": [len(text) for text in question.texts], "answer": question.answer_index}
+
+    def back(self, tensors, context):
+        """{'choice', 'correct', 'scores'} from the hidden states (scores: log-likelihood per character)."""
+        import torch
+
+        tokens = torch.from_numpy(np.ascontiguousarray(tensors["tokens"], dtype=np.float32))
+        start = context["context_tokens"]
+        choices = []
+        for ids, characters in zip(context["choice_ids"], context["characters"]):
+            choices.append((tokens[start:start + len(ids)], ids, characters))
+            start += len(ids)
+        with torch.no_grad():
+            scores = self.net.choice_scores(tokens[:context["context_tokens"]], choices)
+        choice = int(np.argmax(scores))
+        return {"choice": choice, "correct": choice == context["answer"],
+                "scores": [round(score, SCORE_DECIMALS) for score in scores]}
+
+
 def build_task(config, weights=None):
     network = config.task["network"]
+    if network == "smollm2":
+        return ArcTask(config.task.get("options") or {})
     if network == "dinov2s":
         return SaliencyTask(config.task.get("options"))
     if network == "taef2":

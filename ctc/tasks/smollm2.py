@@ -6,9 +6,11 @@ conditions, with ARC multiple-choice answering as the task (FCM-LM splits Llama3
       │ front: embedding ─ decoder layers 1 … L
       ▼
     hidden states N × 576 (N prompt tokens): the feature
-      │ back: decoder layers L + 1 … 30 ─ final RMSNorm ─ tied linear head ─ softmax over the
-      ▼       choices' label tokens at the last position (FCM-LM's head: norm + linear + softmax)
-    the chosen answer
+      │ back: decoder layers L + 1 … 30 ─ final RMSNorm ─ tied linear head ─ softmax
+      ▼       (FCM-LM's head: norm + linear + softmax)
+    the chosen answer: the choice whose text is most likely per character after the question
+    (choice_scores, lm-eval's acc_norm), or the choice letter most likely after a lettered
+    prompt (answer)
 
 A decoder layer (Llama): x + Attn(RMSNorm(x)), then x + W2(SiLU(W1 x') ⊙ W3 x') with
 x' = RMSNorm(x); attention has 9 query heads sharing 3 key/value heads (64 wide), rotary
@@ -21,9 +23,7 @@ downloaded (HF_HUB_OFFLINE).
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -128,11 +128,30 @@ class SmolLM2(nn.Module):
 
     def back(self, hidden):
         """Hidden states after layer `split` -> the head's logits at the last position (B × vocabulary)."""
+        return self.logits(hidden, hidden.shape[1] - 1)[:, 0]
+
+    def logits(self, hidden, first):
+        """Hidden states after layer `split` -> the head's logits at positions first … N − 1
+        (B × (N − first) × vocabulary): the later layers see every position, the head only those."""
         cos, sin = self._positions(hidden.shape[1])
         x = hidden
         for layer in self.layers[self.split:]:
             x = layer(x, cos, sin)
-        return rms_norm(x[:, -1], self.final_norm) @ self.embedding.weight.T      # tied head
+        return rms_norm(x[:, first:], self.final_norm) @ self.embedding.weight.T      # tied head
+
+    def choice_scores(self, context, choices):
+        """Per choice, the log-likelihood of its tokens per character of its text (lm-eval's
+        acc_norm) from hidden states after layer `split`: `context` (N × 576, the question's
+        tokens) and `choices`, [(n_i × 576 hidden states, n_i token ids, characters)] of each
+        choice's tokens after the question."""
+        scores = []
+        n = context.shape[0]
+        for hidden, ids, characters in choices:
+            logits = self.logits(torch.cat([context, hidden])[None], n - 1)[0, :-1]
+            log_probs = F.log_softmax(logits, dim=-1)
+            total = log_probs[torch.arange(len(ids)), torch.tensor(ids)].sum().item()
+            scores.append(total / max(1, characters))
+        return scores
 
 
 def read_gguf(path):
@@ -178,46 +197,7 @@ def load_llama_weights(model, state, path):
     model.load_state_dict(ours_state)
 
 
-# -- ARC ---------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Question:
-    id: str
-    stem: str
-    labels: tuple          # as published: A–E or 1–4
-    texts: tuple
-    answer: str
-
-
-def read_arc(path):
-    """The questions of an ARC JSON Lines file (id, question, choices [{label, text}], answerKey)."""
-    questions = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            try:
-                row = json.loads(line)
-                labels = tuple(str(c["label"]) for c in row["choices"])
-                texts = tuple(str(c["text"]) for c in row["choices"])
-                answer = str(row["answerKey"])
-            except (ValueError, KeyError, TypeError):
-                raise InputError(f"{path}:{number}: not an ARC question (id, question, choices, answerKey)") from None
-            if answer not in labels:
-                raise InputError(f"{path}:{number}: answerKey {answer!r} is none of the labels {labels}")
-            questions.append(Question(str(row["id"]), str(row["question"]), labels, texts, answer))
-    return questions
-
-
-LETTERS = "ABCDE"
-
-
-def prompt(question):
-    """The question as the model reads it: stem, one choice a line lettered A, B, … (numeric labels
-    too: ' 1' is two tokens, ' A' one), then 'Answer:'."""
-    if len(question.labels) > len(LETTERS):
-        raise InputError(f"ARC question {question.id} has {len(question.labels)} choices; at most {len(LETTERS)}")
-    choices = "\n".join(f"{letter}. {text}" for letter, text in zip(LETTERS, question.texts))
-    return f"Question: {question.stem}\n{choices}\nAnswer:"
-
+# -- reading the head's output -------------------------------------------------------------------
 
 def choice_token_ids(tokenizer, count):
     """The token of ' A', ' B', … for the first `count` letters: the answer's first token."""
