@@ -299,7 +299,8 @@ def _tool(name, mapping, where):
         if not (REPO / cfg).is_file():
             raise ConfigError(f"{where}: cfg file not found: {cfg}")
     elif cfg or mapping.get("options"):
-        raise ConfigError(f"{where}: a {kind} tool takes no FCRS cfg or options")
+        raise ConfigError(f"{where}: the {'image anchor' if kind == 'image' else 'hyperprior tool'} takes no FCRS "
+                          "cfg or options")
     if (kind == "hyperprior") != bool(mapping.get("model")):
         raise ConfigError(f"{where}: 'model' is the hyperprior tool's (and it needs one)")
     points = tuple(_rate_point(value, kind, f"{where}.rate_points[{i}]")

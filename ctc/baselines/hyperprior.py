@@ -6,9 +6,15 @@ layers) adapted to one feature type, with gain units so that one model covers ev
     multiple of STRIDE
     g_a ─► y · gain[r] ─► ŷ (Gaussian, scales from the hyperprior h_s(ẑ)) ─► ŷ / gain[r] ─► g_s
 
-g_a:  conv 1×1 C→N, GDN, conv 5×5/2 N→N, GDN, conv 3×3 N→N, GDN, conv 3×3 N→M  (bmshj2018's
-      four convolutions and GDNs; one stride-2 stage instead of four: the features are already
-      16–32 times smaller than the picture)
+g_a:  conv 1×1 C→N, GDN, conv 3×3 N→N, GDN, conv 3×3 N→N, GDN, conv 3×3 N→M  (bmshj2018's four
+      convolutions and GDNs, without its four stride-2 stages: the features are already 14–32
+      times smaller than the picture, and a latent smaller than the feature bounds the
+      distortion whatever the rate; a first try with one stride-2 stage and M < C stalled at
+      12 % NMSE on DINOv2 tokens at every rate)
+      plus a linear shortcut (conv 1×1 C→M, and M→C in g_s) initialised to the identity on the
+      first C latent channels (M ≥ C), so that training starts from per-channel scalar
+      quantisation with a learned entropy model and converges within an hour on two CPU cores
+      (without it, 800 steps left TAEF2 latents at 34 % NMSE at 2.8 bits per point)
 h_a:  conv 3×3 M→Nh, ReLU, conv 3×3/2, ReLU, conv 3×3/2        h_s: the mirror, ReLU-bounded scales
 gain: per rate index r and latent channel, exp(log_gain[r, c]) (Cui et al. 2021's gain units, as
       the project's L-MSFC uses)
@@ -37,7 +43,7 @@ import numpy as np
 from common.errors import InputError
 
 MODELS = Path(__file__).parent / "models"
-STRIDE = 8                       # g_a's stride 2 × h_a's stride 4: the map's sides are padded to it
+STRIDE = 4                       # h_a's two stride-2 stages: the map's sides are padded to a multiple
 HEADER = struct.Struct("<BHHI")
 GAIN_SPAN = 5.0                  # octaves between the first and the last rate index's initial gains
 # CompressAI's entropy-model tables, recomputed from the learned parameters when a model loads
@@ -73,6 +79,8 @@ class Layout:
 
 
 def build_network(channels, n=96, m=128, n_hyper=64, rates=6):
+    if m < channels:
+        raise ValueError(f"the latent needs at least the feature's channels ({channels}), got {m}")
     """The untrained network (torch and compressai imported here, not at module import)."""
     import torch
     from compressai.entropy_models import EntropyBottleneck, GaussianConditional
@@ -93,10 +101,16 @@ def build_network(channels, n=96, m=128, n_hyper=64, rates=6):
             super().__init__()
             self.entropy_bottleneck = EntropyBottleneck(n_hyper)
             self.gaussian_conditional = GaussianConditional(None)
-            self.g_a = nn.Sequential(conv(channels, n, 1), GDN(n), conv(n, n, 5, 2), GDN(n), conv(n, n, 3), GDN(n),
+            self.g_a = nn.Sequential(conv(channels, n, 1), GDN(n), conv(n, n, 3), GDN(n), conv(n, n, 3), GDN(n),
                                      conv(n, m, 3))
-            self.g_s = nn.Sequential(deconv(m, n, 3), GDN(n, inverse=True), deconv(n, n, 3), GDN(n, inverse=True),
-                                     deconv(n, n, 5, 2), GDN(n, inverse=True), conv(n, channels, 1))
+            self.g_s = nn.Sequential(conv(m, n, 3), GDN(n, inverse=True), conv(n, n, 3), GDN(n, inverse=True),
+                                     conv(n, n, 3), GDN(n, inverse=True), conv(n, channels, 1))
+            self.shortcut_a = nn.Conv2d(channels, m, 1, bias=False)
+            self.shortcut_s = nn.Conv2d(m, channels, 1, bias=False)
+            with torch.no_grad():
+                eye = torch.eye(m, channels)[:, :, None, None]
+                self.shortcut_a.weight.copy_(eye)
+                self.shortcut_s.weight.copy_(eye.transpose(0, 1))
             self.h_a = nn.Sequential(conv(m, n_hyper, 3), nn.ReLU(inplace=True), conv(n_hyper, n_hyper, 3, 2),
                                      nn.ReLU(inplace=True), conv(n_hyper, n_hyper, 3, 2))
             self.h_s = nn.Sequential(deconv(n_hyper, n_hyper, 3, 2), nn.ReLU(inplace=True),
@@ -113,28 +127,34 @@ def build_network(channels, n=96, m=128, n_hyper=64, rates=6):
         def forward(self, x, rate):
             """Training: the map's reconstruction and the likelihoods of y and z (noise for rounding)."""
             gain = self.gain(rate)
-            y = self.g_a(x) * gain
+            y = self.analysis(x) * gain
             z = self.h_a(torch.abs(y))
             z_hat, z_likelihoods = self.entropy_bottleneck(z)
             y_hat, y_likelihoods = self.gaussian_conditional(y, self.h_s(z_hat))
-            return self.g_s(y_hat / gain), y_likelihoods, z_likelihoods
+            return self.synthesis(y_hat / gain), y_likelihoods, z_likelihoods
+
+        def analysis(self, x):
+            return self.g_a(x) + self.shortcut_a(x)
+
+        def synthesis(self, y):
+            return self.g_s(y) + self.shortcut_s(y)
 
         def compress(self, x, rate):
             gain = self.gain(rate)
-            y = self.g_a(x) * gain
+            y = self.analysis(x) * gain
             z = self.h_a(torch.abs(y))
             z_strings = self.entropy_bottleneck.compress(z)
             z_hat = self.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
             indexes = self.gaussian_conditional.build_indexes(self.h_s(z_hat))
             y_strings = self.gaussian_conditional.compress(y, indexes)
             y_hat = self.gaussian_conditional.quantize(y, "dequantize")
-            return y_strings[0], z_strings[0], self.g_s(y_hat / gain)
+            return y_strings[0], z_strings[0], self.synthesis(y_hat / gain)
 
         def decompress(self, y_string, z_string, latent_shape, rate):
             z_hat = self.entropy_bottleneck.decompress([z_string], latent_shape)
             indexes = self.gaussian_conditional.build_indexes(self.h_s(z_hat))
             y_hat = self.gaussian_conditional.decompress([y_string], indexes, z_hat.dtype)
-            return self.g_s(y_hat / self.gain(rate))
+            return self.synthesis(y_hat / self.gain(rate))
 
     return FeatureHyperprior()
 

@@ -37,8 +37,10 @@ from ctc.training.data import CACHE, random_resized_crop, split_pool, training_p
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 GAIN_LR_SCALE = 10.0
-FEATURES = {"dinov2s": {"crop": 448, "grid": (16, 16), "channels": 384},
-            "taef2": {"crop": 256, "grid": None, "channels": 32}}
+# per feature type: the pool photos' crop side, the token grid, channels, widths (N, M, Nh) and
+# the training crop of the map (a multiple of STRIDE)
+FEATURES = {"dinov2s": {"crop": 448, "grid": (16, 16), "channels": 384, "widths": (160, 384, 96), "map_crop": 8},
+            "taef2": {"crop": 256, "grid": None, "channels": 32, "widths": (96, 64, 64), "map_crop": 16}}
 
 
 def task_front(feature, data):
@@ -178,15 +180,15 @@ def train(args):
                 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
         batch = torch.from_numpy(rng.integers(0, len(maps), args.batch))
         rates = torch.from_numpy(rng.integers(0, args.rates, args.batch))
-        x, crop_mask, crop_points = maps[batch], mask, points
-        if spec["grid"] is None:                 # a latent map: random aligned crops, either direction
-            side = min(args.map_crop or x.shape[2], x.shape[2])
+        x, crop_mask = maps[batch], mask
+        if args.map_crop:                        # random aligned crops (a latent map: either direction)
+            side = min(args.map_crop, *x.shape[2:])
             top, left = (STRIDE * int(rng.integers(0, (full - side) // STRIDE + 1)) for full in x.shape[2:])
             x = x[:, :, top:top + side, left:left + side]
             crop_mask = mask[:, :, top:top + side, left:left + side]
-            crop_points = int(crop_mask.sum()) * x.shape[1]
-            if rng.random() < 0.5:
-                x = x.flip(3)
+            if spec["grid"] is None and rng.random() < 0.5:
+                x, crop_mask = x.flip(3), crop_mask.flip(3)
+        crop_points = max(1, int(crop_mask.sum())) * x.shape[1]
         bpfp, nmse = loss_terms(network, x, crop_mask, rates, std_t, variance, crop_points)
         loss = (bpfp + lams[rates] * nmse).mean()
         optimiser.zero_grad()
@@ -234,18 +236,18 @@ def parse_args(argv=None):
     parser.add_argument("--feature", required=True, choices=sorted(FEATURES))
     parser.add_argument("--data", default=str(DATA), help="../shared/data: its 313-photo training pool")
     parser.add_argument("--views", type=int, default=4, help="augmented crops per pool photo")
-    parser.add_argument("--steps", type=int, default=6000)
+    parser.add_argument("--steps", type=int, default=5000)
     parser.add_argument("--max-steps", type=int, default=0, help="stop after this many steps of this call (0: all)")
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--map-crop", type=int, default=16, help="C×H×W features: train on aligned crops of this "
-                        "side (0: whole maps)")
+    parser.add_argument("--map-crop", type=int, help="train on aligned crops of the map of this side (0: whole "
+                        "maps; default: the feature type's)")
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--rates", type=int, default=6, help="rate indices (gain-table rows)")
     parser.add_argument("--lambda-top", type=float, default=512.0)
     parser.add_argument("--lambda-bottom", type=float, default=0.5)
-    parser.add_argument("--n", type=int, default=96, help="g_a / g_s width")
-    parser.add_argument("--m", type=int, default=128, help="latent channels")
-    parser.add_argument("--n-hyper", type=int, default=64, help="hyper-latent channels")
+    parser.add_argument("--n", type=int, help="g_a / g_s width (default: the feature type's)")
+    parser.add_argument("--m", type=int, help="latent channels (default: the feature type's)")
+    parser.add_argument("--n-hyper", type=int, help="hyper-latent channels (default: the feature type's)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--checkpoint-every", type=int, default=250)
     parser.add_argument("--validate-every", type=int, default=1000)
@@ -254,5 +256,16 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def with_defaults(args):
+    """The feature type's widths and training crop where the command line leaves them out."""
+    spec = FEATURES[args.feature]
+    for name, value in zip(("n", "m", "n_hyper"), spec["widths"]):
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.map_crop is None:
+        args.map_crop = spec["map_crop"]
+    return args
+
+
 if __name__ == "__main__":
-    train(parse_args())
+    train(with_defaults(parse_args()))

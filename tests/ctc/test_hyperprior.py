@@ -31,8 +31,9 @@ def small_model(tmp_path, channels=6, grid=None, rates=3):
     import torch
 
     torch.manual_seed(0)
-    network = build_network(channels, 8, 8, 8, rates)
-    meta = {"feature": "test", "channels": channels, "grid": list(grid) if grid else None, "widths": [8, 8, 8],
+    latent = max(8, channels)             # the shortcut needs a latent channel per feature channel
+    network = build_network(channels, 8, latent, 8, rates)
+    meta = {"feature": "test", "channels": channels, "grid": list(grid) if grid else None, "widths": [8, latent, 8],
             "lambdas": [1.0] * rates, "mean": [0.5] * channels, "std": [2.0] * channels, "command": "test"}
     return save_model(network, meta, tmp_path)
 
