@@ -115,7 +115,7 @@ def list_configs(args, command):
         print(f"    dataset {config.dataset['kind']}, task {config.task['network']} split at {config.task['split']}, "
               f"anchor {config.anchor}, metrics {', '.join(config.metrics)}")
         for tool in config.tools:
-            what = tool.cfg if tool.kind == "features" else "image anchor"
+            what = {"features": tool.cfg, "image": "image anchor", "hyperprior": f"hyperprior model {tool.model}"}[tool.kind]
             extra = f" {tool.options}" if tool.options else ""
             points = ", ".join(point.label for point in tool.rate_points)
             print(f"    {tool.name:<14} {what}{extra}: {points}")

@@ -4,7 +4,9 @@
     feature reduction    the encoder's learned parts: L-MSFC's analysis (FENet, hyper-analysis, and the
                          hyper-synthesis that gives the entropy coder its means and scales); FeatJND's
                          estimator on every tensor
-    feature restoration  the decoder's learned parts: L-MSFC's hyper-synthesis and DRNet
+                         (the hyperprior baseline: g_a, h_a and h_s)
+    feature restoration  the decoder's learned parts: L-MSFC's hyper-synthesis and DRNet (the
+                         hyperprior baseline: h_s and g_s)
     nn_part_2            the task network's back (split features -> prediction)
 
 MACs are counted by fvcore's FlopCountAnalysis, which counts one per multiply-accumulate of
@@ -157,16 +159,38 @@ def estimator_count(weights, shapes):
                           torch.zeros(1, *shape)) for shape in shapes)
 
 
+@functools.cache
+def hyperprior_count(model, shape):
+    """(encoder, decoder) MACs of a hyperprior baseline model (ctc/baselines) on one feature shape."""
+    import numpy as np
+    import torch
+
+    from ctc.baselines.hyperprior import HyperpriorModel, model_path
+
+    coder = HyperpriorModel(model_path(model))
+    network = coder.network.requires_grad_(False)        # the trace keeps the weights as constants
+    x = torch.from_numpy(coder.padded_map(np.zeros(shape, np.float32)))[None]
+    with torch.no_grad():
+        y = network.analysis(x)
+        z = network.h_a(y)
+    encoder = count_macs(lambda v: (network.analysis(v), network.h_s(network.h_a(network.analysis(v)))), x)
+    decoder = count_macs(lambda zv, yv: (network.h_s(zv), network.synthesis(yv)), z, y)
+    return encoder, decoder
+
+
 def tool_macs(tool, task):
     """{part: MACs per image} of one CTC tool (its first rate point's options) on the task."""
     whole = task.front + task.back
-    if tool.kind != "features":
+    if tool.kind == "image":
         return {"nn_part_1": 0.0, "feature_reduction": 0.0, "feature_restoration": 0.0, "nn_part_2": whole}
     macs = {"nn_part_1": task.front, "feature_reduction": 0.0, "feature_restoration": 0.0, "nn_part_2": task.back}
-    options = tool.encoder_options(tool.rate_points[0])
     shapes = tuple(shape for _, shape in task.features)
     if not shapes:
         return {part: math.nan for part in PARTS}
+    if tool.kind == "hyperprior":
+        macs["feature_reduction"], macs["feature_restoration"] = hyperprior_count(tool.model, shapes[0])
+        return macs
+    options = tool.encoder_options(tool.rate_points[0])
     if options["Tool"] == "lmsfc":
         macs["feature_reduction"], macs["feature_restoration"] = lmsfc_count(options["LmsfcModels"], shapes)
     elif options["Tool"] == "tokenwise" and options["StepAllocation"] in ESTIMATOR_ALLOCATIONS:

@@ -175,6 +175,10 @@ class HyperpriorModel:
         path = Path(path)
         if not path.is_file():
             raise InputError(f"hyperprior model not found: {path}")
+        try:
+            import compressai  # noqa: F401
+        except ImportError:
+            raise InputError("the hyperprior tool needs compressai (pip install -e '.[largemodels]')") from None
         with safe_open(str(path), "pt") as fh:
             self.meta = json.loads(fh.metadata()["fcrs"])
             state = {key: fh.get_tensor(key).float() for key in fh.keys()}
@@ -193,7 +197,8 @@ class HyperpriorModel:
         self.network.update(force=True)
         self.network.eval()
 
-    def _padded_map(self, feature):
+    def padded_map(self, feature):
+        """The normalised C×H×W map the network codes, zero-padded to multiples of STRIDE."""
         fmap = (self.layout.to_map(np.asarray(feature, np.float32)) - self.mean) / self.std
         rows, cols = (-(-side // STRIDE) * STRIDE for side in fmap.shape[1:])
         padded = np.zeros((fmap.shape[0], rows, cols), np.float32)
@@ -213,7 +218,7 @@ class HyperpriorModel:
 
         if not 0 <= rate < self.rates:
             raise InputError(f"{self.name}: rate index {rate} outside 0..{self.rates - 1}")
-        padded = self._padded_map(feature)
+        padded = self.padded_map(feature)
         with torch.no_grad():
             y_string, z_string, recon = self.network.compress(torch.from_numpy(padded)[None], rate)
         stream = HEADER.pack(rate, padded.shape[1], padded.shape[2], len(z_string)) + z_string + y_string

@@ -113,3 +113,8 @@ def test_smoke_condition_runs_the_hyperprior_tool(tmp_path):
     assert len(records) == 4 and all(r["md5"] == "ok" and r["bits"] > 0 for r in records)
     text = write_report(out)[0]
     assert "FCM-LM's hyperprior baseline, model" in text
+    from ctc import complexity
+
+    if complexity.available():          # its learned parts count: g_a, h_a, h_s to code; h_s, g_s to decode
+        (_, macs, _), = [row for row in complexity.read_csv(out / complexity.COMPLEXITY_FILE) if row[0] == "hyperprior"]
+        assert macs["feature_reduction"] > macs["feature_restoration"] > 0
