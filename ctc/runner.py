@@ -8,9 +8,14 @@
              features tool: encode_features(features, cfg options)  ─► stream      (the `encode` app's code)
                             decode_stream(stream), MD5 check        ─► features^  (the `decode` app's code)
              image anchor:  x265 / libde265 on the image ─► front(image^) ─► features^
+             hyperprior:    ctc/baselines/hyperprior.py (float network), decoder vs encoder MD5
              prediction = back(features^)
       ─► parent: one JSON record per (image, tool, rate point), appended as it arrives
     ─► report (ctc/report.py)
+
+Questions (a multiple-choice task, ctc/arc.py) run in two phases: every question's reference
+first, then the tools on the questions it answered correctly (FCM-LM's selection); a question's
+`pixels` are its tokens.
 
 Interrupted runs resume: records already in OUT are not recomputed. Memory is
 bounded by one image's features per worker; records stream to disk.

@@ -179,9 +179,12 @@ class HyperpriorModel:
             import compressai  # noqa: F401
         except ImportError:
             raise InputError("the hyperprior tool needs compressai (pip install -e '.[largemodels]')") from None
-        with safe_open(str(path), "pt") as fh:
-            self.meta = json.loads(fh.metadata()["fcrs"])
-            state = {key: fh.get_tensor(key).float() for key in fh.keys()}
+        try:
+            with safe_open(str(path), "pt") as fh:
+                self.meta = json.loads(fh.metadata()["fcrs"])
+                state = {key: fh.get_tensor(key).float() for key in fh.keys()}
+        except Exception as exc:        # safetensors' own error, no FCRS header, a header that is not JSON
+            raise InputError(f"{path.name}: not a hyperprior model file ({str(exc).splitlines()[0]})") from None
         self.name = path.name
         self.layout = Layout(self.meta["channels"], tuple(self.meta["grid"]) if self.meta["grid"] else None)
         self.rates = len(self.meta["lambdas"])
@@ -197,10 +200,19 @@ class HyperpriorModel:
         self.network.update(force=True)
         self.network.eval()
 
+    def padded_size(self, shape):
+        """(rows, columns) of the padded map of a feature of `shape`."""
+        if self.layout.grid is None:
+            sides = shape[1:]
+        else:
+            h, w = self.layout.grid
+            sides = (h + -(-(shape[0] - h * w) // w), w)
+        return tuple(-(-side // STRIDE) * STRIDE for side in sides)
+
     def padded_map(self, feature):
         """The normalised C×H×W map the network codes, zero-padded to multiples of STRIDE."""
         fmap = (self.layout.to_map(np.asarray(feature, np.float32)) - self.mean) / self.std
-        rows, cols = (-(-side // STRIDE) * STRIDE for side in fmap.shape[1:])
+        rows, cols = self.padded_size(feature.shape)
         padded = np.zeros((fmap.shape[0], rows, cols), np.float32)
         padded[:, :fmap.shape[1], :fmap.shape[2]] = fmap
         return padded
@@ -231,7 +243,7 @@ class HyperpriorModel:
         if len(stream) < HEADER.size:
             raise InputError("hyperprior stream: truncated header")
         rate, rows, cols, z_bytes = HEADER.unpack_from(stream)
-        if not 0 <= rate < self.rates or rows % STRIDE or cols % STRIDE or HEADER.size + z_bytes > len(stream):
+        if rate >= self.rates or (rows, cols) != self.padded_size(shape) or HEADER.size + z_bytes > len(stream):
             raise InputError("hyperprior stream: malformed header")
         z_string = stream[HEADER.size:HEADER.size + z_bytes]
         y_string = stream[HEADER.size + z_bytes:]

@@ -54,6 +54,8 @@ def test_model_file_codes_a_feature_and_the_decoder_matches_the_encoder(tmp_path
         model.decode(streams[0][:3], feature.shape)
     with pytest.raises(InputError, match="malformed header"):
         model.decode(bytes([9]) + streams[0][1:], feature.shape)
+    with pytest.raises(InputError, match="malformed header"):          # a map larger than the feature's
+        model.decode(streams[0][:1] + bytes([255, 255]) + streams[0][3:], feature.shape)
     with pytest.raises(InputError, match="rate index 3 outside"):
         model.encode(feature, 3)
 
@@ -61,6 +63,9 @@ def test_model_file_codes_a_feature_and_the_decoder_matches_the_encoder(tmp_path
 def test_model_file_errors_are_one_line(tmp_path):
     with pytest.raises(InputError, match="hyperprior model not found"):
         HyperpriorModel(tmp_path / "missing.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}")
+    with pytest.raises(InputError, match="not a hyperprior model file"):
+        HyperpriorModel(tmp_path / "junk.safetensors")
     path = small_model(tmp_path)
     import json
 
