@@ -8,8 +8,9 @@ prints the [p, 100 − p] percentiles to use as the feature anchor's TruncationM
     python benchmarks/feature_ranges.py --network smollm2
 
 SmolLM2's hidden states need text that no evaluation set holds (ARC is evaluation only): the
-docstrings of TEXT_MODULES of the Python standard library, first TEXT_CHARACTERS characters
-each, in the prompt form of the ARC condition ("Question: <text>\nAnswer:").
+docstrings of ctc/training/data.py's TEXT_MODULES of the Python standard library, first
+TEXT_CHARACTERS characters each, in the prompt form of the ARC condition
+("Question: <text>\nAnswer:").
 
 Prints the percentiles, and how much of the values and of the squared values a range clips.
 """
@@ -26,27 +27,19 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 PERCENTILES = (0.001, 0.01, 0.1)
-TEXT_MODULES = ("abc", "argparse", "base64", "bisect", "calendar", "collections", "contextlib", "copy", "csv",
-                "decimal", "difflib", "fractions", "functools", "gzip", "heapq", "hmac",
-                "inspect", "ipaddress", "itertools", "json", "logging", "os", "pickle", "random",
-                "re", "shlex", "shutil", "statistics", "string", "struct", "subprocess", "tarfile", "textwrap",
-                "threading", "timeit", "typing", "unittest", "uuid", "warnings", "weakref", "zipfile")
 TEXT_CHARACTERS = 400
 
 
 def text_values():
     """SmolLM2's last-layer hidden states of the standard library's docstrings (one array each)."""
-    import importlib
-    import inspect
-
     import torch
 
     from ctc.tasks.smollm2 import SmolLM2
+    from ctc.training.data import docstring_texts
 
     net = SmolLM2()
     values = []
-    for name in TEXT_MODULES:
-        text = " ".join(inspect.getdoc(importlib.import_module(name)).split())[:TEXT_CHARACTERS]
+    for text in docstring_texts(TEXT_CHARACTERS):
         ids = net.tokenizer(f"Question: {text}\nAnswer:", add_special_tokens=False).input_ids
         with torch.no_grad():
             values.append(net.front(torch.tensor([ids]))[0].numpy().ravel())
@@ -67,7 +60,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     if args.network == "smollm2":
-        report(args.network, f"{len(TEXT_MODULES)} standard-library docstrings", text_values())
+        values = text_values()
+        report(args.network, f"{len(values)} standard-library docstrings", values)
         return 0
     task = SaliencyTask() if args.network == "dinov2s" else LatentTask(args.weights, {"crop": args.crop})
     pool = training_pool(Path(args.data))

@@ -303,9 +303,10 @@ def write_report(out, data=None, imports=(), import_metric=None, import_unit=Non
     total_wall = sum(run.get("wall_s", 0.0) for run in state["runs"])
     md = [f"# CTC report: {config.name}", "", config.description, "",
           f"- command: `{last.get('command', '')}`",
-          f"- data: `{last.get('data')}`; {len(images)} images with every record" + _selection_text(config, records),
+          f"- data: `{last.get('data')}`; {len(images)} {'questions' if config.is_multiple_choice else 'images'} "
+          "with every record" + _selection_text(config, records),
           f"- wall time: {total_wall:,.0f} s over {len(state['runs'])} invocation(s) of `ctc run` "
-          f"({last.get('workers')} workers); environment: "
+          f"({last.get('workers')} worker{'' if last.get('workers') == 1 else 's'}); environment: "
           + ", ".join(f"{k} {v}" for k, v in last.get("environment", {}).items()),
           f"- task: {config.task['network']} split at {config.task['split']}; anchor: {labels[config.anchor]}; "
           f"primary metric: {METRIC_NAMES[config.metrics[0]]}",

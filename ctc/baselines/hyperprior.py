@@ -265,6 +265,7 @@ def save_model(network, meta, folder=MODELS):
     save_file(state, str(staging), metadata={"fcrs": json.dumps(meta)})
     final = folder / f"hyperprior-{meta['feature']}-{content_hash(staging)}.safetensors"
     staging.replace(final)
+    final.chmod(0o644)                  # safetensors writes its files private
     return final
 
 

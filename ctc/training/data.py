@@ -207,3 +207,33 @@ class StreamingPyramids:
         """`count` whole pyramids (640, no flip) of evenly spaced images: for statistics."""
         step = max(1, len(self.paths) // count)
         return [self.pyramid(path, 640, False) for path in self.paths[::step][:count]]
+
+
+# -- text: what the LLM condition's features are trained and measured on ------------------------------
+
+# ARC is evaluation only: the LLM features' training text is the Python standard library's
+# docstrings, which no evaluation set holds (and which every Python 3.11 has, byte for byte)
+TEXT_MODULES = ("abc", "argparse", "base64", "bisect", "calendar", "collections", "contextlib", "copy", "csv",
+                "decimal", "difflib", "fractions", "functools", "gzip", "heapq", "hmac",
+                "inspect", "ipaddress", "itertools", "json", "logging", "os", "pickle", "random",
+                "re", "shlex", "shutil", "statistics", "string", "struct", "subprocess", "tarfile", "textwrap",
+                "threading", "timeit", "typing", "unittest", "uuid", "warnings", "weakref", "zipfile")
+
+
+def docstring_texts(characters, members=False):
+    """Per TEXT_MODULES module, its docstring (with `members`: then those of its public classes and
+    functions, in name order), whitespace collapsed, cut to `characters`."""
+    import importlib
+    import inspect
+
+    texts = []
+    for name in TEXT_MODULES:
+        module = importlib.import_module(name)
+        parts = [inspect.getdoc(module) or ""]
+        if members:
+            parts += [inspect.getdoc(value) or "" for key, value in sorted(vars(module).items())
+                      if not key.startswith("_") and (inspect.isclass(value) or inspect.isfunction(value))
+                      and getattr(value, "__module__", None) == name]
+        texts.append(" ".join(" ".join(parts).split())[:characters])
+    return texts
+

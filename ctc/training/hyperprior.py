@@ -16,8 +16,12 @@ index, from the real entropy coder at the end.
 Checkpoints every --checkpoint-every steps (atomically): the same command resumes. The result is
 a content-hash named safetensors in ctc/baselines/models/ whose header records the command.
 
-    python -m ctc.training.hyperprior --feature dinov2s --steps 6000 --seed 0
-    python -m ctc.training.hyperprior --feature taef2 --steps 6000 --seed 0
+    python -m ctc.training.hyperprior --feature dinov2s --seed 0
+    python -m ctc.training.hyperprior --feature taef2 --seed 0
+    python -m ctc.training.hyperprior --feature smollm2 --seed 0
+
+SmolLM2's hidden states have no photo pool: they are trained on the standard library's
+docstrings as ARC-style prompts (text_features; ARC itself is evaluation only).
 """
 
 from __future__ import annotations
@@ -40,7 +44,12 @@ GAIN_LR_SCALE = 10.0
 # per feature type: the pool photos' crop side, the token grid, channels, widths (N, M, Nh) and
 # the training crop of the map (a multiple of STRIDE)
 FEATURES = {"dinov2s": {"crop": 448, "grid": (16, 16), "channels": 384, "widths": (160, 384, 96), "map_crop": 8},
-            "taef2": {"crop": 256, "grid": None, "channels": 32, "widths": (96, 64, 64), "map_crop": 16}}
+            "taef2": {"crop": 256, "grid": None, "channels": 32, "widths": (96, 64, 64), "map_crop": 16},
+            # tokens in rows of 16 (no patch grid); trained on 64-token pieces of docstring prompts
+            "smollm2": {"grid": (0, 16), "channels": 576, "widths": (96, 576, 64), "map_crop": 0}}
+TEXT_PIECE = 300                 # characters of docstring per prompt (ARC's prompts are 45 tokens or so)
+TEXT_CHUNK = 64                  # tokens per training map (4 rows of 16)
+TEXT_HELD_OUT = 20               # every 20th chunk is held out
 
 
 def task_front(feature, data):
@@ -55,6 +64,28 @@ def task_front(feature, data):
     return (lambda rgb: task.front(rgb)[0]["latent"]), (lambda path: task.input_view(read_rgb(path)))
 
 
+def text_features():
+    """SmolLM2's last-layer hidden states of the standard library's docstrings (ctc/training/data.py),
+    as 'Question: <piece>\nAnswer:' prompts of TEXT_PIECE characters, cut into TEXT_CHUNK tokens:
+    (training chunks, held-out chunks)."""
+    import textwrap
+
+    from ctc.tasks.smollm2 import SmolLM2
+    from ctc.training.data import docstring_texts
+
+    net = SmolLM2()
+    hidden = []
+    for text in docstring_texts(8000, members=True):
+        for piece in textwrap.wrap(text, TEXT_PIECE):
+            ids = net.tokenizer(f"Question: {piece}\nAnswer:", add_special_tokens=False).input_ids
+            with torch.no_grad():
+                hidden.append(net.front(torch.tensor([ids]))[0].numpy().astype(np.float16))
+    tokens = np.concatenate(hidden)
+    chunks = tokens[:len(tokens) // TEXT_CHUNK * TEXT_CHUNK].reshape(-1, TEXT_CHUNK, tokens.shape[1])
+    held = np.arange(len(chunks)) % TEXT_HELD_OUT == TEXT_HELD_OUT - 1
+    return chunks[~held], chunks[held]
+
+
 def pool_features(args):
     """(training features, held-out features): float16 arrays, cached on disk by (feature, views, seed)."""
     from PIL import Image
@@ -63,6 +94,11 @@ def pool_features(args):
     if cache.is_file():
         with np.load(cache) as held:
             return held["train"], held["held"]
+    if args.feature == "smollm2":
+        train, held = text_features()
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, train=train, held=held)
+        return train, held
     front, plain_view = task_front(args.feature, Path(args.data))
     train_paths, held_paths = split_pool(training_pool(Path(args.data)))
     train = []
