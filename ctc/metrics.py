@@ -28,7 +28,8 @@ CLASSIFICATION = ("top1", "top5", "agreement")
 METRIC_NAMES = {"top1": "top-1 %", "top5": "top-5 %", "agreement": "agreement %",
                 "bbox_ap": "bbox AP", "bbox_ap50": "bbox AP50", "bbox_ap75": "bbox AP75",
                 "segm_ap": "segm AP", "segm_ap50": "segm AP50", "segm_ap75": "segm AP75",
-                "cc": "saliency CC", "accuracy": "accuracy %", "kl": "saliency KL", "psnr": "PSNR dB", "ms_ssim": "MS-SSIM"}
+                "cc": "saliency CC", "kl": "saliency KL", "psnr": "PSNR dB", "ms_ssim": "MS-SSIM",
+                "accuracy": "accuracy %"}
 # fidelity metric -> its value for the uncompressed features (the output compared with itself)
 FIDELITY_IDEAL = {"cc": 1.0, "kl": 0.0, "psnr": float("inf"), "ms_ssim": 1.0}
 LOWER_IS_BETTER = ("kl",)

@@ -222,8 +222,8 @@ def _table(header, rows):
 
 
 def _point_table(config, points):
-    header = ["rate point", "bits/image", "bpfp", _per_unit(config)] + [METRIC_NAMES[m] for m in task_metrics(config)] + \
-             ["MSE", "NRMSE", "enc ms", "dec ms", "MD5"]
+    header = (["rate point", "bits/image", "bpfp", _per_unit(config)] + [METRIC_NAMES[m] for m in task_metrics(config)]
+              + ["MSE", "NRMSE", "enc ms", "dec ms", "MD5"])
     rows = []
     for p in points:
         quality = [_ci_text(p.quality[m][0], interval(p.quality[m][1]) if p.quality[m][1] is not None

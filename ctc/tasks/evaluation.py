@@ -19,7 +19,7 @@
                         states of the question's tokens, then of each choice's tokens after
                         it, N×576); prediction = the choice most likely per character
 
-A fidelity task (kind "fidelity": the last two) has no ground truth: its `back` returns an
+A fidelity task (kind "fidelity": SaliencyTask, LatentTask) has no ground truth: its `back` returns an
 array and `compare(output, reference output)` the metrics of one image, which the runner
 stores as the prediction.
 
