@@ -337,7 +337,8 @@ def write_report(out, data=None, imports=(), import_metric=None, import_unit=Non
                _bd_table(config, rows, labels)]
     md += ["## Near-lossless rate", "",
            f"R_NL: lowest rate with < {100 * config.near_lossless_drop:g} % relative drop of the metric from the "
-           f"uncompressed value, interpolated in log-rate, in bits per {config.input_unit} ({_per_unit(config)}) and "
+           f"uncompressed value, interpolated in log-rate, in bits per "
+           f"{'original-image pixel' if config.input_unit == 'pixel' else 'token'} ({_per_unit(config)}) and "
            f"per feature point (bpfp); CR_NL = R_0 / R_NL with R_0 = {UNCOMPRESSED_BITS_PER_POINT:g} bpfp = "
            f"{r0_bpp:.2f} {_per_unit(config)} "
            "(the same ratio on both axes). '≤': even the lowest rate point is near-lossless (R_NL is at most it); "
@@ -529,6 +530,7 @@ def _plot(path, config, results, reference_quality, labels):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     metrics = config.metrics
     fig, axes = plt.subplots(1, len(metrics), figsize=(6.5 * len(metrics), 4.8), squeeze=False)
@@ -551,11 +553,14 @@ def _plot(path, config, results, reference_quality, labels):
         ax.axhline(q0 * (1 - config.near_lossless_drop), color="grey", lw=0.8, ls=":",
                    label=f"-{100 * config.near_lossless_drop:g} % (near-lossless)")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())    # less than a decade: labels collide
         ax.set_xlabel(RATE_AXES[config.rate_axis])
         ax.set_ylabel(METRIC_NAMES[metric])
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+    # one legend below the panels: long tool labels inside a panel cover the curves
+    handles, names = axes[0][0].get_legend_handles_labels()
     fig.suptitle(f"{config.name}: rate vs task quality (95 % bootstrap CI)")
     fig.tight_layout()
-    write_atomically(str(path), lambda f: fig.savefig(f, dpi=110, format="png"))
+    fig.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, 0), fontsize=8, frameon=False)
+    write_atomically(str(path), lambda f: fig.savefig(f, dpi=110, format="png", bbox_inches="tight"))
     plt.close(fig)
