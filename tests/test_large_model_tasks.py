@@ -109,8 +109,8 @@ def test_smollm2_matches_transformers():
         if split < 30:          # transformers' last hidden state is after the final norm
             assert torch.allclose(hidden, expected.hidden_states[split], atol=1e-4)
         assert (logits - expected.logits[:, -1]).abs().max() < 1e-3      # logits up to about 20
-        if question:
-            check_arc_task(net, question)
+    if question:            # split 12: the decoded states go through 18 more layers, positions matter
+        check_arc_task(net, question)
 
 
 def check_arc_task(net, question):
