@@ -47,6 +47,7 @@ FEATURES = {"dinov2s": {"crop": 448, "grid": (16, 16), "channels": 384, "widths"
             "taef2": {"crop": 256, "grid": None, "channels": 32, "widths": (96, 64, 64), "map_crop": 16},
             # tokens in rows of 16 (no patch grid); trained on 64-token pieces of docstring prompts
             "smollm2": {"grid": (0, 16), "channels": 576, "widths": (96, 576, 64), "map_crop": 0}}
+RUN_ONLY_OPTIONS = ("--out", "--max-steps", "--checkpoint-every")    # not in the model file's command
 TEXT_PIECE = 300                 # characters of docstring per prompt (ARC's prompts are 45 tokens or so)
 TEXT_CHUNK = 64                  # tokens per training map (4 rows of 16)
 TEXT_HELD_OUT = 20               # every 20th chunk is held out
@@ -256,12 +257,28 @@ def train(args):
     export(args, network, layout, mean, std, curve)
 
 
+def result_arguments(argv):
+    """The command-line arguments that shape the model: without where checkpoints go and how a
+    run was cut into calls, so that a resumed or relocated run writes the same file."""
+    kept, skip = [], False
+    for argument in argv:
+        if skip:
+            skip = False
+            continue
+        name = argument.split("=")[0]
+        if name in RUN_ONLY_OPTIONS:
+            skip = "=" not in argument
+            continue
+        kept.append(argument)
+    return kept
+
+
 def export(args, network, layout, mean, std, curve):
     network.update(force=True)
     meta = {"feature": args.feature, "channels": layout.channels, "grid": list(layout.grid) if layout.grid else None,
             "widths": [args.n, args.m, args.n_hyper], "lambdas": lambdas(args),
             "mean": [float(v) for v in mean], "std": [float(v) for v in std],
-            "command": "python -m ctc.training.hyperprior " + " ".join(sys.argv[1:]),
+            "command": "python -m ctc.training.hyperprior " + " ".join(result_arguments(sys.argv[1:])),
             "held_out_curve": curve[-1]["held_out"] if curve else None}
     print(f"wrote {save_model(network, meta)}")
 
