@@ -48,7 +48,8 @@ def loglik_choice(net, question):
 def main(argv=None):
     import torch
 
-    from ctc.tasks.smollm2 import SmolLM2, answer, prompt, read_arc
+    from ctc.arc import prompt, read_arc
+    from ctc.tasks.smollm2 import SmolLM2, answer
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arc", default=str(REPO.parent / "shared" / "data" / "arc"))

@@ -111,6 +111,10 @@ def test_smollm2_matches_transformers():
         assert (logits - expected.logits[:, -1]).abs().max() < 1e-3      # logits up to about 20
     if question:            # split 12: the decoded states go through 18 more layers, positions matter
         check_arc_task(net, question)
+        from ctc.tasks.smollm2 import answer
+
+        with torch.no_grad():       # letter scoring (benchmarks/arc_selection.py) reads the same head
+            assert 0 <= answer(net.back(net.front(ids))[0], question, net.tokenizer) < len(question.labels)
 
 
 def check_arc_task(net, question):

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.errors import InputError
+from ctc.arc import LETTERS
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 LAYERS = 30
