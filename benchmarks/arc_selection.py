@@ -25,30 +25,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def loglik_choice(net, question):
-    """The choice whose text is most likely per character after the question."""
-    import torch
-    import torch.nn.functional as F
-
-    from ctc.tasks.smollm2 import rms_norm
-
-    context = net.tokenizer(f"Question: {question.stem}\nAnswer:", add_special_tokens=False).input_ids
-    scores = []
-    for text in question.texts:
-        continuation = net.tokenizer(" " + text, add_special_tokens=False).input_ids
-        with torch.no_grad():
-            hidden = net.front(torch.tensor([context + continuation]))
-            logits = rms_norm(hidden, net.final_norm) @ net.embedding.weight.T
-        log_probs = F.log_softmax(logits[0, len(context) - 1:-1], dim=-1)
-        total = log_probs[torch.arange(len(continuation)), torch.tensor(continuation)].sum().item()
-        scores.append(total / max(1, len(text)))
-    return int(np.argmax(scores))
-
-
 def main(argv=None):
     import torch
 
-    from ctc.arc import prompt, read_arc
+    from ctc.arc import parse_question, prompt, read_arc_lines
+    from ctc.tasks.evaluation import ArcTask
     from ctc.tasks.smollm2 import SmolLM2, answer
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -57,15 +38,17 @@ def main(argv=None):
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     net = SmolLM2()
+    task = ArcTask({}, net=net)         # the CTC condition's scoring: loglik
     for split in ("challenge", "easy"):
-        questions = read_arc(Path(args.arc) / f"arc_{split}_test.jsonl")[:args.limit]
+        lines = [line for _, line in read_arc_lines(Path(args.arc) / f"arc_{split}_test.jsonl")[:args.limit]]
+        questions = [parse_question(line) for line in lines]
         start = time.perf_counter()
         letters = loglik = 0
-        for question in questions:
+        for question, line in zip(questions, lines):
             ids = net.tokenizer(prompt(question), return_tensors="pt").input_ids
             with torch.no_grad():
                 letters += question.labels[answer(net.back(net.front(ids))[0], question, net.tokenizer)] == question.answer
-            loglik += question.labels[loglik_choice(net, question)] == question.answer
+            loglik += task.back(*task.front(line))["correct"]
         chance = np.mean([1 / len(q.labels) for q in questions])
         print(f"ARC-{split.capitalize()}, {len(questions)} questions ({time.perf_counter() - start:.0f} s): "
               f"letters {letters} correct ({100 * letters / len(questions):.1f} %), "

@@ -128,8 +128,7 @@ def check_arc_task(net, question):
     from ctc.arc import context, continuation
     from ctc.tasks.evaluation import ArcTask
 
-    task = ArcTask.__new__(ArcTask)
-    task.net = net
+    task = ArcTask({"layer": net.split}, net=net)
     line = json.dumps({"id": question.id, "question": question.stem, "answerKey": question.answer,
                        "choices": [{"label": l, "text": t} for l, t in zip(question.labels, question.texts)]})
     tensors, info = task.front(line)

@@ -58,6 +58,15 @@ class Layout:
     channels: int
     grid: tuple | None = None
 
+    def padded_size(self, shape):
+        """(rows, columns) of the map of a feature of `shape`, padded to multiples of STRIDE."""
+        if self.grid is None:
+            sides = shape[1:]
+        else:
+            h, w = self.grid
+            sides = (h + -(-(shape[0] - h * w) // w), w)
+        return tuple(-(-side // STRIDE) * STRIDE for side in sides)
+
     def to_map(self, feature):
         if self.grid is None:
             return feature
@@ -200,29 +209,17 @@ class HyperpriorModel:
         self.network.update(force=True)
         self.network.eval()
 
-    def padded_size(self, shape):
-        """(rows, columns) of the padded map of a feature of `shape`."""
-        if self.layout.grid is None:
-            sides = shape[1:]
-        else:
-            h, w = self.layout.grid
-            sides = (h + -(-(shape[0] - h * w) // w), w)
-        return tuple(-(-side // STRIDE) * STRIDE for side in sides)
-
     def padded_map(self, feature):
         """The normalised C×H×W map the network codes, zero-padded to multiples of STRIDE."""
         fmap = (self.layout.to_map(np.asarray(feature, np.float32)) - self.mean) / self.std
-        rows, cols = self.padded_size(feature.shape)
+        rows, cols = self.layout.padded_size(feature.shape)
         padded = np.zeros((fmap.shape[0], rows, cols), np.float32)
         padded[:, :fmap.shape[1], :fmap.shape[2]] = fmap
         return padded
 
     def _feature(self, padded, shape):
-        fmap = padded * self.std + self.mean
-        if self.layout.grid is None:
-            return fmap[:, :shape[1], :shape[2]]
-        h, w = self.layout.grid
-        return self.layout.from_map(fmap[:, :h + -(-(shape[0] - h * w) // w), :w], shape)
+        width = self.layout.grid[1] if self.layout.grid else shape[2]      # the padding columns out
+        return self.layout.from_map((padded * self.std + self.mean)[:, :, :width], shape)
 
     def encode(self, feature, rate):
         """(stream bytes, the encoder's reconstruction) of one feature at rate index `rate`."""
@@ -243,7 +240,7 @@ class HyperpriorModel:
         if len(stream) < HEADER.size:
             raise InputError("hyperprior stream: truncated header")
         rate, rows, cols, z_bytes = HEADER.unpack_from(stream)
-        if rate >= self.rates or (rows, cols) != self.padded_size(shape) or HEADER.size + z_bytes > len(stream):
+        if rate >= self.rates or (rows, cols) != self.layout.padded_size(shape) or HEADER.size + z_bytes > len(stream):
             raise InputError("hyperprior stream: malformed header")
         z_string = stream[HEADER.size:HEADER.size + z_bytes]
         y_string = stream[HEADER.size + z_bytes:]

@@ -274,16 +274,19 @@ class ArcTask:
     """An ARC question (kind "multiple_choice"): the front runs the question followed by each
     choice (causal, so the question's hidden states are the same in every run: coded once);
     the back scores each choice from the decoded hidden states. `layer` (task option): the
-    decoder layer after which the network is split (default 30, the last: FCM-LM's split)."""
+    decoder layer after which the network is split (default 30, the last: FCM-LM's split).
+    `net`: a SmolLM2 already loaded with that split (the tests and benchmarks reuse one)."""
     kind = "multiple_choice"
 
-    def __init__(self, options):
+    def __init__(self, options, net=None):
         from ctc.tasks.smollm2 import LAYERS, SmolLM2
 
         layer = int(options.get("layer", LAYERS))
         if not 1 <= layer <= LAYERS:
             raise ConfigError(f"smollm2: task.options.layer must be 1 … {LAYERS}; got {layer}")
-        self.net = SmolLM2(split=layer)
+        if net is not None and net.split != layer:
+            raise ConfigError(f"smollm2: the network given is split after layer {net.split}, not {layer}")
+        self.net = net or SmolLM2(split=layer)
         self.cache_key = f"smollm2-135m-q4_1_layer{layer}_arc"
 
     def front(self, line):

@@ -125,7 +125,7 @@ def padded_maps(features, layout, mean, std):
     """N feature arrays -> N×C×H×W normalised maps, zero-padded to multiples of STRIDE."""
     maps = np.stack([layout.to_map(f.astype(np.float32)) for f in features])
     maps = (maps - mean[:, None, None]) / std[:, None, None]
-    rows, cols = (-(-side // STRIDE) * STRIDE for side in maps.shape[2:])
+    rows, cols = layout.padded_size(features.shape[1:])
     padded = np.zeros(maps.shape[:2] + (rows, cols), np.float32)
     padded[:, :, :maps.shape[2], :maps.shape[3]] = maps
     mask = np.zeros((1, 1, rows, cols), np.float32)
