@@ -9,7 +9,7 @@ from common.errors import BitstreamError
 
 
 STREAM_MAGIC = 0x46435253          # "FCRS"
-STREAM_VERSION_MAJOR = 2           # a decoder rejects any other major version (2: lm_extra_stages se(v))
+STREAM_VERSION_MAJOR = 3           # a decoder rejects any other major version (2: lm_extra_stages se(v); 3: tsq_channel_offsets_flag)
 STREAM_VERSION_MINOR = 0           # minor versions only add what old decoders may skip
 
 

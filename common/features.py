@@ -26,6 +26,7 @@ class TensorSpec:
     tool: Tool
     qp: int = 0           # token-wise tool: base step exponent (tsq_qp)
     step_map: bool = False    # token-wise tool: per-token step offsets are coded
+    channel_offsets: bool = False   # token-wise tool: per-channel step offsets are coded
     anchor: AnchorParams = None   # video anchor: its parameters
     lmsfc: LmsfcParams = None     # L-MSFC: its group parameters
 
@@ -64,7 +65,8 @@ def to_tensor_info(spec):
         n, c = spec.shape
         s.ti_num_tokens_minus1, s.ti_num_channels_minus1 = n - 1, c - 1
     if spec.tool == Tool.TOKENWISE_SQ:
-        s.ti_tokenwise_sq_params = SyntaxStructure(tsq_qp=spec.qp, tsq_step_map_flag=int(spec.step_map))
+        s.ti_tokenwise_sq_params = SyntaxStructure(tsq_qp=spec.qp, tsq_step_map_flag=int(spec.step_map),
+                                                   tsq_channel_offsets_flag=int(spec.channel_offsets))
     elif spec.tool == Tool.VIDEO_ANCHOR:
         s.ti_video_anchor_params = to_video_anchor_params(spec.anchor)
     else:
@@ -87,7 +89,8 @@ def from_tensor_info(s):
                   batch_axis=bool(s.ti_batch_dim_flag), tool=Tool(s.ti_tool_idc))
     if fields["tool"] == Tool.TOKENWISE_SQ:
         params = s.ti_tokenwise_sq_params
-        return TensorSpec(**fields, qp=params.tsq_qp, step_map=bool(params.tsq_step_map_flag))
+        return TensorSpec(**fields, qp=params.tsq_qp, step_map=bool(params.tsq_step_map_flag),
+                          channel_offsets=bool(params.tsq_channel_offsets_flag))
     if fields["tool"] == Tool.VIDEO_ANCHOR:
         return TensorSpec(**fields, anchor=from_video_anchor_params(s.ti_video_anchor_params))
     return TensorSpec(**fields, lmsfc=from_lmsfc_params(s.ti_lmsfc_params))

@@ -102,7 +102,7 @@ def tensor_num_elements(s):
 
 SEMANTICS = {
     "sh_magic": "0x46435253 (\"FCRS\"). Any other value: not an FCRS stream.",
-    "sh_version_major": "Major version of this specification (2). A decoder rejects any other value.",
+    "sh_version_major": "Major version of this specification (3). A decoder rejects any other value.",
     "sh_version_minor": "Minor version (0). Minor versions only add units or extension data that "
                         "older decoders skip; a decoder accepts any value.",
     "unit_type": "UnitType of the unit (1 feature parameter set, 2 tensor data, 3 decoded-feature "

@@ -19,6 +19,7 @@ from common.codepoints import UnitType
 from common.stream import UNIT_HEADER_BYTES, iter_units, write_stream
 from encoder.encoder import encode_features
 from encoder.options import default_options
+from encoder.tools.interface import StepOffsets
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,15 @@ def stream_inputs(name):
         tokens[:, 5] *= 40.0                                                # an outlier channel
         offsets = rng.integers(-6, 7, size=(1, 197))
         return {"": tokens.astype(np.float32)}, {"": offsets}
+    if name == "channel_step_offsets":
+        scales = np.exp(rng.normal(size=(24, 1, 1)))                        # channels of different ranges
+        values = (_relu6_map(rng, 24, 9, 11) * scales).astype(np.float32)
+        channels = rng.integers(-12, 13, size=24)
+        channels[3] = -30                                                   # escape in the channel vector
+        tokens = rng.normal(size=(50, 20)) * np.exp(rng.normal(size=20))
+        return ({"map": values, "tokens": tokens.astype(np.float32)},
+                {"map": StepOffsets(tokens=rng.integers(-4, 5, size=(9, 11)), channels=channels),
+                 "tokens": StepOffsets(channels=rng.integers(-8, 9, size=20))})
     if name == "pyramid_p2_p6":
         sizes = {"p2": (32, 48), "p3": (16, 24), "p4": (8, 12), "p5": (4, 6), "p6": (2, 3)}
         return {level: rng.normal(scale=1.5, size=(1, 16) + hw).astype(np.float32)
@@ -114,6 +124,10 @@ STREAMS = (
     ConformanceStream("tokens_step_map", "N×C token matrix (197×48 float32, signed, one outlier channel) "
                       "with a per-token step-offset map (tsq_step_map_flag = 1) and a dead-zone quantiser.",
                       qp=40, rounding_offset=0.35),
+    ConformanceStream("channel_step_offsets", "Separable step maps (tsq_channel_offsets_flag = 1): a 24×9×11 "
+                      "float32 ReLU6-like map with per-channel scales, coded with a per-channel step-offset "
+                      "vector (offsets −12..12 and an escape, −30) and a per-token map (−4..4); a 50×20 "
+                      "float32 token matrix with a channel vector only (tsq_step_map_flag = 0).", qp=44),
     ConformanceStream("pyramid_p2_p6", "Five named tensors p2..p6 (1×16×H×W float32, batch axis kept), "
                       "as an FPN pyramid: several tensor data units and hashes in one stream.", qp=44),
     ConformanceStream("extreme_range", "C×H×W float64 with magnitudes 1e-3..1e4, negatives, zeros and a "

@@ -142,7 +142,7 @@ def decode_levels(stream):
     result = {}
     for spec, payload in zip(specs, payloads):
         coder = TokenwiseEntropyCoder(payload)
-        levels, offsets = coder.code_tensor(None, None, spec.grid, spec.step_map)
+        levels, offsets, _ = coder.code_tensor(None, None, spec.grid, spec.step_map)
         coder.finish()
         result[spec.name] = (spec, levels, offsets)
     return result

@@ -4,6 +4,15 @@
     f ─► G_θ ─► δ (clamped ±10)
     L = λ_t · D_t(f + δ, f) − mean_batch ‖δ‖₂        (Adam, gradient norm clipped to 1)
 
+    --perturbation noise (the noise-tolerance estimator the step allocation uses):
+    f ─► G_θ ─► δ = exp(u) > 0,  n i.i.d. uniform of unit variance, fresh every step
+    L = λ_t · D_t(f + δ ⊙ n, f) − mean_batch mean_i log δ_i
+
+The paper's estimator learns one direction the head does not see; a quantiser adds
+noise of its own shape, i.i.d.-like, in every direction. The noise estimator is trained
+on that perturbation, and rewarded with the mean of log δ because a step Δ_i = √12·δ_i
+saves −log2 Δ_i bits per element (not ‖δ‖₂, which a few huge values would dominate).
+
 Classification (``--task cls``, EfficientNet-Lite): f is the 1280×7×7 backbone
 output (or the 320×7×7 blocks output, ``--split blocks``), D_cls = T²·KL(softmax(back(f)/T) ‖ softmax(back(f + δ)/T)), T = 4,
 λ_t = 50, lr 1e-4. No labels are needed: the frozen network's own prediction
@@ -61,8 +70,8 @@ import torch
 from tqdm import tqdm
 
 from ctc.training.data import CROP_RATIO, CROP_SCALE, augmented_crops, image_files
-from ctc.training.losses import classification_distortion, featjnd_loss
-from encoder.featjnd.estimator import DELTA_LIMIT, FeatJNDEstimator, save_estimator
+from ctc.training.losses import classification_distortion, featjnd_loss, noise_tolerance_loss, unit_uniform_noise
+from encoder.featjnd.estimator import DELTA_LIMIT, LOG_AMPLITUDE_LIMIT, FeatJNDEstimator, save_estimator
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "train-images"
@@ -126,9 +135,12 @@ def optimise(estimator, epoch_items, step_outputs, steps, lr, lambda_t, clip=1.0
 
     epoch_items() gives the next epoch's items in order; step_outputs(item) -> (D_t, δ, f), δ being
     a batch tensor of deltas, a {level: delta} dict of one image's or a list of batched levels,
-    and f the features when the reward is ‖δ‖/‖f‖ (None: the paper's ‖δ‖). Returns the per-epoch
-    history [{epoch, steps, loss, distortion, delta_norm, saturated}, ...].
+    and f the features when the reward is ‖δ‖/‖f‖ (None: the paper's ‖δ‖). A noise estimator
+    (output "noise") is trained with noise_tolerance_loss instead, and its history's delta_norm is
+    the mean of log δ. Returns the per-epoch history [{epoch, steps, loss, distortion, delta_norm,
+    saturated}, ...].
     """
+    noise = estimator.output == "noise"
     optimiser = torch.optim.Adam(estimator.parameters(), lr=lr)
     estimator.train()
     history, done, epoch = [], 0, 0
@@ -140,12 +152,12 @@ def optimise(estimator, epoch_items, step_outputs, steps, lr, lambda_t, clip=1.0
             if done >= steps:
                 break
             d, delta, features = step_outputs(item)
-            loss = featjnd_loss(d, delta, lambda_t, features)
+            loss = noise_tolerance_loss(d, delta, lambda_t) if noise else featjnd_loss(d, delta, lambda_t, features)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(estimator.parameters(), clip)
             optimiser.step()
-            norm, saturated = _delta_statistics(delta)
+            norm, saturated = _log_amplitude_statistics(delta) if noise else _delta_statistics(delta)
             sums += (loss.item(), d.item(), norm, saturated)
             count += 1
             done += 1
@@ -155,7 +167,7 @@ def optimise(estimator, epoch_items, step_outputs, steps, lr, lambda_t, clip=1.0
         history.append({"epoch": epoch, "steps": done, "loss": mean[0], "distortion": mean[1],
                         "delta_norm": mean[2], "saturated": mean[3]})
         log(f"epoch {epoch:3d}  steps {done:6d}  loss {mean[0]:10.3f}  D {mean[1]:.5f}  "
-            f"|delta|_2 {mean[2]:8.2f}  saturated {mean[3]:.3f}")
+            f"{'mean log delta' if noise else '|delta|_2'} {mean[2]:8.2f}  saturated {mean[3]:.3f}")
     bar.close()
     estimator.eval()
     return history
@@ -172,6 +184,23 @@ def _delta_statistics(delta):
             per_sample = torch.cat([level.flatten(1) for level in delta], dim=1)
             return (float(per_sample.norm(dim=1).mean()), float((per_sample.abs() >= DELTA_LIMIT).float().mean()))
         return (float(delta.flatten(1).norm(dim=1).mean()), float((delta.abs() >= DELTA_LIMIT).float().mean()))
+
+
+def _log_amplitude_statistics(delta):
+    """(mean log δ, share of values at the amplitude limits) of a noise estimator's batch tensor or
+    list of batched levels."""
+    with torch.no_grad():
+        levels = delta if isinstance(delta, list) else [delta]
+        logs = torch.cat([torch.log(level).flatten() for level in levels])
+        return float(logs.mean()), float((logs.abs() >= LOG_AMPLITUDE_LIMIT - 1e-4).float().mean())
+
+
+def perturb(features, delta, output, generator):
+    """f + δ for a direction estimator; f + δ ⊙ n, n fresh unit-variance uniform noise drawn from
+    `generator`, for a noise estimator."""
+    if output == "noise":
+        return features + delta * unit_uniform_noise(delta, generator)
+    return features + delta
 
 
 def train_on_features(estimator, features, distortion, steps, batch, lr, lambda_t, seed, clip=1.0, log=print,
@@ -219,41 +248,60 @@ def run_classification(args, net=None):
           f"({steps / steps_per_epoch:.1f} epochs)" + (f"; {len(held)} photos held back to calibrate" if held else ""))
 
     temperature = args.temperature
+    noise = torch.Generator().manual_seed(args.seed)
 
     def distortion(f, delta):
         with torch.no_grad():
             clean = net.back(f)
-        return classification_distortion(clean, net.back(f + delta), temperature=temperature)
+        return classification_distortion(clean, net.back(perturb(f, delta, args.perturbation, noise)),
+                                         temperature=temperature)
 
     def train_one(lambda_t):
         torch.manual_seed(args.seed)       # the estimator's initial weights
-        estimator = FeatJNDEstimator(features.shape[1], width=args.width, num_blocks=args.blocks)
+        noise.manual_seed(args.seed)
+        estimator = FeatJNDEstimator(features.shape[1], width=args.width, num_blocks=args.blocks,
+                                     output=args.perturbation)
         history = train_on_features(estimator, features, distortion, steps, args.batch, args.lr, lambda_t,
                                     args.seed, relative=args.reward == "relative")
         return estimator, history
 
-    name = net.name if net.split == "backbone" else f"{net.name}-{net.split}"
+    name = (net.name if net.split == "backbone" else f"{net.name}-{net.split}") + _name_suffix(args)
     metadata = {
         "task": "cls", "model": net.name, "split": net.split, "steps": steps,
         "epochs": f"{steps / steps_per_epoch:.2f}", "batch": args.batch, "seed": args.seed, "lr": args.lr,
         "temperature": temperature, "grad_clip": 1.0, "reward": args.reward,
         "data": f"{len(paths)} images from {Path(args.data).name}/, {args.crops} random resized crops each "
                 f"({net.input_size}px, scale {CROP_SCALE}, ratio 3/4..4/3, h-flip p=0.5), features cached once",
+        **_kind_metadata(args),
     }   # no timings: the same seed gives the same weights and the same metadata
     if not args.lambdas:
         estimator, history = train_one(args.lambda_t)
         return _save(estimator, history, args, f"featjnd_{name}", dict(metadata, lambda_t=args.lambda_t)), history
-    calibration = ClassificationCalibration(net, held, args.seed)
+    calibration = ClassificationCalibration(net, held, args.seed, noise=args.perturbation == "noise")
     print(f"calibration: {len(held)} held-back photos × {len(calibration.features) // len(held)} crops "
           f"= {len(calibration.features)} features; metric: top-1 agreement with the clean prediction")
     return calibrate(args, train_one, calibration, calibration.features, f"featjnd_{name}", metadata,
                      "top-1 agreement (%)")
 
 
+def _kind_metadata(args):
+    """A noise estimator's metadata entry (the paper's estimators' metadata stays as it was, so
+    their committed commands still give the same files)."""
+    return {"perturbation": "noise: f + delta * n, n i.i.d. uniform of unit variance; reward mean log delta"} \
+        if args.perturbation == "noise" else {}
+
+
+def _name_suffix(args):
+    """The estimator file name's mark of its kind: noise estimators are `<network>-noise`, so both
+    kinds can be shipped side by side."""
+    return "-noise" if args.perturbation == "noise" else ""
+
+
 def calibrate(args, train_one, calibration, norm_features, prefix, metadata, metric):
     """Train one estimator per λ_t of --lambdas, measure each one's drop curve on the calibration
     set, save the chosen one (ctc.training.featjnd_calibration.choose); returns (path, its history)."""
-    from ctc.training.featjnd_calibration import choose, curve_table, drops, just_noticeable_scale, relative_norm
+    from ctc.training.featjnd_calibration import (SIZE_NAMES, choose, curve_table, drops, just_noticeable_scale,
+                                                  just_noticeable_size, perturbation_size)
 
     def curve_text(curve):
         return ", ".join(f"α {a:g}: {v:.2f} ({-100 * drops(curve)[a]:+.1f} %)" for a, v in curve.items())
@@ -263,18 +311,20 @@ def calibrate(args, train_one, calibration, norm_features, prefix, metadata, met
         estimator, history = train_one(lambda_t)
         curve = calibration.curve(estimator)
         scale = just_noticeable_scale(calibration, estimator, curve)
-        candidates[lambda_t] = (curve, relative_norm(estimator, norm_features), scale)
+        candidates[lambda_t] = (curve, perturbation_size(estimator, norm_features), scale)
         trained[lambda_t] = (estimator, history)
-        print(f"λ_t {lambda_t:g}: ‖δ‖/‖f‖ {candidates[lambda_t][1]:.3f}, κ {scale:.3f}; {curve_text(curve)}")
-    chosen = choose(candidates)
+        print(f"λ_t {lambda_t:g}: {SIZE_NAMES[args.perturbation][0]} {candidates[lambda_t][1]:.3f}, "
+              f"κ {scale:.3f}; {curve_text(curve)}")
+    chosen = choose(candidates, args.perturbation)
     if chosen is None:
         raise SystemExit("train_featjnd: every candidate's smallest tested perturbation is noticeable")
-    curve, norm, scale = candidates[chosen]
+    curve, size, scale = candidates[chosen]
     estimator, history = trained[chosen]
     estimator.set_scale(scale)
     shipped = calibration.curve(estimator)
-    table = curve_table(candidates, chosen)
-    report = (f"{metric} at f + α·δ on the calibration set (δ before the scale κ; in brackets the relative "
+    table = curve_table(candidates, chosen, args.perturbation)
+    perturbed_by = "f + α·δ ⊙ n (n fixed unit-variance uniform noise)" if args.perturbation == "noise" else "f + α·δ"
+    report = (f"{metric} at {perturbed_by} on the calibration set (δ before the scale κ; in brackets the relative "
               f"change from α = 0):\n\n{table}\n\nShipped: λ_t = {chosen:g}, δ scaled by κ = {scale:.3f}; "
               f"its own curve: {curve_text(shipped)}\n")
     print("\n" + report)
@@ -284,7 +334,8 @@ def calibrate(args, train_one, calibration, norm_features, prefix, metadata, met
     metadata = dict(metadata, lambda_t=chosen, calibration_lambdas=",".join(f"{v:g}" for v in args.lambdas),
                     calibration_scale=f"{scale:.4f}",
                     calibration_curve=json.dumps({f"{a:g}": round(v, 3) for a, v in shipped.items()}),
-                    relative_delta_norm=f"{scale * norm:.4f}")
+                    **({"mean_log_delta": f"{just_noticeable_size(size, scale, 'noise'):.4f}"}
+                       if args.perturbation == "noise" else {"relative_delta_norm": f"{scale * size:.4f}"}))
     return _save(estimator, history, args, prefix, metadata), history
 
 
@@ -411,8 +462,9 @@ def run_yolo(args):
 
     def train_one(lambda_t):
         torch.manual_seed(args.seed)
-        estimator = PyramidJNDEstimator(channels, width=args.width, num_blocks=args.blocks)
+        estimator = PyramidJNDEstimator(channels, width=args.width, num_blocks=args.blocks, output=args.perturbation)
         rng = random.Random(args.seed)
+        noise = torch.Generator().manual_seed(args.seed)
 
         def batches():
             for _ in range(per_epoch):
@@ -425,7 +477,8 @@ def run_yolo(args):
             features = dict(zip(net.names, levels))
             with torch.no_grad():
                 clean = net.head_logits(features)
-            perturbed = net.head_logits({name: f + d for (name, f), d in zip(features.items(), deltas)})
+            perturbed = net.head_logits({name: perturb(f, d, args.perturbation, noise)
+                                         for (name, f), d in zip(features.items(), deltas)})
             return yolo_detection_distortion(clean, perturbed), deltas, (levels if args.reward == "relative" else None)
 
         history = optimise(estimator, batches, outputs, steps, args.lr, lambda_t)
@@ -435,13 +488,15 @@ def run_yolo(args):
                 "crop": args.crop, "seed": args.seed, "lr": args.lr, "grad_clip": 1.0, "reward": args.reward,
                 "task_weights": os.path.basename(args.weights),
                 "data": f"{len(paths)} pool photos (train-images, unannotated coco-mini; coco-train held back), "
-                        f"{args.augmentations} augmentations each (long side 320-640, flip), features cached once"}
+                        f"{args.augmentations} augmentations each (long side 320-640, flip), features cached once",
+                **_kind_metadata(args)}
+    prefix = "featjnd_yolov5n-neck" + _name_suffix(args)
     if not args.lambdas:
         estimator, history = train_one(args.lambda_t)
-        return _save(estimator, history, args, "featjnd_yolov5n-neck", dict(metadata, lambda_t=args.lambda_t)), history
-    calibration = DetectionCalibration(net, data)
+        return _save(estimator, history, args, prefix, dict(metadata, lambda_t=args.lambda_t)), history
+    calibration = DetectionCalibration(net, data, noise=args.perturbation == "noise")
     print(f"calibration: {len(calibration.image_ids)} annotated coco-train photos; metric: bbox AP50")
-    return calibrate(args, train_one, calibration, calibration.features, "featjnd_yolov5n-neck", metadata,
+    return calibrate(args, train_one, calibration, calibration.features, prefix, metadata,
                      "bbox AP50 (%)")
 
 
@@ -455,8 +510,12 @@ def parse_args(argv=None):
                         "yolov5n or the R50-FPN (det; default R50-FPN, which --task ins always uses)")
     parser.add_argument("--split", default="backbone", choices=("backbone", "blocks"),
                         help="EfficientNet-Lite split point (cls): backbone (1280×7×7) or blocks (320×7×7)")
+    parser.add_argument("--perturbation", default="direction", choices=("direction", "noise"),
+                        help="what δ must stay unnoticeable as: f + δ (the paper's) or f + δ ⊙ n with i.i.d. "
+                             "unit-variance uniform noise n (the step allocation's estimator; reward mean log δ)")
     parser.add_argument("--reward", default="absolute", choices=("absolute", "relative"),
-                        help="the ‖δ‖ term: absolute ‖δ‖₂ (the paper's) or relative ‖δ‖₂/‖f‖₂")
+                        help="the ‖δ‖ term of --perturbation direction: absolute ‖δ‖₂ (the paper's) or relative "
+                             "‖δ‖₂/‖f‖₂")
     parser.add_argument("--lambdas", default="", help="comma list of λ_t: train one estimator each, calibrate "
                         "(α = 1 just noticeable, ctc/training/featjnd_calibration.py) and save the chosen one")
     parser.add_argument("--calibration-report", default="", help="markdown file for the calibration curve table")
@@ -491,6 +550,8 @@ def parse_args(argv=None):
     args.lr = lr if args.lr is None else args.lr
     if args.model == "yolov5n" and args.task != "det":
         parser.error("--model yolov5n needs --task det")
+    if args.perturbation == "noise" and args.task != "cls" and args.model != "yolov5n":
+        parser.error("--perturbation noise is built for --task cls and --model yolov5n")
     args.model = args.model or ("efficientnet-lite0" if args.task == "cls" else "rcnn-r50-fpn")
     try:
         args.lambdas = [float(v) for v in args.lambdas.split(",") if v.strip()]

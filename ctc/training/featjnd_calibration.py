@@ -3,6 +3,10 @@
     calibration images ─► frozen front ─► f ─► G_θ ─► δ
     per α: back(f + α·δ) ─► metric(α);  drop(α) = (metric(0) − metric(α)) / metric(0)
 
+A noise estimator (output "noise") is calibrated the same way on f + α·δ ⊙ n, n one fixed
+draw of unit-variance uniform noise per calibration feature (seeded), and its candidates
+are compared by the mean of log(κ·δ), the rate a quantiser at steps √12·κ·δ saves.
+
 "α = 1 is just noticeable" (the paper's Fig. 8 claim) means drop(1) ≤ 1 % and drop(2)
 clearly larger. The training reward fixes δ's shape but only loosely its size (the
 drop at α = 1 fell from 10 % to 4 % as λ_t grew 16× on YOLOv5n), so the calibration
@@ -31,6 +35,29 @@ ALPHAS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
 JUST_NOTICEABLE_DROP = 0.01      # relative task drop that α = 1 may cost
 CLASSIFICATION_HOLDOUT_STRIDE = 5        # every fifth train-images photo calibrates
 CLASSIFICATION_CROPS = 8                 # seeded random resized crops per calibration photo (+ the centre crop)
+NOISE_SEED = 20261207                    # the calibration's fixed noise draw
+
+
+def fixed_noise(features):
+    """One seeded unit-variance uniform draw shaped like each tensor of `features` (a tensor or a
+    list of them), so every α and every candidate sees the same noise."""
+    from ctc.training.losses import unit_uniform_noise
+
+    generator = torch.Generator().manual_seed(NOISE_SEED)
+    if isinstance(features, torch.Tensor):
+        return unit_uniform_noise(features, generator)
+    return [fixed_noise_levels(levels, generator) for levels in features]
+
+
+def fixed_noise_levels(levels, generator):
+    from ctc.training.losses import unit_uniform_noise
+
+    return [unit_uniform_noise(level, generator) for level in levels]
+
+
+def perturbation(delta, noise):
+    """α = 1's perturbation: δ (direction estimators, noise None) or δ ⊙ n."""
+    return delta if noise is None else delta * noise
 
 
 def split_every(paths, stride):
@@ -44,7 +71,7 @@ def split_every(paths, stride):
 class DetectionCalibration:
     """Front features, letterbox placements and annotations of the detection calibration images."""
 
-    def __init__(self, net, data):
+    def __init__(self, net, data, noise=False):
         from ctc.images import read_rgb
         from ctc.metrics import CocoScorer
         from ctc.tasks.yolov5n import letterbox, to_input
@@ -63,13 +90,14 @@ class DetectionCalibration:
                 levels = net.front(to_input(boxed))
             self.features.append([levels[name] for name in net.names])
             self.placements.append(placement)
+        self.noise = fixed_noise(self.features) if noise else [None] * len(self.features)
 
     def curve(self, estimator, alphas=ALPHAS):
         """{α: AP50 in %} of back(f + α·δ) over the calibration images."""
         deltas = []
         with torch.no_grad():
-            for levels in self.features:
-                deltas.append(estimator(levels))
+            for levels, noise in zip(self.features, self.noise):
+                deltas.append([perturbation(d, n) for d, n in zip(estimator(levels), noise or [None] * len(levels))])
         return {alpha: self._ap50([[f + alpha * d for f, d in zip(levels, delta)]
                                    for levels, delta in zip(self.features, deltas)])
                 for alpha in alphas}
@@ -94,7 +122,7 @@ class DetectionCalibration:
 class ClassificationCalibration:
     """Front features of the classification calibration crops and their clean top-1 classes."""
 
-    def __init__(self, net, paths, seed=0):
+    def __init__(self, net, paths, seed=0, noise=False):
         from PIL import Image
 
         from ctc.training.data import augmented_crops
@@ -108,11 +136,13 @@ class ClassificationCalibration:
         with torch.no_grad():
             self.features = torch.cat([net.front(torch.stack(crops[i:i + 32])) for i in range(0, len(crops), 32)])
             self.clean = net.back(self.features).argmax(dim=1)
+        self.noise = fixed_noise(self.features) if noise else None
 
     def curve(self, estimator, alphas=ALPHAS):
         """{α: top-1 agreement with the clean prediction in %} of back(f + α·δ)."""
         with torch.no_grad():
             delta = torch.cat([estimator(self.features[i:i + 64]) for i in range(0, len(self.features), 64)])
+            delta = perturbation(delta, self.noise)
             return {alpha: 100.0 * float((self.net.back(self.features + alpha * delta).argmax(dim=1)
                                           == self.clean).float().mean())
                     for alpha in alphas}
@@ -146,23 +176,50 @@ def just_noticeable_scale(calibration, estimator, curve, tolerance=JUST_NOTICEAB
     return low
 
 
-def choose(candidates):
-    """The λ_t to ship from {λ_t: (curve, mean relative ‖δ‖, κ)}: the largest just-noticeable
-    perturbation κ·‖δ‖/‖f‖; None when every κ is 0."""
-    best = max(candidates, key=lambda lam: candidates[lam][1] * candidates[lam][2])
+def just_noticeable_size(size, scale, output):
+    """The size of the just-noticeable perturbation κ·δ: κ·‖δ‖/‖f‖ (direction), or
+    log κ + mean log δ (noise; −∞ when κ = 0)."""
+    if output == "noise":
+        return float(np.log(scale)) + size if scale > 0 else -np.inf
+    return scale * size
+
+
+def choose(candidates, output="direction"):
+    """The λ_t to ship from {λ_t: (curve, size, κ)}, size from perturbation_size: the largest
+    just-noticeable perturbation; None when every κ is 0."""
+    best = max(candidates, key=lambda lam: just_noticeable_size(candidates[lam][1], candidates[lam][2], output))
     return best if candidates[best][2] > 0 else None
 
 
-def curve_table(candidates, chosen):
+SIZE_NAMES = {"direction": ("‖δ‖/‖f‖", "κ·‖δ‖/‖f‖"), "noise": ("mean log δ", "mean log κδ")}
+
+
+def curve_table(candidates, chosen, output="direction"):
     """Markdown: one row per λ_t (unscaled δ) with the metric and the drop at every α, and κ."""
     alphas = next(iter(candidates.values()))[0].keys()
-    lines = ["| λ_t | ‖δ‖/‖f‖ | " + " | ".join(f"α = {a:g}" for a in alphas) + " | κ | κ·‖δ‖/‖f‖ | chosen |",
+    size_name, scaled_name = SIZE_NAMES[output]
+    lines = [f"| λ_t | {size_name} | " + " | ".join(f"α = {a:g}" for a in alphas)
+             + f" | κ | {scaled_name} | chosen |",
              "|---:|---:|" + "---:|" * len(alphas) + "---:|---:|:---|"]
-    for lam, (curve, norm, scale) in sorted(candidates.items()):
+    for lam, (curve, size, scale) in sorted(candidates.items()):
         cells = [f"{curve[a]:.1f} ({-100 * drops(curve)[a]:+.1f} %)" for a in alphas]
-        lines.append(f"| {lam:g} | {norm:.3f} | " + " | ".join(cells)
-                     + f" | {scale:.3f} | {scale * norm:.3f} | {'◀' if lam == chosen else ''} |")
+        lines.append(f"| {lam:g} | {size:.3f} | " + " | ".join(cells)
+                     + f" | {scale:.3f} | {just_noticeable_size(size, scale, output):.3f} | "
+                     + f"{'◀' if lam == chosen else ''} |")
     return "\n".join(lines)
+
+
+def perturbation_size(estimator, features):
+    """What the calibration compares candidates by: the mean relative norm ‖δ‖/‖f‖ (direction) or
+    the mean of log δ over every element (noise)."""
+    if getattr(estimator, "output", "direction") != "noise":
+        return relative_norm(estimator, features)
+    with torch.no_grad():
+        if isinstance(features, torch.Tensor):
+            logs = [torch.log(estimator(features[i:i + 64])).flatten() for i in range(0, len(features), 64)]
+        else:
+            logs = [torch.log(d).flatten() for levels in features for d in estimator(levels)]
+        return float(torch.cat(logs).double().mean())
 
 
 def relative_norm(estimator, features):

@@ -43,6 +43,8 @@ __all__ = [
     "yolo_detection_distortion",
     "instance_distortion",
     "featjnd_loss",
+    "noise_tolerance_loss",
+    "unit_uniform_noise",
     "LAMBDA_CLASSIFICATION",
     "LAMBDA_DETECTION",
     "LAMBDA_INSTANCE",
@@ -153,3 +155,21 @@ def featjnd_loss(distortion: torch.Tensor, delta, lambda_t: float, features=None
     if features is not None:
         norm = norm / torch.linalg.vector_norm(_per_sample(features).detach(), dim=1).clamp_min(1e-12)
     return lambda_t * distortion - norm.mean()
+
+
+def noise_tolerance_loss(distortion: torch.Tensor, delta, lambda_t: float) -> torch.Tensor:
+    """λ_t·D − mean over the batch of mean_i log δ_i: the noise-tolerance estimator's loss.
+
+    D is measured at f + δ ⊙ n (``unit_uniform_noise``). The reward is what a quantiser at steps
+    Δ_i = √12·δ_i saves: at high rate an element's bits fall as −log2 Δ_i, so the rate of the
+    whole feature falls with the mean of log δ, not with ‖δ‖₂ (which a few large values dominate).
+    ``delta``: positive, an N×… tensor or the levels of a pyramid forming one sample.
+    """
+    return lambda_t * distortion - torch.log(_per_sample(delta)).mean(dim=1).mean()
+
+
+def unit_uniform_noise(like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """i.i.d. uniform noise of unit variance on [−√3, √3], shaped like ``like``: the error of a
+    uniform quantiser of step √12 at high rate, per unit of δ."""
+    uniform = torch.rand(like.shape, generator=generator, dtype=like.dtype)
+    return (2.0 * uniform - 1.0) * 3.0 ** 0.5

@@ -1,7 +1,14 @@
 """The FeatJND estimator G_θ: feature f (N×C×H×W) -> same-shape perturbation δ.
 
     f ─► 3×3 conv C→w ─► BN ─► ReLU ─► [1×1 residual block (conv, BN, ReLU, conv, BN) + skip] × B
-      ─► 3×3 conv w→C ─► clamp(±DELTA_LIMIT) ─► δ
+      ─► 3×3 conv w→C ─► u ─► δ = clamp(u, ±DELTA_LIMIT)             output "direction" (the paper's)
+                             δ = exp(clamp(u, ±LOG_AMPLITUDE_LIMIT))  output "noise"
+
+Two kinds of δ, by what the estimator was trained to tolerate (ctc/training/featjnd.py):
+"direction" is one signed perturbation f + δ the task hardly sees (the paper's); "noise" is
+a positive per-element amplitude such that f + δ ⊙ n, n i.i.d. of unit variance (the
+quantiser's error at steps Δ = √12·δ), is just noticeable: the noise tolerance the step
+allocation needs (encoder/featjnd/allocation.py).
 
 The bottleneck width w keeps it small (w = 64, B = 2: 1.5 M parameters, 6 MB,
 for C = 1280); one network serves every FPN level (all have C = 256). A pyramid
@@ -25,6 +32,8 @@ from torch import nn
 from common.errors import InputError
 
 DELTA_LIMIT = 10.0
+LOG_AMPLITUDE_LIMIT = 8.0      # noise amplitudes within e^±8 (a 1e-7 relative noise floor is far below any step)
+OUTPUTS = ("direction", "noise")
 
 
 class _ResidualBlock(nn.Module):
@@ -40,21 +49,34 @@ class _ResidualBlock(nn.Module):
 
 class FeatJNDEstimator(nn.Module):
     """`scale` multiplies δ: the calibration's κ, which makes α = 1 just noticeable
-    (ctc/training/featjnd_calibration.py)."""
+    (ctc/training/featjnd_calibration.py). `output`: "direction" or "noise" (module docstring);
+    a "noise" estimator starts from a constant amplitude e^initial_log_amplitude."""
 
-    def __init__(self, channels, width=64, num_blocks=2, scale=1.0):
+    def __init__(self, channels, width=64, num_blocks=2, scale=1.0, output="direction", initial_log_amplitude=-2.0):
         super().__init__()
+        if output not in OUTPUTS:
+            raise ValueError(f"estimator output must be one of {OUTPUTS}, not {output!r}")
         self.config = {"channels": channels, "width": width, "num_blocks": num_blocks}
+        if output != "direction":            # the paper's estimators' configs stay as they were
+            self.config["output"] = output
         if scale != 1.0:
             self.config["scale"] = float(scale)
+        self.output = output
         self.scale = float(scale)
         self.entry = nn.Sequential(nn.Conv2d(channels, width, 3, padding=1, bias=False),
                                    nn.BatchNorm2d(width), nn.ReLU(inplace=True))
         self.blocks = nn.Sequential(*[_ResidualBlock(width) for _ in range(num_blocks)])
         self.exit = nn.Conv2d(width, channels, 3, padding=1)
+        if output == "noise":
+            nn.init.zeros_(self.exit.weight)
+            nn.init.constant_(self.exit.bias, initial_log_amplitude)
 
     def forward(self, features):
-        delta = torch.clamp(self.exit(self.blocks(self.entry(features))), -DELTA_LIMIT, DELTA_LIMIT)
+        raw = self.exit(self.blocks(self.entry(features)))
+        if self.output == "noise":
+            delta = torch.exp(torch.clamp(raw, -LOG_AMPLITUDE_LIMIT, LOG_AMPLITUDE_LIMIT))
+        else:
+            delta = torch.clamp(raw, -DELTA_LIMIT, DELTA_LIMIT)
         return delta if self.scale == 1.0 else self.scale * delta
 
     def set_scale(self, scale):
@@ -72,14 +94,17 @@ class PyramidJNDEstimator(nn.Module):
     """One FeatJNDEstimator per pyramid level (levels differ in channels); forward maps a list of
     levels to their deltas."""
 
-    def __init__(self, levels, width=32, num_blocks=2, scale=1.0):
+    def __init__(self, levels, width=32, num_blocks=2, scale=1.0, output="direction"):
         super().__init__()
         levels = [int(c) for c in levels]
         if len(set(levels)) != len(levels):
             raise ValueError(f"pyramid levels must differ in channels (the encoder picks the network by "
                              f"them): {levels}")
         self.config = {"levels": levels, "width": width, "num_blocks": num_blocks}
-        self.networks = nn.ModuleList(FeatJNDEstimator(c, width, num_blocks) for c in levels)
+        if output != "direction":
+            self.config["output"] = output
+        self.output = output
+        self.networks = nn.ModuleList(FeatJNDEstimator(c, width, num_blocks, output=output) for c in levels)
         self.set_scale(scale)
 
     def forward(self, levels):

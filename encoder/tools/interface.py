@@ -1,7 +1,7 @@
 """What encoder/encoder.py and every tool's coder share: the TensorSpec of an input array and
 the CodedTensor a coder hands back. A coder (one entry of TENSOR_CODERS) is
-(tensors {name: array}, options, step offsets {name: map}, step allocator) -> [CodedTensor],
-one per tensor in input order."""
+(tensors {name: array}, options, step offsets {name: StepOffsets or a token map}, step allocator)
+-> [CodedTensor], one per tensor in input order."""
 
 from dataclasses import dataclass
 
@@ -12,6 +12,15 @@ from common.features import TensorSpec
 
 DTYPE_OF_NUMPY = {np.dtype(np.float16): DType.FLOAT16, np.dtype(np.float32): DType.FLOAT32,
                   np.dtype(np.float64): DType.FLOAT64}
+
+
+@dataclass(frozen=True)
+class StepOffsets:
+    """A tensor's step offsets to QP for the token-wise tool: per token (an (H, W) map; (N,) for
+    N×C tokens) and per channel ((C,)); either may be None (all 0). The step of token t in channel
+    c is then 2^((QP + tokens[t] + channels[c] − 48) / 8)."""
+    tokens: np.ndarray = None
+    channels: np.ndarray = None
 
 
 def tensor_spec(name, array, qp, step_map):
@@ -30,6 +39,6 @@ class CodedTensor:
     reconstruction: np.ndarray     # exactly what the decoder will output
     seconds: float                 # encoding wall time of this tensor
     ideal_bits: float = None
-    step_map_bits: float = 0.0     # token-wise: −log2 P of the step-offset map (part of ideal_bits)
+    step_map_bits: float = 0.0     # token-wise: −log2 P of the step offsets, map and channel vector (in ideal_bits)
     inner_codec: str = ""
     inner_seconds: float = 0.0

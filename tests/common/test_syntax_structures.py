@@ -85,7 +85,7 @@ qps = st.one_of(st.integers(QP_MIN, QP_MAX), st.sampled_from([QP_MIN, QP_MAX, 0,
 
 @st.composite
 def tokenwise_params(draw):
-    return S(tsq_qp=draw(qps), tsq_step_map_flag=draw(st.integers(0, 1)))
+    return S(tsq_qp=draw(qps), tsq_step_map_flag=draw(st.integers(0, 1)), tsq_channel_offsets_flag=draw(st.integers(0, 1)))
 
 
 @st.composite
@@ -186,7 +186,7 @@ def test_decoded_feature_hash_round_trip(dfh):
 def test_max_tensors_fps_round_trip():
     info = S(ti_name_length=0, ti_name=b"", ti_layout_idc=Layout.TOKENS, ti_dtype_idc=DType.FLOAT32,
              ti_batch_dim_flag=0, ti_num_channels_minus1=0, ti_num_tokens_minus1=0, ti_tool_idc=Tool.TOKENWISE_SQ,
-             ti_tokenwise_sq_params=S(tsq_qp=0, tsq_step_map_flag=0))
+             ti_tokenwise_sq_params=S(tsq_qp=0, tsq_step_map_flag=0, tsq_channel_offsets_flag=0))
     fps = S(fps_num_tensors_minus1=MAX_TENSORS - 1, fps_tensors=[copy.deepcopy(info) for _ in range(MAX_TENSORS)],
             fps_extension_flag=0)
     assert_round_trip(feature_parameter_set, fps, byte_aligned=True)
@@ -206,7 +206,7 @@ def test_element_counts_at_the_limit():
     (feature_parameter_set, S(fps_num_tensors_minus1=0, fps_extension_flag=0, fps_tensors=[S(
         ti_name_length=2, ti_name=b"p2", ti_layout_idc=Layout.CHW, ti_dtype_idc=DType.FLOAT16, ti_batch_dim_flag=1,
         ti_num_channels_minus1=255, ti_height_minus1=199, ti_width_minus1=303, ti_tool_idc=Tool.TOKENWISE_SQ,
-        ti_tokenwise_sq_params=S(tsq_qp=-7, tsq_step_map_flag=1))])),
+        ti_tokenwise_sq_params=S(tsq_qp=-7, tsq_step_map_flag=1, tsq_channel_offsets_flag=0))])),
     (decoded_feature_hash, S(dfh_hash_type_idc=0, dfh_num_tensors_minus1=1,
                              dfh_tensors=[S(dfh_md5=bytes(range(16))), S(dfh_md5=bytes(16))])),
 ])
@@ -234,7 +234,7 @@ def valid_info(layout=Layout.CHW):
     else:
         s.ti_num_tokens_minus1 = 4
     s.ti_tool_idc = Tool.TOKENWISE_SQ
-    s.ti_tokenwise_sq_params = S(tsq_qp=40, tsq_step_map_flag=0)
+    s.ti_tokenwise_sq_params = S(tsq_qp=40, tsq_step_map_flag=0, tsq_channel_offsets_flag=0)
     return s
 
 
@@ -279,10 +279,12 @@ OUT_OF_RANGE = [
      st.one_of(st.integers(256, 1 << 20), st.integers(-100, -1)), False),
     (unit_header, lambda: S(unit_type=1, unit_payload_size=0), "unit_payload_size",
      st.one_of(st.integers(MAX_UNIT_PAYLOAD_SIZE + 1, 1 << 40), st.integers(-100, -1)), False),
-    (tokenwise_sq_params, lambda: S(tsq_qp=0, tsq_step_map_flag=0), "tsq_qp",
+    (tokenwise_sq_params, lambda: S(tsq_qp=0, tsq_step_map_flag=0, tsq_channel_offsets_flag=0), "tsq_qp",
      st.one_of(st.integers(QP_MAX + 1, 1 << 20), st.integers(-(1 << 20), QP_MIN - 1)), True),
-    (tokenwise_sq_params, lambda: S(tsq_qp=0, tsq_step_map_flag=0), "tsq_step_map_flag",
+    (tokenwise_sq_params, lambda: S(tsq_qp=0, tsq_step_map_flag=0, tsq_channel_offsets_flag=0), "tsq_step_map_flag",
      st.one_of(st.integers(2, 100), st.just(-1)), False),
+    (tokenwise_sq_params, lambda: S(tsq_qp=0, tsq_step_map_flag=0, tsq_channel_offsets_flag=0),
+     "tsq_channel_offsets_flag", st.one_of(st.integers(2, 100), st.just(-1)), False),
     (feature_parameter_set, lambda: valid_fps(tokens_info_with_chw_dims(Layout.CHW)), "fps_tensors.0.ti_layout_idc",
      st.integers(Layout.TOKENS + 1, 15), True),
     (feature_parameter_set, valid_fps, "fps_tensors.0.ti_dtype_idc", st.integers(DType.FLOAT64 + 1, 15), True),
@@ -349,7 +351,9 @@ def test_inconsistent_counts_are_refused_by_the_writer():
 @given(st.integers(1, 127))
 def test_nonzero_alignment_bits_are_refused(garbage):
     """byte_alignment() bits must be zero: set some of them in an FPS and a hash unit."""
-    for function, structure in ((feature_parameter_set, valid_fps()),
+    padded = valid_info()
+    padded.ti_num_channels_minus1 = 0            # ue(0) is one bit: the FPS then ends mid-byte
+    for function, structure in ((feature_parameter_set, valid_fps(padded)),
                                 (decoded_feature_hash, S(dfh_hash_type_idc=0, dfh_num_tensors_minus1=0,
                                                          dfh_tensors=[S(dfh_md5=bytes(16))]))):
         data, _, _ = write(function, structure)

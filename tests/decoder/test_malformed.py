@@ -135,7 +135,7 @@ def add_stream_cases(cases, ref):
     add("magic-lower", b"fcrs" + s[4:], ERROR, "bad magic")
     add("empty-file", b"", ERROR, "bad magic")
     add("magic-only", b"FCRS", ERROR, "bad magic")
-    for major in (0, 1, 3, 255):          # 1: a version-1 stream (lm_extra_stages was ue(v) there)
+    for major in (0, 1, 2, 4, 255):       # 1, 2: older streams (lm_extra_stages ue(v); no tsq_channel_offsets_flag)
         add(f"major{major}", s[:4] + bytes([major]) + s[5:], ERROR, "version")
     add("minor-200", s[:5] + bytes([200]) + s[6:], MISMATCH)    # the hash covers the stream header too
 
@@ -266,6 +266,9 @@ def add_stream_cases(cases, ref):
     add("step-map-flag-toggled", with_fps(variant(lambda f: setattr(
         f.fps_tensors[0].ti_tokenwise_sq_params, "tsq_step_map_flag",
         1 - f.fps_tensors[0].ti_tokenwise_sq_params.tsq_step_map_flag))), EITHER)
+    add("channel-offsets-flag-toggled", with_fps(variant(lambda f: setattr(
+        f.fps_tensors[0].ti_tokenwise_sq_params, "tsq_channel_offsets_flag",
+        1 - f.fps_tensors[0].ti_tokenwise_sq_params.tsq_channel_offsets_flag))), EITHER)
     add("channels-plus1", with_fps(set_info("ti_num_channels_minus1", fps.fps_tensors[0].ti_num_channels_minus1 + 1)),
         EITHER)
     add("channels-doubled", with_fps(set_info("ti_num_channels_minus1",
@@ -318,7 +321,7 @@ def huge_info(name, channels, height, width, layout=Layout.CHW):
     else:
         s.ti_num_tokens_minus1 = height * width - 1
     s.ti_tool_idc = 1
-    s.ti_tokenwise_sq_params = SyntaxStructure(tsq_qp=40, tsq_step_map_flag=0)
+    s.ti_tokenwise_sq_params = SyntaxStructure(tsq_qp=40, tsq_step_map_flag=0, tsq_channel_offsets_flag=0)
     return s
 
 
@@ -364,13 +367,24 @@ def add_crafted_cases(cases, refs):
     # a step-offset map that drives an exponent out of [QP_MIN, QP_MAX]
     for qp, offset in ((500, 20), (-250, -10)):
         info = huge_info(b"s", 2, 2, 3)
-        info.ti_tokenwise_sq_params = SyntaxStructure(tsq_qp=qp, tsq_step_map_flag=1)
+        info.ti_tokenwise_sq_params = SyntaxStructure(tsq_qp=qp, tsq_step_map_flag=1, tsq_channel_offsets_flag=0)
         coder = TokenwiseEntropyCoder()
         offsets = np.zeros((2, 3), dtype=np.int64)
         offsets[1, 2] = offset
         coder.code_tensor(np.ones((2, 2, 3), dtype=np.int64), offsets, (2, 2, 3), True)
         cases.add(f"crafted-exponent-{qp}{offset:+d}", stream_with_fps([info], [coder.finish()]), ERROR,
                   "step exponent", ref)
+    # channel offsets that, added to in-range token offsets, drive an exponent out of range
+    for qp, token_offset, channel_offset in ((500, 8, 8), (-250, -4, -4)):
+        info = huge_info(b"c", 2, 2, 3)
+        info.ti_tokenwise_sq_params = SyntaxStructure(tsq_qp=qp, tsq_step_map_flag=1, tsq_channel_offsets_flag=1)
+        coder = TokenwiseEntropyCoder()
+        offsets = np.zeros((2, 3), dtype=np.int64)
+        offsets[0, 1] = token_offset
+        coder.code_tensor(np.ones((2, 2, 3), dtype=np.int64), offsets, (2, 2, 3), True,
+                          np.array([0, channel_offset]), True)
+        cases.add(f"crafted-channel-exponent-{qp}{channel_offset:+d}", stream_with_fps([info], [coder.finish()]),
+                  ERROR, "step exponent", ref)
 
 
 CASES = build_cases()

@@ -5,29 +5,38 @@ import numpy as np
 
 from common.errors import BitstreamError
 from common.features import from_grid
-from common.tools.tokenwise.sq import TokenwiseEntropyCoder, channel_blocks, dequantise, step_sizes, widest_wave
+from common.tools.tokenwise.sq import TokenwiseEntropyCoder, block_steps, channel_blocks, dequantise, widest_wave
 from common.tools.tokenwise.syntax import QP_MAX, QP_MIN
 
 
 def decode_tokenwise_tensor(spec, payload):
     """Levels and step offsets from the payload, then reconstruction in the spec's dtype."""
     coder = TokenwiseEntropyCoder(payload)
-    levels, offsets = coder.code_tensor(None, None, spec.grid, spec.step_map)
+    levels, offsets, channel_offsets = coder.code_tensor(None, None, spec.grid, spec.step_map, None,
+                                                         spec.channel_offsets)
     coder.finish()
-    return reconstruct(spec, levels, offsets)
+    return reconstruct(spec, levels, offsets, channel_offsets)
 
 
-def reconstruct(spec, levels, offsets):
-    """q · Δ_t rounded to the tensor's dtype, in its decoded shape (the encoder reuses this)."""
+def exponent_range(qp, offsets, channel_offsets):
+    """(smallest, largest) step exponent e_t,c = qp + o_t + p_c of a tensor."""
+    low, high = qp + int(offsets.min()), qp + int(offsets.max())
+    if channel_offsets is not None:
+        low, high = low + int(channel_offsets.min()), high + int(channel_offsets.max())
+    return low, high
+
+
+def reconstruct(spec, levels, offsets, channel_offsets=None):
+    """q · Δ_t,c rounded to the tensor's dtype, in its decoded shape (the encoder reuses this)."""
+    low, high = exponent_range(spec.qp, offsets, channel_offsets)
+    if low < QP_MIN or high > QP_MAX:
+        raise BitstreamError(f"tensor '{spec.name}': a step exponent leaves [{QP_MIN}, {QP_MAX}]")
     exponents = spec.qp + offsets
-    if exponents.min() < QP_MIN or exponents.max() > QP_MAX:
-        raise BitstreamError(f"tensor '{spec.name}': a token's step exponent leaves [{QP_MIN}, {QP_MAX}]")
-    steps = step_sizes(exponents)
     channels, height, width = levels.shape
     values = np.empty(levels.shape, dtype=spec.numpy_dtype)
     with np.errstate(over="ignore"):
         for block in channel_blocks(channels, height * width):   # float64 products, block by block
-            values[block] = dequantise(levels[block], steps)
+            values[block] = dequantise(levels[block], block_steps(exponents, channel_offsets, block))
     return from_grid(spec, values)
 
 

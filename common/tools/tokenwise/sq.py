@@ -7,12 +7,13 @@ This module's docstring down to the first code line is the spec's section
 
 A tensor is coded on a grid of C channels × H × W token positions: a C×H×W map
 as it is, an N×C matrix on the near-square token grid of ti_num_tokens_minus1
-(token n at position (n div W, n mod W), padding positions coded as zeros). Token t has
-the step exponent e_t = tsq_qp + o_t (o_t = 0 unless tsq_step_map_flag) and the
-step Δ_t = 2^((e_t − 48) / 8), computed exactly as
-ldexp(STEP_FRACTIONS[(e_t − 48) mod 8], floor((e_t − 48) / 8)), where
-STEP_FRACTIONS are the float64 constants in this module. Every e_t must lie in
-[QP_MIN, QP_MAX]. The decoded value is q · Δ_t in IEEE float64, rounded once to
+(token n at position (n div W, n mod W), padding positions coded as zeros). The
+element of token t in channel c has the step exponent e_t,c = tsq_qp + o_t + p_c
+(o_t = 0 unless tsq_step_map_flag, p_c = 0 unless tsq_channel_offsets_flag) and the
+step Δ_t,c = 2^((e_t,c − 48) / 8), computed exactly as
+ldexp(STEP_FRACTIONS[(e_t,c − 48) mod 8], floor((e_t,c − 48) / 8)), where
+STEP_FRACTIONS are the float64 constants in this module. Every e_t,c must lie in
+[QP_MIN, QP_MAX]. The decoded value is q · Δ_t,c in IEEE float64, rounded once to
 the tensor's dtype.
 
 ## Entropy coder
@@ -86,14 +87,21 @@ estimated peak (common/tools/tokenwise/decode.py: per element, per token, per
 padded neighbour entry, per element of the widest wave and per channel) exceeds
 its memory budget (1 GiB unless raised).
 
+## Channel step offsets (only when tsq_channel_offsets_flag = 1)
+
+Offsets p_c of the C channels in channel order, each coded as itself (r = p_c, no
+prediction: channels have no order to predict along), with the code of the token map's
+residuals below (its own adaptive context). They come first in the payload.
+
 ## Step-offset map (only when tsq_step_map_flag = 1)
 
 Offsets o_t of the H × W tokens in raster order are predicted from the left
 token (first column: from the token above; first token: 0). The residual r is
 coded as the categorical symbol clip(r, −16, 16) + 16 of one adaptive context;
 symbols 0 and 32 are escapes followed by |r| − 16 as an Exp-Golomb-0 value
-(prefix n as bypass 5 bits, then n bypass bits). The residuals use the same
-chunk schedule as the symbols below, in raster order.
+(prefix n as bypass 5 bits, then n bypass bits). The channel offsets, the
+residuals and the symbols below use one chunk schedule, in that order (its chunk
+sizes run on from one to the next).
 
 ## Symbols
 
@@ -184,9 +192,17 @@ def step_sizes(exponents):
     return np.ldexp(STEP_FRACTIONS[rel & 7], (rel >> 3).astype(np.int32))
 
 
-def dequantise(levels, token_steps):
-    """q · Δ_t in float64: levels (C, H, W), token_steps (H, W)."""
-    return levels.astype(np.float64) * token_steps[None, :, :]
+def dequantise(levels, steps):
+    """q · Δ in float64: levels (C, H, W), steps broadcasting to them ((1, H, W) or (C, H, W))."""
+    return levels.astype(np.float64) * steps
+
+
+def block_steps(exponents, channel_offsets, block):
+    """Steps of a block of channels (a slice): exponents (H, W) are tsq_qp + o_t; without channel
+    offsets (None) the block's steps are (1, H, W), else (channels of the block, H, W)."""
+    if channel_offsets is None:
+        return step_sizes(exponents)[None]
+    return step_sizes(exponents[None] + channel_offsets[block, None, None])
 
 
 def channel_blocks(channels, plane, elements=1 << 20):
@@ -281,7 +297,7 @@ class TokenwiseEntropyCoder:
             self._coder = ans_decoder(payload, "entropy payload")
         self._ans_type = constriction.stream.stack.AnsCoder
         self.ideal_bits = 0.0   # −log2 P of everything coded, under the models used
-        self.step_map_bits = 0.0   # the step-offset map's share of ideal_bits
+        self.step_map_bits = 0.0   # the step offsets' share of ideal_bits (token map and channel vector)
 
     # The encoder buffers each call compactly (symbols, context indices and the call's
     # small probability table); finish() expands them and ANS-encodes in reverse.
@@ -372,21 +388,26 @@ class TokenwiseEntropyCoder:
         return (one << prefix) - 1 + suffix
 
     # -- payload ----------------------------------------------------------------
-    def code_tensor(self, levels, offsets, grid, step_map_flag):
-        """Code one tensor's payload: levels (C, H, W) and offsets (H, W), int64,
-        when encoding; None when decoding. Returns (levels, offsets)."""
+    def code_tensor(self, levels, offsets, grid, step_map_flag, channel_offsets=None, channel_offsets_flag=False):
+        """Code one tensor's payload: levels (C, H, W), token offsets (H, W) and channel offsets
+        (C,), int64, when encoding; None when decoding. Returns (levels, offsets, channel offsets),
+        the channel offsets None without tsq_channel_offsets_flag."""
         channels, height, width = grid
         num_elements = channels * height * width
         self._limit = chunk_limit(num_elements)
         self._chunk = FIRST_CHUNK
+        before = self.ideal_bits
+        if channel_offsets_flag:
+            channel_offsets = self._code_offsets(channel_offsets, 1, channels, predict=False).reshape(channels)
+        else:
+            channel_offsets = None
         if step_map_flag:
-            before = self.ideal_bits
             offsets = self._code_offsets(offsets, height, width)
-            self.step_map_bits += self.ideal_bits - before
         else:
             offsets = np.zeros((height, width), dtype=np.int64)
+        self.step_map_bits += self.ideal_bits - before
         levels = self._code_levels(levels, channels, height, width)
-        return levels, offsets
+        return levels, offsets, channel_offsets
 
     def _chunks(self, length):
         start = 0
@@ -396,12 +417,16 @@ class TokenwiseEntropyCoder:
             start = end
             self._chunk = min(self._limit, 2 * self._chunk)
 
-    def _code_offsets(self, offsets, height, width):
+    def _code_offsets(self, offsets, height, width, predict=True):
+        """Step offsets of an H × W map, each predicted from its left (first column: upper)
+        neighbour, or (predict False: the channel vector) coded as they are."""
         residuals = None
         if self.encoding:
+            offsets = np.asarray(offsets, dtype=np.int64).reshape(height, width)
             predicted = np.zeros_like(offsets)
-            predicted[:, 1:] = offsets[:, :-1]
-            predicted[1:, 0] = offsets[:-1, 0]
+            if predict:
+                predicted[:, 1:] = offsets[:, :-1]
+                predicted[1:, 0] = offsets[:-1, 0]
             residuals = (offsets - predicted).ravel()
         decoded = np.zeros(height * width, dtype=np.int64)
         model = _CategoricalContexts(1, 2 * OFFSET_CLIP + 1)
@@ -418,6 +443,8 @@ class TokenwiseEntropyCoder:
             values[escaped] += np.sign(values[escaped]) * extra
             decoded[start:end] = values
         residuals = decoded.reshape(height, width)
+        if not predict:
+            return residuals
         residuals[:, 0] = np.cumsum(residuals[:, 0])
         return np.cumsum(residuals, axis=1)
 

@@ -23,7 +23,7 @@ def decoded(payload, grid, step_map, kernel):
     """(levels, offsets) or the BitstreamError's message."""
     coder = TokenwiseEntropyCoder(payload, kernel=kernel)
     try:
-        levels, offsets = coder.code_tensor(None, None, grid, step_map)
+        levels, offsets, _ = coder.code_tensor(None, None, grid, step_map)
         coder.finish()
     except BitstreamError as error:
         return str(error)

@@ -41,7 +41,7 @@ def encode(levels, offsets=None, step_map=None):
 
 def decode(payload, grid, step_map):
     coder = TokenwiseEntropyCoder(payload)
-    levels, offsets = coder.code_tensor(None, None, grid, step_map)
+    levels, offsets, _ = coder.code_tensor(None, None, grid, step_map)
     coder.finish()
     return levels, offsets
 
