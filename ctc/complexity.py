@@ -32,6 +32,7 @@ import math
 from dataclasses import dataclass
 
 from common.errors import InputError
+from encoder.featjnd.allocation import ALLOCATIONS
 
 COMPLEXITY_FILE = "complexity.csv"       # in a run folder, beside points.csv
 PARTS = ("nn_part_1", "feature_reduction", "feature_restoration", "nn_part_2")
@@ -40,7 +41,7 @@ PART_COLUMNS = {"nn_part_1": "nn_part1", "feature_reduction": "feature reduction
                    "feature_restoration": "feature restoration", "nn_part_2": "nn_part2"}
 YOLO_INPUT = 640
 # FeatJND allocations that run the estimator (uniform and a bare NoiseBudget do not)
-ESTIMATOR_ALLOCATIONS = ("jnd", "jnd_abs", "jnd_rd", "random")
+ESTIMATOR_ALLOCATIONS = tuple(allocation for allocation in ALLOCATIONS if allocation != "uniform")
 
 
 @dataclass(frozen=True)
@@ -147,13 +148,14 @@ def lmsfc_count(model_names, shapes):
 
 
 @functools.cache
-def estimator_count(weights, shapes):
-    """MACs of the FeatJND estimator(s) JndWeights picks, run once on every tensor."""
+def estimator_count(weights, shapes, allocation="jnd"):
+    """MACs of the FeatJND estimator(s) JndWeights (or, empty, the allocation) picks, run once on every
+    tensor."""
     import torch
 
     from encoder.featjnd.allocation import StepAllocator
 
-    allocator = StepAllocator({"StepAllocation": "jnd", "QP": 48, "NoiseBudget": 0, "JndEpsilon": 0.01,
+    allocator = StepAllocator({"StepAllocation": allocation, "QP": 48, "NoiseBudget": 0, "JndEpsilon": 0.01,
                                "RandomSeed": 0, "RoundingOffset": 0.5, "JndWeights": weights})
     return sum(count_macs(allocator.estimator(shape[0]).for_channels(shape[0]).requires_grad_(False),
                           torch.zeros(1, *shape)) for shape in shapes)
@@ -194,7 +196,7 @@ def tool_macs(tool, task):
     if options["Tool"] == "lmsfc":
         macs["feature_reduction"], macs["feature_restoration"] = lmsfc_count(options["LmsfcModels"], shapes)
     elif options["Tool"] == "tokenwise" and options["StepAllocation"] in ESTIMATOR_ALLOCATIONS:
-        macs["feature_reduction"] = estimator_count(options["JndWeights"], shapes)
+        macs["feature_reduction"] = estimator_count(options["JndWeights"], shapes, options["StepAllocation"])
     return macs
 
 

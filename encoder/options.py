@@ -32,16 +32,22 @@ OPTIONS = (
     Option("StepAllocation", str, "uniform", "per-token steps: uniform (QP everywhere), jnd (the paper's FeatJND "
            "tolerance map mean_c |delta| / (|f| + epsilon)), jnd_abs (steps follow (mean_c delta^-2)^(-1/2), the "
            "high-rate optimum for the JND-weighted error), jnd_rd (per token, the step minimising JND-weighted error "
-           "+ mu * estimated bits), random (jnd's values permuted over tokens: the paper's baseline)",
-           choices=("uniform", "jnd", "jnd_abs", "jnd_rd", "random")),
+           "+ mu * estimated bits), random (jnd's values permuted over tokens: the paper's baseline), "
+           "jnd_separable (token x channel steps fitted to a noise-tolerance estimator's delta in the log domain: a "
+           "token map and a channel vector), jnd_channel (its channel vector only), random_separable "
+           "(jnd_separable's token and channel offsets permuted)",
+           choices=("uniform", "jnd", "jnd_abs", "jnd_rd", "random", "jnd_separable", "jnd_channel",
+                    "random_separable")),
     Option("NoiseBudget", float, 0.0, "target noise std sigma: steps scaled so that mean(step^2 / 12) = sigma^2; "
            "0 keeps the noise power of QP's uniform step", lo=0.0, hi=1e30),
     Option("JndWeights", str, "", "FeatJND estimator: a .safetensors path (content-hash named), or the name of "
-           "one shipped in encoder/featjnd/weights/ (efficientnet-lite0, efficientnet-lite0-blocks, yolov5n-neck); "
-           "empty: the shipped one that takes the tensor's channel count"),
+           "one shipped in encoder/featjnd/weights/ (efficientnet-lite0, efficientnet-lite0-blocks, yolov5n-neck, "
+           "and their noise-tolerance versions <name>-noise); empty: the shipped one that takes the tensor's "
+           "channel count, of the kind the allocation uses (noise for the separable ones)"),
     Option("JndEpsilon", float, 0.01, "epsilon of the token tolerance s_t = mean_c |delta| / (|f| + epsilon)",
            lo=1e-9, hi=1e9),
-    Option("RandomSeed", int, 0, "seed of the token permutation of StepAllocation random", lo=0, hi=2**31 - 1),
+    Option("RandomSeed", int, 0, "seed of the permutations of StepAllocation random and random_separable", lo=0,
+           hi=2**31 - 1),
     Option("InnerCodec", str, "hevc", "anchor: inner video codec: hevc (x265, decoded by libde265-dec265), "
            "vtm (VVC with VTM's EncoderAppStatic, MPEG's anchor encoder), vvenc (VVC with VVenC's vvencFFapp, "
            "much faster); VVC streams are decoded by VTM's DecoderAppStatic or VVdeC's vvdecapp from PATH",

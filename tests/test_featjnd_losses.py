@@ -161,3 +161,18 @@ def test_relative_reward_divides_by_the_feature_norm():
     d = torch.tensor(0.5)
     assert float(featjnd_loss(d, delta, 10.0)) == pytest.approx(5.0 - math.sqrt(72), rel=1e-6)
     assert float(featjnd_loss(d, delta, 10.0, features)) == pytest.approx(5.0 - 1.5, rel=1e-6)
+
+
+def test_noise_tolerance_loss_rewards_the_mean_log_amplitude():
+    from ctc.training.losses import noise_tolerance_loss
+
+    delta = [torch.full((2, 1, 2, 2), math.e), torch.full((2, 4, 1, 1), 1.0)]   # log δ: 1 on 4 of 8 values
+    assert float(noise_tolerance_loss(torch.tensor(0.5), delta, 10.0)) == pytest.approx(5.0 - 0.5, rel=1e-6)
+
+
+def test_unit_uniform_noise_has_unit_variance_and_the_quantiser_error_shape():
+    from ctc.training.losses import unit_uniform_noise
+
+    noise = unit_uniform_noise(torch.zeros(200_000), torch.Generator().manual_seed(0))
+    assert float(noise.var()) == pytest.approx(1.0, abs=0.02)
+    assert float(noise.abs().max()) <= math.sqrt(3.0)

@@ -144,3 +144,33 @@ def test_yolov5n_estimator_trains_with_the_relative_reward(tmp_path, monkeypatch
     assert model.config == {"levels": [64, 128, 256], "width": 4, "num_blocks": 1}
     assert os.path.basename(path).startswith("featjnd_yolov5n-neck_")
     assert estimator_metadata(path)["reward"] == "relative" and math.isfinite(history[-1]["loss"])
+
+
+@needs_yolo
+def test_yolov5n_noise_estimator_trains_on_noise_and_is_named_apart(tmp_path, monkeypatch):
+    """Two steps of --perturbation noise: positive δ, the mean-log reward, a `-noise` file name."""
+    pytest.importorskip("torchvision")
+    import ctc.training.data as training_data
+    import ctc.training.featjnd as train_featjnd
+
+    rng = np.random.default_rng(1)
+    pyramids = [[rng.normal(size=(c, s, s)).astype(np.float16) for c, s in ((64, 48), (128, 24), (256, 12))]
+                for _ in range(4)]
+    monkeypatch.setattr(training_data, "cached_pyramids", lambda *args: pyramids)
+    monkeypatch.setattr(train_featjnd, "detection_pool", lambda data: ["a", "b"])
+    args = parse_args(["--task", "det", "--model", "yolov5n", "--weights", YOLO_WEIGHTS, "--steps", "2",
+                       "--batch", "2", "--crop", "40", "--width", "4", "--blocks", "1", "--perturbation", "noise",
+                       "--lr", "1e-3", "--lambda-t", "100", "--out", str(tmp_path)])
+    path, history = train_featjnd.run_yolo(args)
+    model = load_estimator(path)
+    assert model.config["output"] == "noise" and os.path.basename(path).startswith("featjnd_yolov5n-neck-noise_")
+    assert estimator_metadata(path)["perturbation"].startswith("noise")
+    assert history[-1]["delta_norm"] == pytest.approx(-2.0, abs=0.05)      # mean log δ near its start
+    with torch.no_grad():
+        assert all(float(d.min()) > 0 for d in model([torch.from_numpy(p.astype(np.float32))[None]
+                                                       for p in pyramids[0]]))
+
+
+def test_noise_is_refused_for_the_rcnn_estimators():
+    with pytest.raises(SystemExit):
+        parse_args(["--task", "det", "--perturbation", "noise"])

@@ -1,4 +1,5 @@
-"""Token-wise step allocation: uniform, FeatJND-guided (three rules), or the JND map permuted.
+"""Token-wise step allocation: uniform, FeatJND-guided (per token, or separable token × channel),
+or a JND map permuted.
 
     f ─► G_θ ─► δ ─► tolerance per token t:
            jnd (the paper's):      s_t = mean_c |δ| / (|f| + ε)
@@ -25,6 +26,23 @@ Exp-Golomb length of each level, a zero costing RD_ZERO_BITS), and keeps the
 cheapest D + μ·R. μ = Δ_QP²·ln2/6 is the high-rate slope −dD/dR at QP's step, so a
 feature with a flat tolerance keeps steps near QP's; the weights 1/δ² are scaled to
 geometric mean 1 over the tensor (rd_weights), so D is in the units of plain MSE.
+
+Separable allocations use a noise-tolerance estimator (output "noise": f + δ ⊙ n, n i.i.d. of
+unit variance, is just noticeable), whose δ is what a quantiser may add per element: steps
+Δ_t,c = √12·δ_t,c. The stream carries a separable map, so the allocator fits one in the log
+domain (least squares, which for a two-way layout is the row and column means):
+
+    L_t,c = log2(√12·δ_t,c), capped per channel at log2(2·max_t |f_t,c|)
+    L_t,c ≈ m + u_t + v_c,   u_t = mean_c L − m,   v_c = mean_t L − m,   m = mean L
+    jnd_separable:   Δ_t,c = λ·2^(u_t + v_c) ─► e = base + round(8·u_t) + round(8·v_c)
+    jnd_channel:     u_t = 0 (a channel vector only, no token map)
+    random_separable: u permuted over tokens and v over channels (seeded)
+
+The cap: a step above twice a channel's largest magnitude quantises all of it to 0 already,
+so a larger tolerance (an element the head ignores) must not pull the fit. λ sets the noise
+power as for the per-token rules (NoiseBudget, or QP's uniform step). At high rate an element
+costs h − log2 Δ bits, so following δ keeps the rate while moving the noise to where the
+task tolerates it; the task-weighted error Σ σ²/δ² at a given rate is least for σ ∝ δ.
 """
 
 import functools
@@ -37,8 +55,11 @@ import numpy as np
 from common.errors import InputError
 from common.tools.tokenwise.sq import STEP_EXPONENTS_PER_OCTAVE, UNIT_STEP_EXPONENT, step_sizes
 from common.tools.tokenwise.syntax import QP_MAX, QP_MIN
+from encoder.tools.interface import StepOffsets
 
-ALLOCATIONS = ("uniform", "jnd", "jnd_abs", "jnd_rd", "random")
+ALLOCATIONS = ("uniform", "jnd", "jnd_abs", "jnd_rd", "random", "jnd_separable", "jnd_channel", "random_separable")
+# the allocations that fit a separable map to a noise estimator's δ (the others: a per-token map)
+SEPARABLE_ALLOCATIONS = ("jnd_separable", "jnd_channel", "random_separable")
 # jnd_rd's candidate step exponents around QP (¼ to 8 × QP's step), nearest to QP first: ties
 # (a token of zeros costs the same at any step) keep the step nearest QP's, so the map stays cheap
 RD_OFFSETS = sorted(range(-16, 25, 2), key=abs)
@@ -128,6 +149,40 @@ def step_exponents(weights, qp, noise_budget):
     return np.clip(exponents, QP_MIN, QP_MAX).astype(np.int64)
 
 
+def log_steps(grid, delta):
+    """L = log2(√12·|δ|) of a (C, H, W) grid, capped per channel at log2(2·max |f|) (a larger step
+    zeroes the channel anyway) and floored 40 octaves below the cap."""
+    cap = np.log2(2.0 * np.maximum(np.abs(grid).max(axis=(1, 2)), 1e-30))[:, None, None]
+    with np.errstate(divide="ignore"):
+        steps = np.log2(np.sqrt(12.0) * np.abs(delta))
+    return np.clip(steps, cap - 40.0, cap)
+
+
+def separable_fit(log_step):
+    """(u_t (H, W), v_c (C,)): the least-squares fit L ≈ m + u_t + v_c with zero-mean u and v."""
+    mean = float(log_step.mean())
+    return log_step.mean(axis=0) - mean, log_step.mean(axis=(1, 2)) - mean
+
+
+def separable_offsets(grid, delta, allocation, qp, noise_budget, seed):
+    """(token offsets to QP (H, W), channel offsets (C,)) of a separable allocation."""
+    tokens, channels = separable_fit(log_steps(grid, delta))
+    if allocation == "jnd_channel":
+        tokens = np.zeros_like(tokens)
+    elif allocation == "random_separable":
+        rng = np.random.default_rng(seed)
+        tokens = tokens.ravel()[rng.permutation(tokens.size)].reshape(tokens.shape)
+        channels = channels[rng.permutation(channels.size)]
+    token_offsets = np.rint(STEP_EXPONENTS_PER_OCTAVE * tokens).astype(np.int64)
+    channel_offsets = np.rint(STEP_EXPONENTS_PER_OCTAVE * channels).astype(np.int64)
+    # the base exponent: the steps' mean noise power, E_t,c[Δ²], that of the budget or of QP's step
+    shape = step_sizes(token_offsets[None] + channel_offsets[:, None, None] + UNIT_STEP_EXPONENT)
+    mean_square = float(np.mean(shape ** 2))
+    target = 12.0 * noise_budget ** 2 if noise_budget > 0 else float(step_sizes(np.array([qp]))[0]) ** 2
+    base = int(np.rint(step_exponent(np.sqrt(target / mean_square))))
+    return token_offsets + base - qp, channel_offsets
+
+
 DEFAULT_ESTIMATOR = "efficientnet-lite0"
 
 
@@ -152,8 +207,8 @@ def weights_path(value):
 
 @functools.cache
 def shipped_estimators():
-    """{name: (path, channel counts it takes)} of the estimators in WEIGHTS_FOLDER, read from
-    their metadata (no torch) once per process."""
+    """{name: (path, channel counts it takes, output kind)} of the estimators in WEIGHTS_FOLDER,
+    read from their metadata (no torch) once per process."""
     from safetensors import safe_open
 
     found = {}
@@ -161,21 +216,21 @@ def shipped_estimators():
         name = os.path.basename(path)[len("featjnd_"):].rsplit("_", 1)[0]
         with safe_open(path, framework="numpy") as handle:
             config = json.loads(handle.metadata()["fcrs"])["config"]
-        found[name] = (path, tuple(config.get("levels", [config.get("channels")])))
+        found[name] = (path, tuple(config.get("levels", [config.get("channels")])), config.get("output", "direction"))
     return found
 
 
-def estimator_for(channels):
-    """The shipped estimator's path for `channels`-channel tensors (JndWeights empty), or an
-    InputError naming the option to pass."""
-    shipped = shipped_estimators()
-    matching = [name for name, (_, takes) in shipped.items() if channels in takes]
+def estimator_for(channels, output="direction"):
+    """The shipped estimator's path for `channels`-channel tensors of the output kind (JndWeights
+    empty), or an InputError naming the option to pass."""
+    shipped = {name: entry for name, entry in shipped_estimators().items() if entry[2] == output}
+    matching = [name for name, (_, takes, _) in shipped.items() if channels in takes]
     if len(matching) == 1:
         return shipped[matching[0]][0]
-    listed = ", ".join(f"{name} ({'/'.join(map(str, takes))})" for name, (_, takes) in shipped.items())
+    listed = ", ".join(f"{name} ({'/'.join(map(str, takes))})" for name, (_, takes, _) in shipped.items())
     if not matching:
-        raise InputError(f"no shipped FeatJND estimator takes {channels}-channel tensors (shipped: {listed}); "
-                         f"set JndWeights to an estimator trained for these features")
+        raise InputError(f"no shipped FeatJND estimator takes {channels}-channel tensors with {output} output "
+                         f"(shipped: {listed}); set JndWeights to an estimator trained for these features")
     raise InputError(f"several shipped FeatJND estimators take {channels}-channel tensors "
                      f"({', '.join(matching)}): set JndWeights to one of them")
 
@@ -198,10 +253,16 @@ class StepAllocator:
     def active(self):
         return self.allocation != "uniform" or self.noise_budget > 0
 
+    @property
+    def estimator_output(self):
+        """The estimator kind the allocation needs when JndWeights is empty: a noise estimator for
+        the separable allocations, the paper's (direction) for the per-token ones."""
+        return "noise" if self.allocation in SEPARABLE_ALLOCATIONS else "direction"
+
     def estimator(self, channels):
         """The estimator for `channels`-channel tensors: JndWeights' file, or (empty) the shipped
-        one that takes them."""
-        path = weights_path(self._weights) if self._weights else estimator_for(channels)
+        one of the allocation's kind that takes them."""
+        path = weights_path(self._weights) if self._weights else estimator_for(channels, self.estimator_output)
         if path not in self._estimators:
             from encoder.featjnd.estimator import load_estimator   # torch only when JND is used
             self._estimators[path] = load_estimator(path)
@@ -222,7 +283,12 @@ class StepAllocator:
             return estimator(torch.from_numpy(grid.astype(np.float32))[None])[0].double().numpy()
 
     def offsets(self, spec, grid):
-        """(H, W) step offsets to QP for one tensor's coding grid."""
+        """The step offsets to QP of one tensor's coding grid: (H, W) token offsets, or a
+        StepOffsets (token and channel offsets) for a separable allocation."""
+        if self.allocation in SEPARABLE_ALLOCATIONS:
+            tokens, channels = separable_offsets(grid, self.delta(grid), self.allocation, self.qp,
+                                                 self.noise_budget, self.seed)
+            return StepOffsets(tokens=tokens, channels=channels)
         if self.allocation == "uniform":
             tolerance = np.ones(spec.grid[1:])
         elif self.allocation == "jnd_rd":

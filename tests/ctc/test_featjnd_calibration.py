@@ -41,3 +41,15 @@ def test_every_stride_th_path_is_held_back():
     paths = [f"p{i}" for i in range(12)]
     train, held = split_every(paths, 5)
     assert held == ["p0", "p5", "p10"] and train == [p for p in paths if p not in held]
+
+
+def test_noise_candidates_are_compared_by_the_mean_log_of_the_scaled_amplitude():
+    import math
+
+    curve = {0.0: 50.0, 1.0: 49.5, 2.0: 45.0}
+    candidates = {10.0: (curve, -1.0, 0.5),              # mean log κδ = −1 + log 0.5 = −1.69
+                  100.0: (curve, -1.5, 1.0)}             # −1.5: chosen
+    assert choose(candidates, "noise") == 100.0
+    assert choose(candidates) == 10.0                    # by κ·size, the direction estimators' rule
+    table = curve_table(candidates, 100.0, "noise")
+    assert "mean log κδ" in table and f"| {math.log(0.5) - 1.0:.3f} |" in table

@@ -1,5 +1,5 @@
-"""FeatJND step allocation: tolerance, the three allocation modes, noise budgets, and
-JND-allocated streams decoding with the unchanged decoder."""
+"""FeatJND step allocation: tolerance, the per-token and separable allocation modes, noise budgets,
+and JND-allocated streams decoding bit-exactly."""
 
 import os
 import subprocess
@@ -12,8 +12,9 @@ from common.tools.tokenwise.sq import step_sizes
 from decoder.decoder import decode_stream
 from encoder.encoder import encode_features
 from common.errors import InputError
-from encoder.featjnd.allocation import (RD_OFFSETS, WEIGHT_RANGE, StepAllocator, absolute_tolerance, rd_offsets,
-                                        rd_weights, shaped_tolerance, step_exponents, token_tolerance, weights_path)
+from encoder.featjnd.allocation import (RD_OFFSETS, WEIGHT_RANGE, StepAllocator, absolute_tolerance, log_steps,
+                                        rd_offsets, rd_weights, separable_fit, separable_offsets, shaped_tolerance,
+                                        step_exponents, token_tolerance, weights_path)
 from encoder.options import default_options
 
 torch = pytest.importorskip("torch")
@@ -204,3 +205,101 @@ def test_without_jnd_weights_each_tensor_gets_the_shipped_estimator_for_its_chan
     (line,) = run.stderr.strip().splitlines()
     assert line.startswith("encode: error: no shipped FeatJND estimator takes 3-channel tensors")
     assert "JndWeights" in line
+
+
+# -- separable allocations (a noise-tolerance estimator's δ) ---------------------------------------
+
+def test_separable_fit_recovers_an_exactly_separable_log_step():
+    rng = np.random.default_rng(6)
+    tokens, channels = rng.normal(size=(4, 5)), rng.normal(size=7)
+    tokens -= tokens.mean()
+    channels -= channels.mean()
+    fitted_tokens, fitted_channels = separable_fit(3.0 + tokens[None] + channels[:, None, None])
+    np.testing.assert_allclose(fitted_tokens, tokens, atol=1e-12)
+    np.testing.assert_allclose(fitted_channels, channels, atol=1e-12)
+
+
+def test_log_steps_are_capped_where_a_step_zeroes_the_channel():
+    grid = np.ones((2, 2, 2))
+    grid[1] *= 4.0
+    delta = np.full((2, 2, 2), 1e6)
+    delta[0, 0, 0] = 0.1
+    capped = log_steps(grid, delta)
+    np.testing.assert_allclose(capped[0, 0, 0], np.log2(np.sqrt(12.0) * 0.1))
+    assert capped[0].max() == 1.0 and capped[1].max() == 3.0          # log2(2 · max |f| of the channel)
+
+
+@pytest.mark.parametrize("allocation", ["jnd_separable", "jnd_channel", "random_separable"])
+def test_separable_offsets_follow_delta_at_the_uniform_noise_power(allocation):
+    rng = np.random.default_rng(7)
+    grid = rng.normal(size=(6, 5, 4)) * 100.0                          # far from the cap
+    channel_scale = 2.0 ** rng.integers(-2, 3, size=6)
+    token_scale = 2.0 ** rng.integers(-1, 2, size=(5, 4))
+    delta = channel_scale[:, None, None] * token_scale[None]
+    tokens, channels = separable_offsets(grid, delta, allocation, 40, 0.0, seed=3)
+    steps = step_sizes(40 + tokens[None] + channels[:, None, None])
+    assert abs(np.sqrt(np.mean(steps ** 2)) / step_sizes(np.array([40]))[0] - 1) < 0.1
+    if allocation == "random_separable":
+        assert sorted(channels - channels.min()) == sorted(8 * np.log2(channel_scale / channel_scale.min()))
+        return
+    np.testing.assert_array_equal(channels - channels.min(), 8 * np.log2(channel_scale / channel_scale.min()))
+    if allocation == "jnd_channel":
+        assert len(np.unique(tokens)) == 1
+    else:
+        np.testing.assert_array_equal(tokens - tokens.min(), 8 * np.log2(token_scale / token_scale.min()))
+
+
+@pytest.fixture(scope="module")
+def tiny_noise_weights(tmp_path_factory):
+    torch.manual_seed(0)
+    model = FeatJNDEstimator(8, width=4, num_blocks=1, output="noise").eval()
+    torch.nn.init.normal_(model.exit.weight, std=0.5)                # a δ that varies over tokens and channels
+    return save_estimator(model, str(tmp_path_factory.mktemp("w")), "featjnd_test-noise")
+
+
+@pytest.mark.parametrize("allocation", ["jnd_separable", "jnd_channel", "random_separable"])
+def test_separable_streams_carry_a_channel_vector_and_decode_bit_exactly(tiny_noise_weights, allocation):
+    rng = np.random.default_rng(8)
+    tensors = {"map": np.maximum(rng.normal(size=(8, 5, 6)), 0).astype(np.float32),
+               "tokens": rng.normal(size=(30, 8)).astype(np.float32)}
+    options = default_options()
+    options.update(StepAllocation=allocation, JndWeights=tiny_noise_weights, QP=40)
+    result = encode_features(tensors, options, step_allocator=StepAllocator(options))
+    decoded = decode_stream(result.stream)
+    assert all(check.ok for check in decoded.hash_checks)
+    specs = {spec.name: spec for spec in decoded.specs}
+    assert all(spec.channel_offsets for spec in specs.values())
+    assert specs["map"].step_map == (allocation != "jnd_channel")
+    for name in tensors:
+        assert decoded.tensors[name].tobytes() == result.reconstruction[name].tobytes()
+        assert result.reports[list(tensors).index(name)].step_map_bits > 0
+
+
+def test_a_noise_estimator_gives_positive_amplitudes_and_round_trips(tmp_path):
+    torch.manual_seed(2)
+    model = PyramidJNDEstimator([4, 8], width=4, num_blocks=1, output="noise").eval()
+    x = [torch.randn(1, 4, 3, 3), torch.randn(1, 8, 2, 2)]
+    with torch.no_grad():
+        first = model(x)
+    torch.testing.assert_close(first[0], torch.full_like(first[0], np.exp(-2.0)))   # the constant start
+    loaded = load_estimator(save_estimator(model, str(tmp_path), "featjnd_noise"))
+    assert loaded.config["output"] == "noise"
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x)[1], first[1])
+
+
+def test_the_allocation_picks_the_shipped_estimator_of_its_kind():
+    from encoder.featjnd.allocation import shipped_estimators
+
+    shipped = shipped_estimators()
+    kinds = {name: entry[2] for name, entry in shipped.items()}
+    assert all(kind == ("noise" if name.endswith("-noise") else "direction") for name, kind in kinds.items())
+    for allocation, kind in (("jnd", "direction"), ("jnd_separable", "noise")):
+        options = default_options()
+        options.update(StepAllocation=allocation)
+        allocator = StepAllocator(options)
+        assert allocator.estimator_output == kind
+        names = {name for name, entry in shipped.items() if entry[2] == kind and 256 in entry[1]}
+        if len(names) == 1:
+            assert allocator.estimator(256) is not None
+            assert os.path.basename(allocator.estimators_used[0]).startswith(f"featjnd_{names.pop()}_")

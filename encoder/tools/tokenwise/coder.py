@@ -61,12 +61,16 @@ def code_tokenwise_tensor(name, array, options, offsets, step_allocator):
     start = time.perf_counter()
     spec = tensor_spec(name, array, options["QP"], step_map=False)
     grid = to_grid(spec, array)      # the quantiser works in float64 block by block
-    if offsets is None and step_allocator is not None and step_allocator.active:
+    if offsets is not None:           # the caller's: token offsets in the tensor's shape
+        offsets = offsets if isinstance(offsets, StepOffsets) else StepOffsets(tokens=offsets)
+        offsets = StepOffsets(tokens=None if offsets.tokens is None else offsets_to_grid(spec, offsets.tokens),
+                              channels=offsets.channels)
+    elif step_allocator is not None and step_allocator.active:     # the allocator's: on the coding grid
         offsets = step_allocator.offsets(spec, grid.astype(np.float64))
-    if offsets is not None and not isinstance(offsets, StepOffsets):
-        offsets = StepOffsets(tokens=offsets)
-    offsets = offsets or StepOffsets()
-    token_offsets = None if offsets.tokens is None else offsets_to_grid(spec, offsets.tokens)
+        offsets = offsets if isinstance(offsets, StepOffsets) else StepOffsets(tokens=offsets)
+    else:
+        offsets = StepOffsets()
+    token_offsets = offsets.tokens
     channel_offsets = None if offsets.channels is None else channel_offsets_checked(spec, offsets.channels)
     token_offsets, token_base, step_map = signalled_offsets(token_offsets)
     channel_offsets, channel_base, channel_flag = signalled_offsets(channel_offsets)
