@@ -5,6 +5,10 @@ coco_yolov5n_featjnd and coco_yolov5n plus a matched-NRMSE loop; AP50 on coco-mi
 writes featjnd_validation_yolov5n.md. What follows describes classification (--task cls).
 --split blocks uses the 320×7×7 output of the last MBConv block, whose head (1×1 conv,
 BN, ReLU6 per token, then the pool) is spatial; its estimator is featjnd_<model>-blocks_*.
+--allocation separable tests the noise-tolerance estimator (featjnd_<model>[-blocks]-noise_*)
+instead: jnd and random become its separable token × channel steps and their permutation
+(StepAllocation jnd_separable and random_separable), the perturbation of (b) is δ ⊙ n (n one
+seeded unit-variance uniform draw), and the results go to featjnd_validation[_blocks]_separable.md.
 
 Checks the paper's claims with the trained estimator G_θ on the 200 images of
 ../shared/data/imagenet-dev (backbone: features 1280×7×7 after the head
@@ -106,10 +110,11 @@ def parse_ints(text):
 
 # -- the coded settings: one CTC configuration -----------------------------------------------------
 
-def coded_settings(sigmas, seeds, epsilons, sigma_mid, modes_c, estimator, epsilon):
+def coded_settings(sigmas, seeds, epsilons, sigma_mid, modes_c, estimator, epsilon, separable=False):
     """The coded settings in table order, [(mode, tool, rate point)], and the CTC tools that hold
     them: cfg/featjnd.cfg with one tool per allocation and seed; a rate point sets NoiseBudget (a),
-    NoiseBudget and JndEpsilon (d) or QP (c)."""
+    NoiseBudget and JndEpsilon (d) or QP (c). separable: jnd and random are jnd_separable and
+    random_separable."""
     modes_a = [("jnd", 0)] + [("random", s) for s in seeds] + [("uniform", 0)]
     tools = {}
 
@@ -119,8 +124,10 @@ def coded_settings(sigmas, seeds, epsilons, sigma_mid, modes_c, estimator, epsil
             options = {"StepAllocation": "uniform"}
         else:
             options = {"JndWeights": str(estimator), "JndEpsilon": epsilon}
+            if separable:
+                options["StepAllocation"] = "jnd_separable"
             if mode == "random":
-                options.update(StepAllocation="random", RandomSeed=seed)
+                options.update(StepAllocation="random_separable" if separable else "random", RandomSeed=seed)
         tool = tools.setdefault(name, {"cfg": "cfg/featjnd.cfg", "options": options, "label": name,
                                        "rate_points": []})
         if point not in tool["rate_points"]:     # (d) at the default ε is an (a) point
@@ -262,6 +269,9 @@ def main(argv=None):
     ap.add_argument("--task", choices=("cls", "det"), default="cls",
                     help="cls: EfficientNet-Lite on imagenet-dev; det: YOLOv5n P3-P5 on coco-mini")
     ap.add_argument("--split", choices=("backbone", "blocks"), default="backbone", help="EfficientNet-Lite split (cls)")
+    ap.add_argument("--allocation", choices=("per-token", "separable"), default="per-token",
+                    help="cls: the paper's estimator with per-token steps, or the noise-tolerance estimator with "
+                         "separable token × channel steps")
     ap.add_argument("--coco", type=Path, default=REPO.parent / "shared" / "data" / "coco-mini",
                     help="coco-mini root (det)")
     ap.add_argument("--yolo-weights", type=Path,
@@ -290,7 +300,9 @@ def main(argv=None):
         md_path.write_text(md)
         rep.out(f"Wrote {md_path}")
         return 0
-    model_name = args.model if args.split == "backbone" else f"{args.model}-{args.split}"
+    separable = args.allocation == "separable"
+    model_name = (args.model if args.split == "backbone" else f"{args.model}-{args.split}") + (
+        "-noise" if separable else "")
     t0 = time.perf_counter()
     from encoder.featjnd.allocation import weights_path
     from encoder.options import default_options
@@ -302,13 +314,15 @@ def main(argv=None):
     epsilons = parse_floats(args.epsilons)
     modes_c = [("jnd", 0, parse_ints(args.qps_jnd)), ("random", 0, parse_ints(args.qps_random)),
                ("uniform", 0, parse_ints(args.qps_uniform))]
-    modes_a, settings, tools = coded_settings(sigmas, seeds, epsilons, args.sigma_mid, modes_c, weights, epsilon)
+    modes_a, settings, tools = coded_settings(sigmas, seeds, epsilons, args.sigma_mid, modes_c, weights, epsilon,
+                                              separable)
     n_a = len(sigmas) * len(modes_a)
     n_d = len(epsilons)
     n_cfg = len(settings)
 
     # Every coded setting is a CTC rate point: the runner codes, decodes (MD5-checked) and classifies.
-    raw = imagenet_config(f"bench_featjnd_{args.split}", tools, split=args.split, network=args.model,
+    raw = imagenet_config(f"bench_featjnd_{args.split}" + ("_separable" if separable else ""), tools,
+                          split=args.split, network=args.model,
                           description=f"bench_featjnd.py: FeatJND settings, {model_name}")
     sweep = run_sweep(raw, args, args.data, args.limit)
     n = len(sweep.images)
@@ -343,6 +357,8 @@ def main(argv=None):
 
     F = features.astype(np.float64)
     D = delta.astype(np.float64)
+    if separable:      # the noise estimator's perturbation: δ ⊙ n, one seeded unit-variance uniform draw
+        D = D * np.random.default_rng(NOISE_SEED + 1).uniform(-np.sqrt(3.0), np.sqrt(3.0), D.shape)
     diag = np.stack([estimator_diagnostics(f, d, token_tolerance(f, d, epsilon)) for f, d in zip(F, D)])
     fnorm = np.linalg.norm(F.reshape(n, -1), axis=1)
     dnorm = np.linalg.norm(D.reshape(n, -1), axis=1)
@@ -624,7 +640,7 @@ def main(argv=None):
 
     # ----- plots and markdown
     args.out.mkdir(parents=True, exist_ok=True)
-    suffix = "" if args.split == "backbone" else f"_{args.split}"
+    suffix = ("" if args.split == "backbone" else f"_{args.split}") + ("_separable" if separable else "")
     pngs = make_plots(args.out, sigmas, summary_a, targets, summary_b, modes_c, curves, bits, agree, top1,
                       boot, points, suffix)
     rep.out("Plots: " + ", ".join(str(p) for p in pngs))

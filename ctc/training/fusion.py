@@ -4,7 +4,8 @@
     photos; never the 79 annotated ones) ─► random scale (long side 320–640) + flip ─►
     letterbox ─► frozen YOLOv5n front ─► P3, P4, P5 (cached, float16)
     random aligned crops ─► FusionModel ─► p̂
-    L = bpp + λ(r) · (--task-weight · D_yolo(Detect(p̂) ‖ Detect(p)) + --mse-weight · Σ_i w_i · MSE(p_i, p̂_i))
+    L = bpp + λ(r) · (--task-weight · D_yolo(Detect(p̂) ‖ Detect(p)) + --mse-weight · Σ_i w_i · MSE(p_i, p̂_i)
+                      + --jnd-weight · Σ_i w_i · mean((g_i · (p_i − p̂_i) / δ_i)²))
 
 One model covers every rate point. Two schemes:
 
@@ -19,7 +20,12 @@ D_yolo is FeatJND's detection distortion on YOLOv5n's Detect head (ctc/training/
 objectness and class KL weighted by the clean objectness, box loss on confident anchors;
 the head is two 1×1 convolutions away, so the task loss costs little); --task-weight 0
 gives the paper's reconstruction loss alone. bpp is bits per input-image pixel (of the
-crop), w_i = 1 / E[p_i²] on the training pool. Each level is normalised per channel with
+crop), w_i = 1 / E[p_i²] on the training pool. The JND-weighted error (--jnd-weight) divides each
+element's error by its noise tolerance δ = G(p), the noise-tolerance FeatJND estimator
+(--jnd-estimator, fixed; ctc/training/featjnd.py --perturbation noise) run on the clean crop:
+(p − p̂)/δ is the error in units of just-noticeable noise. g_i, the geometric mean of δ over the
+training pool's level i, makes it plain MSE where δ is flat, so the same λ ladder applies; the
+weights (g_i/δ)² are clipped to [1e-3, 1e3]. Each level is normalised per channel with
 training-pool statistics (part of the model). The learning rate warms up, then follows a
 cosine to --lr-final; the crops grow from --crop to --crop-late for the last
 --late-fraction of the steps (batch --batch-late); the last --qat-fraction simulate the
@@ -172,6 +178,46 @@ def parameter_count(family):
     return sum(math.prod(shape) + shape[0] for shape in layer_shapes(family).values())
 
 
+JND_WEIGHT_RANGE = 1e3      # the JND weights (g/δ)² are clipped to [1/range, range]
+
+
+def load_jnd_estimator(name):
+    """(the noise-tolerance estimator --jnd-estimator names, its file name)."""
+    from encoder.featjnd.allocation import weights_path
+    from encoder.featjnd.estimator import load_estimator
+
+    path = weights_path(name)
+    estimator = load_estimator(path)
+    if estimator.output != "noise":
+        raise SystemExit(f"--jnd-estimator {name}: {path} is not a noise-tolerance estimator")
+    return estimator, os.path.basename(path)
+
+
+class JndWeights:
+    """The per-element weights (g_i / δ)² of the JND-weighted error, from a fixed noise-tolerance
+    estimator; g_i from a sample of the training pyramids."""
+
+    def __init__(self, estimator, sample, device):
+        self.estimator = estimator.to(device)
+        self.device = device
+        logs = [[], [], []]
+        for pyramid in sample:
+            for i, delta in enumerate(self.deltas([torch.from_numpy(level.astype(np.float32))[None]
+                                                   for level in pyramid])):
+                logs[i].append(torch.log(delta).mean())
+        self.log_geometric_means = [float(torch.stack(values).mean()) for values in logs]
+
+    def deltas(self, levels):
+        with torch.no_grad():
+            return self.estimator([level.to(self.device) for level in levels])
+
+    def __call__(self, levels):
+        """[(g_i / δ_i)², one N×C×H×W tensor per level] of a batch of clean levels."""
+        limit = math.log(JND_WEIGHT_RANGE)
+        return [torch.exp(torch.clamp(2.0 * (mean - torch.log(delta)), -limit, limit))
+                for mean, delta in zip(self.log_geometric_means, self.deltas(levels))]
+
+
 def per_sample_task_distortion(head, levels, recon):
     """D_yolo of each sample (N,) between Detect(p̂) and Detect(p)."""
     from ctc.training.losses import yolo_detection_distortion
@@ -183,16 +229,19 @@ def per_sample_task_distortion(head, levels, recon):
                         for n in range(levels[0].shape[0])])
 
 
-def batch_loss(models, crops, rates, lam, level_weights, simulate, image_pixels, head=None, weights=(0.0, 1.0),
-               quantise=True):
+def batch_loss(models, crops, rates, lam, level_weights, simulate, image_pixels, head=None, weights=(0.0, 1.0, 0.0),
+               quantise=True, jnd=None):
     """(loss, bpp, weighted MSE, D_yolo, reconstruction) of a batch; the distortion is
-    weights[0] · D_yolo + weights[1] · weighted MSE (D_yolo only when a head is given)."""
+    weights[0] · D_yolo + weights[1] · weighted MSE + weights[2] · JND-weighted MSE (D_yolo only when
+    a head is given, the JND term only with `jnd`, a JndWeights)."""
     device = next(next(iter(models.values())).parameters()).device
     levels = [torch.from_numpy(np.stack([c[i] for c in crops]).astype(np.float32)).to(device) for i in range(3)]
     rates, lam = rates.to(device), torch.as_tensor(lam).to(device)
     bits = torch.zeros(len(crops), device=device)
     distortion = torch.zeros(len(crops), device=device)
     recon_levels = [None] * 3
+    element_weights = jnd(levels) if jnd is not None and len(weights) > 2 and weights[2] else None
+    jnd_distortion = torch.zeros(len(crops), device=device)
     if len(models) == 1:
         (model,) = models.values()
         groups = [(model, list(range(3)))]
@@ -202,12 +251,16 @@ def batch_loss(models, crops, rates, lam, level_weights, simulate, image_pixels,
         recon, y_bits, z_bits = model([levels[i] for i in members], rates, simulate, quantise)
         bits = bits + y_bits + z_bits
         for i, r in zip(members, recon):
-            distortion = distortion + level_weights[i] * ((r - levels[i]) ** 2).flatten(1).mean(1)
+            error = (r - levels[i]) ** 2
+            distortion = distortion + level_weights[i] * error.flatten(1).mean(1)
+            if element_weights is not None:
+                jnd_distortion = jnd_distortion + level_weights[i] * (element_weights[i] * error).flatten(1).mean(1)
             recon_levels[i] = r
     bpp = bits / image_pixels
     task = torch.zeros(len(crops), device=device) if head is None else per_sample_task_distortion(head, levels,
                                                                                                  recon_levels)
-    loss = (bpp + lam * (weights[0] * task + weights[1] * distortion)).mean()
+    jnd_term = weights[2] * jnd_distortion if element_weights is not None else 0.0
+    loss = (bpp + lam * (weights[0] * task + weights[1] * distortion + jnd_term)).mean()
     return (loss, float(bpp.detach().mean()), float(distortion.detach().mean()), float(task.detach().mean()),
             recon_levels)
 
@@ -270,7 +323,11 @@ def train(args):
     level_weights = mse_level_weights(statistics_sample)
     statistics = level_statistics(statistics_sample)
     head = (lambda levels: detector.head_logits(dict(zip(detector.names, levels))))
-    loss_weights = (args.task_weight, args.mse_weight)
+    loss_weights = (args.task_weight, args.mse_weight, args.jnd_weight)
+    jnd, jnd_file = None, ""
+    if args.jnd_weight:
+        estimator, jnd_file = load_jnd_estimator(args.jnd_estimator)
+        jnd = JndWeights(estimator, statistics_sample, device)
     models = build_models(args)
     for name, model in models.items():
         levels = [int(name.rsplit("level", 1)[1])] if args.ablation else range(3)
@@ -307,7 +364,8 @@ def train(args):
     if rank == 0:
         print(f"models: {', '.join(f'{n} ({parameter_count(m.family):,} parameters)' for n, m in models.items())}; "
               f"{type(source).__name__}, {len(held)} held out; {world} process(es) on {device}; "
-              f"level weights {level_weights}")
+              f"level weights {level_weights}" + (f"; JND weights from {jnd_file}, log g {jnd.log_geometric_means}"
+                                                   if jnd else ""))
     qat_start = int(args.steps * (1 - args.qat_fraction))
     stop = min(args.steps, args.stop_at or args.steps)
     bar = tqdm(range(start_step, stop), initial=start_step, total=args.steps, desc="train",
@@ -321,7 +379,7 @@ def train(args):
         rates = torch.tensor([random.randint(rate_low, rate_high) for _ in range(batch)], dtype=torch.float32)
         loss, bpp, distortion, task, _ = batch_loss(trained, crops, rates, lambdas(args, rates), level_weights,
                                                     step >= qat_start, float((8 * crop) ** 2),
-                                                    head if args.task_weight else None, loss_weights)
+                                                    head if args.task_weight else None, loss_weights, jnd=jnd)
         optimiser.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(network, 1.0)
@@ -479,6 +537,10 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=100, help="steps of linear learning-rate warm-up")
     parser.add_argument("--task-weight", type=float, default=0.0, help="weight of D_yolo in the distortion")
     parser.add_argument("--mse-weight", type=float, default=1.0, help="weight of the weighted feature MSE")
+    parser.add_argument("--jnd-weight", type=float, default=0.0, help="weight of the JND-weighted feature error "
+                        "Σ_i w_i · mean((g_i (p − p̂) / δ)²), δ from --jnd-estimator")
+    parser.add_argument("--jnd-estimator", default="yolov5n-neck-noise",
+                        help="the noise-tolerance FeatJND estimator giving δ (a shipped name or a path)")
     parser.add_argument("--rates", type=int, default=0, help="R: rate indices of the gain table (0: one shared "
                                                              "step, r the latent exponent)")
     parser.add_argument("--lambda-top", type=float, default=256.0, help="λ at rate index 0 (gain units)")

@@ -70,3 +70,34 @@ def test_a_run_resumes_from_its_checkpoint(photos, tmp_path):
     once = [p.name for p in (tmp_path / "once" / "models").glob("*.safetensors")]
     twice = [p.name for p in (tmp_path / "twice" / "models").glob("*.safetensors")]
     assert len(once) == 1 and once == twice
+
+
+def test_the_jnd_weighted_error_trains_with_a_noise_estimator(photos, tmp_path):
+    """--jnd-weight with a tiny noise-tolerance estimator: the run logs its weights' source and saves a model."""
+    import torch
+
+    from encoder.featjnd.estimator import PyramidJNDEstimator, save_estimator
+
+    torch.manual_seed(0)
+    estimator = PyramidJNDEstimator([64, 128, 256], width=4, num_blocks=1, output="noise")
+    path = save_estimator(estimator, str(tmp_path), "featjnd_tiny-noise")
+    out = run(fusion_command(photos, tmp_path, 2, sys.executable, extra=["--mse-weight", "0", "--jnd-weight", "1",
+                                                                          "--jnd-estimator", path]))
+    assert "JND weights from featjnd_tiny-noise_" in out
+    assert len(list((tmp_path / "models").glob("tiny-*.safetensors"))) == 1
+
+
+def test_jnd_weights_follow_the_inverse_square_tolerance_relative_to_its_geometric_mean():
+    import torch
+
+    from ctc.training.fusion import JndWeights
+    from encoder.featjnd.estimator import PyramidJNDEstimator
+
+    estimator = PyramidJNDEstimator([1, 2, 3], width=2, num_blocks=1, output="noise").eval()   # δ = e^-2 everywhere
+    sample = [[np.ones((c, 2, 2), np.float32) for c in (1, 2, 3)]]
+    weights = JndWeights(estimator, sample, "cpu")
+    assert weights.log_geometric_means == pytest.approx([-2.0] * 3)
+    levels = [torch.ones(1, c, 2, 2) for c in (1, 2, 3)]
+    assert all(torch.allclose(w, torch.ones_like(w)) for w in weights(levels))
+    estimator.networks[1].set_scale(2.0)                       # δ doubled on one level: weights (1/2)²
+    assert torch.allclose(weights(levels)[1], torch.full((1, 2, 2, 2), 0.25))
