@@ -5,7 +5,8 @@ import numpy as np
 
 from common.errors import BitstreamError
 from common.features import from_grid
-from common.tools.tokenwise.sq import TokenwiseEntropyCoder, block_steps, channel_blocks, dequantise, widest_wave
+from common.tools.tokenwise.sq import (BLOCK_ELEMENTS, TokenwiseEntropyCoder, block_steps, channel_blocks, dequantise,
+                                       widest_wave)
 from common.tools.tokenwise.syntax import QP_MAX, QP_MIN
 
 
@@ -51,11 +52,16 @@ BYTES_PER_TOKEN = 32
 BYTES_PER_NEIGHBOUR = 3
 BYTES_PER_WAVE_ELEMENT = 160
 BYTES_PER_CHANNEL = 64
+# With channel offsets the steps are per element, computed for one block of channels at a time
+# (channel_blocks: about 2^20 elements, or one channel): their temporaries, per element of a block.
+BYTES_PER_BLOCK_STEP = 48
 
 
 def tokenwise_memory(spec):
     """Bytes decoding this tensor needs at its peak (checked before anything is allocated)."""
     channels, height, width = spec.grid
+    block = max(height * width, min(channels * height * width, BLOCK_ELEMENTS)) if spec.channel_offsets else 0
     return (BYTES_PER_ELEMENT * channels * height * width + BYTES_PER_TOKEN * height * width
             + BYTES_PER_NEIGHBOUR * channels * (height + 1) * (width + 2)
-            + BYTES_PER_WAVE_ELEMENT * widest_wave(height, width) * channels + BYTES_PER_CHANNEL * channels)
+            + BYTES_PER_WAVE_ELEMENT * widest_wave(height, width) * channels + BYTES_PER_CHANNEL * channels
+            + BYTES_PER_BLOCK_STEP * block)

@@ -84,8 +84,9 @@ applies them at the start of every wave (their results equal decoding on):
 The decoder's memory is bounded before anything is allocated: the tensors hold
 at most MAX_DECODED_ELEMENTS elements, and the decoder refuses a stream whose
 estimated peak (common/tools/tokenwise/decode.py: per element, per token, per
-padded neighbour entry, per element of the widest wave and per channel) exceeds
-its memory budget (1 GiB unless raised).
+padded neighbour entry, per element of the widest wave, per channel and, with
+channel offsets, per element of one block of channels) exceeds its memory budget
+(1 GiB unless raised).
 
 ## Channel step offsets (only when tsq_channel_offsets_flag = 1)
 
@@ -205,7 +206,10 @@ def block_steps(exponents, channel_offsets, block):
     return step_sizes(exponents[None] + channel_offsets[block, None, None])
 
 
-def channel_blocks(channels, plane, elements=1 << 20):
+BLOCK_ELEMENTS = 1 << 20          # channel_blocks' block size: float64 work stays in cache
+
+
+def channel_blocks(channels, plane, elements=BLOCK_ELEMENTS):
     """Slices of whole channels (of `plane` elements each), about `elements` per slice: float64
     work done block by block stays in cache and needs no tensor-sized temporaries."""
     step = max(1, elements // max(plane, 1))

@@ -65,9 +65,10 @@ def test_the_early_exits_give_what_decoding_to_the_end_gives(monkeypatch):
     assert "stuck" in fired and "exhausted" in fired
 
 
+@pytest.mark.parametrize("channel_offsets", [False, True])
 @pytest.mark.parametrize("shape", [(1, 300, 300), (2, 1, 600), (2, 600, 1), (20000, 1, 1), (500, 3, 3),
                                    (64, 30, 30)])
-def test_the_memory_estimate_covers_the_peak(shape, monkeypatch):
+def test_the_memory_estimate_covers_the_peak(shape, channel_offsets, monkeypatch):
     """The numpy reference's traced peak (the compiled kernel's C allocations are not traced; it
     allocates within the same terms, fewer bytes each: kernel.c's levels_state)."""
     monkeypatch.setenv("FCRS_TOKENWISE_KERNEL", "0")
@@ -79,7 +80,12 @@ def test_the_memory_estimate_covers_the_peak(shape, monkeypatch):
     x = (np.random.default_rng(0).normal(size=shape) * 4).astype(np.float32)
     options = default_options()
     options.update(QP=40, DecodedFeatureHash=True)
-    stream = encode_features({"": x}, options).stream
+    offsets = None
+    if channel_offsets:             # a per-channel step for every element: the steps are per element too
+        from encoder.tools.interface import StepOffsets
+
+        offsets = {"": StepOffsets(channels=np.arange(shape[0]) % 5 - 2)}
+    stream = encode_features({"": x}, options, step_offsets=offsets).stream
     decode_stream(stream)     # first-use imports are not the tensor's memory: keep them out of the peak
     tracemalloc.start()
     try:
