@@ -357,6 +357,7 @@ def main(argv=None):
 
     F = features.astype(np.float64)
     D = delta.astype(np.float64)
+    p = "δ ⊙ n" if separable else "δ"     # the perturbation of (b) and of the α = 1 check
     if separable:      # the noise estimator's perturbation: δ ⊙ n, one seeded unit-variance uniform draw
         D = D * np.random.default_rng(NOISE_SEED + 1).uniform(-np.sqrt(3.0), np.sqrt(3.0), D.shape)
     diag = np.stack([estimator_diagnostics(f, d, token_tolerance(f, d, epsilon)) for f, d in zip(F, D)])
@@ -451,10 +452,10 @@ def main(argv=None):
     rep.table(["σ_tgt", "jnd − random", "random − uniform", "jnd − uniform"], rows_diff)
 
     # ----- (b)
-    rep.both("## (b) Matched NRMSE: f + α·δ against Gaussian noise of the same norm (per image)")
+    rep.both(f"## (b) Matched NRMSE: f + α·{p} against Gaussian noise of the same norm (per image)")
     rep.both()
     rows = []
-    names = {"jnd": "f + α·δ (JND)", "gauss": "f + Gaussian (i.i.d.)",
+    names = {"jnd": f"f + α·{p} (JND)", "gauss": "f + Gaussian (i.i.d.)",
              "gauss_dcfree": "f + Gaussian, channel spatial mean removed"}
     summary_b = {}
     for t in targets:
@@ -588,7 +589,7 @@ def main(argv=None):
         ["fraction |δ| ≥ 9.99 (clamp ±10)", f"{diag[:, 1].mean() * 100:.2f} %", ""],
         ["mean_c |spatial mean of δ_c| / mean |δ|", f"{diag[:, 2].mean():.4f}", "i.i.d. noise ≈ 1/7 = 0.143"],
         ["share of ||δ||² in channel spatial means", f"{diag[:, 3].mean():.4f}", "i.i.d. noise ≈ 1/49 = 0.020"],
-        ["agreement of f + δ (α = 1)", fmt_ci(*d1).strip(), f"NRMSE of δ: {d1_nrmse:.3f}"],
+        [f"agreement of f + {p} (α = 1)", fmt_ci(*d1).strip(), f"NRMSE of {p}: {d1_nrmse:.3f}"],
         [f"CV of s_t over the 49 tokens (ε = {epsilon:g})", f"{diag[:, 4].mean():.3f}",
          f"median max/min s_t: {np.median(diag[:, 5]):.1f}"],
     ]
@@ -625,7 +626,7 @@ def main(argv=None):
     for t in targets:
         g, g0 = verdict_b[t]
         rows.append([f"{t:g}", word(g, "JND better", "JND worse"), word(g0, "JND better", "JND worse")])
-    rep.both("(b) matched NRMSE, agreement: the claim is that f + α·δ hurts less than Gaussian noise")
+    rep.both(f"(b) matched NRMSE, agreement: the claim is that f + α·{p} hurts less than Gaussian noise")
     rep.both()
     rep.table(["NRMSE", "vs Gaussian", "vs DC-free Gaussian"], rows, align="lll")
     rows = []

@@ -34,15 +34,26 @@ domain (least squares, which for a two-way layout is the row and column means):
 
     L_t,c = log2(√12·δ_t,c), capped per channel at log2(2·max_t |f_t,c|)
     L_t,c ≈ m + u_t + v_c,   u_t = mean_c L − m,   v_c = mean_t L − m,   m = mean L
-    jnd_separable:   Δ_t,c = λ·2^(u_t + v_c) ─► e = base + round(8·u_t) + round(8·v_c)
-    jnd_channel:     u_t = 0 (a channel vector only, no token map)
-    random_separable: u permuted over tokens and v over channels (seeded)
+    candidate maps, for each spacing g of OFFSET_SPACINGS (exponent units, 1/8 octave):
+        o_t = g·round(8·u_t / g),  p_c = g·round(8·v_c / g);  the token map, the channel vector,
+        both, or neither (uniform)
+    choice: the largest  gain − cost  (jnd_channel: channel vectors only)
+        gain = high-rate bits saved at equal JND-weighted error (high_rate_gain)
+        cost = the map's own code length (the entropy coder, dry run)
+    Δ_t,c = λ·2^((o_t + p_c)/8) ─► e = base + o_t + p_c
+    random_separable: jnd_separable's choice with o permuted over tokens and p over channels (seeded)
 
 The cap: a step above twice a channel's largest magnitude quantises all of it to 0 already,
 so a larger tolerance (an element the head ignores) must not pull the fit. λ sets the noise
-power as for the per-token rules (NoiseBudget, or QP's uniform step). At high rate an element
-costs h − log2 Δ bits, so following δ keeps the rate while moving the noise to where the
-task tolerates it; the task-weighted error Σ σ²/δ² at a given rate is least for σ ∝ δ.
+power as for the per-token rules (NoiseBudget, or QP's uniform step).
+
+Why the choice: at high rate an element costs h − log2 Δ bits, so steps that follow δ keep the
+rate while moving the noise to where the task tolerates it; the task-weighted error
+Σ σ²/δ² at a given rate is least for σ ∝ δ. What that saves is
+(n/2)·log2(mean(w)·4^mean(s) / mean(w·4^s)), w = 4^−L, s = the map's log2 steps, over the
+n elements that are coded at all (|f| ≥ (1 − RoundingOffset)·Δ at the base step: the others
+are zeros at any nearby step and save nothing). A map is signalled per tensor, so where δ is
+nearly flat, or the tensor is small, the map costs more than it saves and is not sent.
 """
 
 import functools
@@ -57,6 +68,7 @@ from common.tools.tokenwise.sq import STEP_EXPONENTS_PER_OCTAVE, UNIT_STEP_EXPON
 from common.tools.tokenwise.syntax import QP_MAX, QP_MIN
 from encoder.tools.interface import StepOffsets
 
+OFFSET_SPACINGS = (1, 2, 4)          # candidate spacings of the separable offsets: 1/8, 1/4 and 1/2 octave
 ALLOCATIONS = ("uniform", "jnd", "jnd_abs", "jnd_rd", "random", "jnd_separable", "jnd_channel", "random_separable")
 # the allocations that fit a separable map to a noise estimator's δ (the others: a per-token map)
 SEPARABLE_ALLOCATIONS = ("jnd_separable", "jnd_channel", "random_separable")
@@ -151,36 +163,100 @@ def step_exponents(weights, qp, noise_budget):
 
 def log_steps(grid, delta):
     """L = log2(√12·|δ|) of a (C, H, W) grid, capped per channel at log2(2·max |f|) (a larger step
-    zeroes the channel anyway) and floored 40 octaves below the cap."""
-    cap = np.log2(2.0 * np.maximum(np.abs(grid).max(axis=(1, 2)), 1e-30))[:, None, None]
+    zeroes the channel anyway) and floored 40 octaves below the cap; NaN in a channel of zeros,
+    which every step codes the same (as zeros)."""
+    largest = np.abs(grid).max(axis=(1, 2))
+    cap = np.log2(2.0 * np.where(largest > 0, largest, np.nan))[:, None, None]
     with np.errstate(divide="ignore"):
         steps = np.log2(np.sqrt(12.0) * np.abs(delta))
     return np.clip(steps, cap - 40.0, cap)
 
 
 def separable_fit(log_step):
-    """(u_t (H, W), v_c (C,)): the least-squares fit L ≈ m + u_t + v_c with zero-mean u and v."""
-    mean = float(log_step.mean())
-    return log_step.mean(axis=0) - mean, log_step.mean(axis=(1, 2)) - mean
+    """(u_t (H, W), v_c (C,)): the least-squares fit L ≈ m + u_t + v_c with zero-mean u and v, over
+    the channels that are not NaN (log_steps' channels of zeros, whose v_c is 0)."""
+    live = ~np.isnan(log_step[:, 0, 0])
+    if not live.any():
+        return np.zeros(log_step.shape[1:]), np.zeros(log_step.shape[0])
+    mean = float(log_step[live].mean())
+    channels = np.zeros(log_step.shape[0])
+    channels[live] = log_step[live].mean(axis=(1, 2)) - mean
+    return log_step[live].mean(axis=0) - mean, channels
 
 
-def separable_offsets(grid, delta, allocation, qp, noise_budget, seed):
-    """(token offsets to QP (H, W), channel offsets (C,)) of a separable allocation."""
-    tokens, channels = separable_fit(log_steps(grid, delta))
-    if allocation == "jnd_channel":
-        tokens = np.zeros_like(tokens)
-    elif allocation == "random_separable":
+def high_rate_gain(target, steps, coded):
+    """Bits a map of log2 steps `steps` saves against uniform steps of the same rate, at equal
+    JND-weighted error Σ σ²/δ² (target: L = log2 √12·δ), at high rate, over the `coded` elements:
+    (n/2)·log2(mean(w)·4^mean(s) / mean(w·4^s)), w = 4^−L (module docstring)."""
+    n = int(coded.sum())
+    if n == 0:
+        return 0.0
+    log_w = -2.0 * target[coded]
+    s = 2.0 * np.broadcast_to(steps, target.shape)[coded]
+    shift = log_w.max()                                # the means in a safe range
+    uniform = np.log2(np.mean(np.exp2(log_w - shift))) + s.mean()
+    allocated = np.log2(np.mean(np.exp2(log_w - shift + s)))
+    return 0.5 * n * float(uniform - allocated)
+
+
+def map_bits(token_offsets, channel_offsets, grid):
+    """Code length of a tensor's step offsets (the entropy coder, dry run; the median taken out as
+    the encoder does)."""
+    from common.tools.tokenwise.sq import TokenwiseEntropyCoder
+
+    coder = TokenwiseEntropyCoder(kernel=False)
+    tokens = token_offsets - int(np.median(token_offsets))
+    channels = channel_offsets - int(np.median(channel_offsets))
+    coder.code_step_offsets(tokens, grid, bool(tokens.any()), channels, bool(channels.any()))
+    return coder.step_map_bits
+
+
+def candidate_maps(tokens, channels, allocation):
+    """{(kind, spacing): (token offsets, channel offsets)} the choice weighs: uniform, and per
+    spacing the channel vector (and, unless jnd_channel, the token map and both)."""
+    zero_tokens, zero_channels = np.zeros(tokens.shape, np.int64), np.zeros(channels.shape, np.int64)
+    maps = {("uniform", 0): (zero_tokens, zero_channels)}
+    for spacing in OFFSET_SPACINGS:
+        o = spacing * np.rint(STEP_EXPONENTS_PER_OCTAVE * tokens / spacing).astype(np.int64)
+        p = spacing * np.rint(STEP_EXPONENTS_PER_OCTAVE * channels / spacing).astype(np.int64)
+        maps["channels", spacing] = (zero_tokens, p)
+        if allocation != "jnd_channel":
+            maps["tokens", spacing] = (o, zero_channels)
+            maps["separable", spacing] = (o, p)
+    return maps
+
+
+def chosen_map(grid, target, tokens, channels, allocation, base_step, rounding_offset):
+    """(token offsets, channel offsets, (kind, spacing)) of the candidate with the largest high-rate
+    gain less its cost."""
+    coded = (np.abs(grid) >= (1.0 - rounding_offset) * base_step) & ~np.isnan(target)
+    best, best_value = None, -np.inf
+    for key, (o, p) in candidate_maps(tokens, channels, allocation).items():
+        steps = (o[None] + p[:, None, None]) / STEP_EXPONENTS_PER_OCTAVE
+        value = 0.0 if key[0] == "uniform" else high_rate_gain(target, steps, coded) - map_bits(o, p, grid.shape)
+        if value > best_value:
+            best, best_value = (o, p, key), value
+    return best
+
+
+def separable_offsets(grid, delta, allocation, qp, noise_budget, seed, rounding_offset=0.5):
+    """(token offsets to QP (H, W), channel offsets (C,), the chosen (kind, spacing)) of a separable
+    allocation."""
+    target = log_steps(grid, delta)
+    tokens, channels = separable_fit(target)
+    qp_step = float(step_sizes(np.array([qp]))[0])
+    base_step = np.sqrt(12.0) * noise_budget if noise_budget > 0 else qp_step
+    token_offsets, channel_offsets, choice = chosen_map(grid, target, tokens, channels, allocation, base_step,
+                                                        rounding_offset)
+    if allocation == "random_separable":
         rng = np.random.default_rng(seed)
-        tokens = tokens.ravel()[rng.permutation(tokens.size)].reshape(tokens.shape)
-        channels = channels[rng.permutation(channels.size)]
-    token_offsets = np.rint(STEP_EXPONENTS_PER_OCTAVE * tokens).astype(np.int64)
-    channel_offsets = np.rint(STEP_EXPONENTS_PER_OCTAVE * channels).astype(np.int64)
+        token_offsets = token_offsets.ravel()[rng.permutation(token_offsets.size)].reshape(token_offsets.shape)
+        channel_offsets = channel_offsets[rng.permutation(channel_offsets.size)]
     # the base exponent: the steps' mean noise power, E_t,c[Δ²], that of the budget or of QP's step
     shape = step_sizes(token_offsets[None] + channel_offsets[:, None, None] + UNIT_STEP_EXPONENT)
     mean_square = float(np.mean(shape ** 2))
-    target = 12.0 * noise_budget ** 2 if noise_budget > 0 else float(step_sizes(np.array([qp]))[0]) ** 2
-    base = int(np.rint(step_exponent(np.sqrt(target / mean_square))))
-    return token_offsets + base - qp, channel_offsets
+    base = int(np.rint(step_exponent(base_step / np.sqrt(mean_square))))
+    return token_offsets + base - qp, channel_offsets, choice
 
 
 DEFAULT_ESTIMATOR = "efficientnet-lite0"
@@ -248,6 +324,7 @@ class StepAllocator:
         self._weights = options["JndWeights"]
         self._estimators = {}          # weight file -> loaded estimator
         self.estimators_used = []      # the files the tensors' steps came from, in first-use order
+        self.choices = []              # separable allocations: each tensor's chosen (map kind, spacing)
 
     @property
     def active(self):
@@ -286,8 +363,9 @@ class StepAllocator:
         """The step offsets to QP of one tensor's coding grid: (H, W) token offsets, or a
         StepOffsets (token and channel offsets) for a separable allocation."""
         if self.allocation in SEPARABLE_ALLOCATIONS:
-            tokens, channels = separable_offsets(grid, self.delta(grid), self.allocation, self.qp,
-                                                 self.noise_budget, self.seed)
+            tokens, channels, choice = separable_offsets(grid, self.delta(grid), self.allocation, self.qp,
+                                                         self.noise_budget, self.seed, self.rounding_offset)
+            self.choices.append(choice)
             return StepOffsets(tokens=tokens, channels=channels)
         if self.allocation == "uniform":
             tolerance = np.ones(spec.grid[1:])

@@ -13,7 +13,8 @@ from decoder.decoder import decode_stream
 from encoder.encoder import encode_features
 from common.errors import InputError
 from encoder.featjnd.allocation import (RD_OFFSETS, WEIGHT_RANGE, StepAllocator, absolute_tolerance, log_steps,
-                                        rd_offsets, rd_weights, separable_fit, separable_offsets, shaped_tolerance,
+                                        high_rate_gain, rd_offsets, rd_weights, separable_fit, separable_offsets,
+                                        shaped_tolerance,
                                         step_exponents, token_tolerance, weights_path)
 from encoder.options import default_options
 
@@ -232,47 +233,72 @@ def test_log_steps_are_capped_where_a_step_zeroes_the_channel():
 @pytest.mark.parametrize("allocation", ["jnd_separable", "jnd_channel", "random_separable"])
 def test_separable_offsets_follow_delta_at_the_uniform_noise_power(allocation):
     rng = np.random.default_rng(7)
-    grid = rng.normal(size=(6, 5, 4)) * 100.0                          # far from the cap
-    channel_scale = 2.0 ** rng.integers(-2, 3, size=6)
-    token_scale = 2.0 ** rng.integers(-1, 2, size=(5, 4))
+    grid = rng.normal(size=(16, 24, 24)) * 100.0                       # far from the cap, every element coded
+    channel_scale = 2.0 ** rng.integers(-2, 3, size=16)
+    token_scale = 2.0 ** rng.integers(-1, 2, size=(24, 24))
     delta = channel_scale[:, None, None] * token_scale[None]
-    tokens, channels = separable_offsets(grid, delta, allocation, 40, 0.0, seed=3)
+    tokens, channels, choice = separable_offsets(grid, delta, allocation, 40, 0.0, seed=3)
     steps = step_sizes(40 + tokens[None] + channels[:, None, None])
     assert abs(np.sqrt(np.mean(steps ** 2)) / step_sizes(np.array([40]))[0] - 1) < 0.1
+    expected_channels = 8 * np.log2(channel_scale / channel_scale.min())
     if allocation == "random_separable":
-        assert sorted(channels - channels.min()) == sorted(8 * np.log2(channel_scale / channel_scale.min()))
+        assert choice[0] == "separable" and sorted(channels - channels.min()) == sorted(expected_channels)
         return
-    np.testing.assert_array_equal(channels - channels.min(), 8 * np.log2(channel_scale / channel_scale.min()))
+    np.testing.assert_array_equal(channels - channels.min(), expected_channels)
     if allocation == "jnd_channel":
-        assert len(np.unique(tokens)) == 1
+        assert choice[0] == "channels" and len(np.unique(tokens)) == 1
     else:
+        assert choice[0] == "separable"
         np.testing.assert_array_equal(tokens - tokens.min(), 8 * np.log2(token_scale / token_scale.min()))
+
+
+def test_a_map_that_costs_more_than_it_saves_is_not_sent():
+    rng = np.random.default_rng(9)
+    grid = rng.normal(size=(8, 4, 4)) * 100.0
+    flat = np.ones_like(grid)
+    assert separable_offsets(grid, flat, "jnd_separable", 40, 0.0, seed=0)[2] == ("uniform", 0)
+    slight = np.exp(0.05 * rng.normal(size=grid.shape))           # a 5 % ripple saves less than its map costs
+    tokens, channels, choice = separable_offsets(grid, slight, "jnd_separable", 40, 0.0, seed=0)
+    assert choice == ("uniform", 0) and not tokens.any() and not channels.any()
+
+
+def test_the_high_rate_gain_is_zero_for_uniform_steps_and_positive_for_steps_that_follow_delta():
+    target = np.log2(np.array([[[1.0, 2.0]], [[4.0, 8.0]]]))
+    coded = np.ones(target.shape, bool)
+    assert high_rate_gain(target, np.zeros_like(target), coded) == pytest.approx(0.0)
+    assert high_rate_gain(target, target, coded) > 0
+    # four elements, w = 4^-L: the gain is (n/2)·log2(A(w)/G(w))
+    w = 4.0 ** -target
+    assert high_rate_gain(target, target, coded) == pytest.approx(2 * np.log2(w.mean() / np.exp(np.log(w).mean())))
+    assert high_rate_gain(target, target, np.zeros(target.shape, bool)) == 0.0
 
 
 @pytest.fixture(scope="module")
 def tiny_noise_weights(tmp_path_factory):
     torch.manual_seed(0)
     model = FeatJNDEstimator(8, width=4, num_blocks=1, output="noise").eval()
-    torch.nn.init.normal_(model.exit.weight, std=0.5)                # a δ that varies over tokens and channels
+    with torch.no_grad():                                            # δ from e^-2 to e^2 over the channels
+        model.exit.bias.copy_(torch.linspace(-2.0, 2.0, 8))
     return save_estimator(model, str(tmp_path_factory.mktemp("w")), "featjnd_test-noise")
 
 
 @pytest.mark.parametrize("allocation", ["jnd_separable", "jnd_channel", "random_separable"])
 def test_separable_streams_carry_a_channel_vector_and_decode_bit_exactly(tiny_noise_weights, allocation):
     rng = np.random.default_rng(8)
-    tensors = {"map": np.maximum(rng.normal(size=(8, 5, 6)), 0).astype(np.float32),
+    tensors = {"map": (rng.normal(size=(8, 40, 40)) * 8).astype(np.float32),
                "tokens": rng.normal(size=(30, 8)).astype(np.float32)}
     options = default_options()
     options.update(StepAllocation=allocation, JndWeights=tiny_noise_weights, QP=40)
-    result = encode_features(tensors, options, step_allocator=StepAllocator(options))
+    allocator = StepAllocator(options)
+    result = encode_features(tensors, options, step_allocator=allocator)
     decoded = decode_stream(result.stream)
     assert all(check.ok for check in decoded.hash_checks)
-    specs = {spec.name: spec for spec in decoded.specs}
-    assert all(spec.channel_offsets for spec in specs.values())
-    assert specs["map"].step_map == (allocation != "jnd_channel")
-    for name in tensors:
-        assert decoded.tensors[name].tobytes() == result.reconstruction[name].tobytes()
-        assert result.reports[list(tensors).index(name)].step_map_bits > 0
+    for spec, report, (kind, _) in zip(decoded.specs, result.reports, allocator.choices):
+        assert spec.channel_offsets == (kind in ("channels", "separable"))
+        assert spec.step_map == (kind in ("tokens", "separable"))
+        assert (report.step_map_bits > 0) == (kind != "uniform")
+        assert decoded.tensors[spec.name].tobytes() == result.reconstruction[spec.name].tobytes()
+    assert allocator.choices[0][0] == "channels"          # δ varies over channels only: no token map
 
 
 def test_a_noise_estimator_gives_positive_amplitudes_and_round_trips(tmp_path):

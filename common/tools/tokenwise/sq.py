@@ -396,9 +396,17 @@ class TokenwiseEntropyCoder:
         """Code one tensor's payload: levels (C, H, W), token offsets (H, W) and channel offsets
         (C,), int64, when encoding; None when decoding. Returns (levels, offsets, channel offsets),
         the channel offsets None without tsq_channel_offsets_flag."""
+        offsets, channel_offsets = self.code_step_offsets(offsets, grid, step_map_flag, channel_offsets,
+                                                          channel_offsets_flag)
+        levels = self._code_levels(levels, *grid)
+        return levels, offsets, channel_offsets
+
+    def code_step_offsets(self, offsets, grid, step_map_flag, channel_offsets=None, channel_offsets_flag=False):
+        """The start of a tensor's payload: its channel offsets and token map (when flagged).
+        Returns (token offsets (H, W), channel offsets (C,) or None); adds their code length to
+        step_map_bits (so a fresh coder measures what a map costs)."""
         channels, height, width = grid
-        num_elements = channels * height * width
-        self._limit = chunk_limit(num_elements)
+        self._limit = chunk_limit(channels * height * width)
         self._chunk = FIRST_CHUNK
         before = self.ideal_bits
         if channel_offsets_flag:
@@ -410,8 +418,7 @@ class TokenwiseEntropyCoder:
         else:
             offsets = np.zeros((height, width), dtype=np.int64)
         self.step_map_bits += self.ideal_bits - before
-        levels = self._code_levels(levels, channels, height, width)
-        return levels, offsets, channel_offsets
+        return offsets, channel_offsets
 
     def _chunks(self, length):
         start = 0
