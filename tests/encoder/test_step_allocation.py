@@ -329,3 +329,15 @@ def test_the_allocation_picks_the_shipped_estimator_of_its_kind():
         if len(names) == 1:
             assert allocator.estimator(256) is not None
             assert os.path.basename(allocator.estimators_used[0]).startswith(f"featjnd_{names.pop()}_")
+
+
+def test_channels_of_zeros_stay_out_of_the_separable_fit():
+    grid = np.full((3, 2, 2), 100.0)                         # far above the cap
+    grid[1] = 0.0                                           # a ReLU channel that is all zeros here
+    delta = np.ones((3, 2, 2))
+    delta[2] *= 4.0
+    target = log_steps(grid, delta)
+    assert np.isnan(target[1]).all()
+    tokens, channels = separable_fit(target)
+    np.testing.assert_allclose(tokens, 0.0, atol=1e-12)
+    np.testing.assert_allclose(channels, [-1.0, 0.0, 1.0])  # ±1 octave around the live channels' mean
