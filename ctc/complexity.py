@@ -154,9 +154,9 @@ def estimator_count(weights, shapes, allocation="jnd"):
     import torch
 
     from encoder.featjnd.allocation import StepAllocator
+    from encoder.options import default_options
 
-    allocator = StepAllocator({"StepAllocation": allocation, "QP": 48, "NoiseBudget": 0, "JndEpsilon": 0.01,
-                               "RandomSeed": 0, "RoundingOffset": 0.5, "JndWeights": weights})
+    allocator = StepAllocator(dict(default_options(), StepAllocation=allocation, JndWeights=weights))
     return sum(count_macs(allocator.estimator(shape[0]).for_channels(shape[0]).requires_grad_(False),
                           torch.zeros(1, *shape)) for shape in shapes)
 

@@ -44,6 +44,9 @@ OPTIONS = (
            "one shipped in encoder/featjnd/weights/ (efficientnet-lite0, efficientnet-lite0-blocks, yolov5n-neck, "
            "and their noise-tolerance versions <name>-noise); empty: the shipped one that takes the tensor's "
            "channel count, of the kind the allocation uses (noise for the separable ones)"),
+    Option("JndMapStrength", float, 0.5, "separable allocations: the fitted log-step map is multiplied by this (1 "
+           "follows the estimator's tolerance, 0 is uniform; 0.5 was chosen on training photos: "
+           "ctc/cfg/coco_train_yolov5n_featjnd_dev.yaml)", lo=0.0, hi=4.0),
     Option("JndEpsilon", float, 0.01, "epsilon of the token tolerance s_t = mean_c |delta| / (|f| + epsilon)",
            lo=1e-9, hi=1e9),
     Option("RandomSeed", int, 0, "seed of the permutations of StepAllocation random and random_separable", lo=0,

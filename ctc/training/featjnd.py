@@ -54,6 +54,11 @@ with the training settings, the calibration and the final loss in the metadata.
     python -m ctc.training.featjnd --task det --model yolov5n \
         --weights ../shared/data/weights/yolov5n_coco.safetensors \
         --steps 600 --batch 8 --reward relative --lambdas 64,256,1024
+
+The noise-tolerance estimators (encoder/featjnd/weights/README.md has the shipped commands):
+
+    python -m ctc.training.featjnd --task cls --split blocks --perturbation noise --lr 1e-3 \
+        --lambdas 10,50,250,1250 --epochs 20
 """
 
 import argparse

@@ -5,7 +5,7 @@
     letterbox ─► frozen YOLOv5n front ─► P3, P4, P5 (cached, float16)
     random aligned crops ─► FusionModel ─► p̂
     L = bpp + λ(r) · (--task-weight · D_yolo(Detect(p̂) ‖ Detect(p)) + --mse-weight · Σ_i w_i · MSE(p_i, p̂_i)
-                      + --jnd-weight · Σ_i w_i · mean((g_i · (p_i − p̂_i) / δ_i)²))
+                      + --jnd-weight · Σ_i w_i · mean(a_i · ((p_i − p̂_i) / δ_i)²))
 
 One model covers every rate point. Two schemes:
 
@@ -23,9 +23,9 @@ gives the paper's reconstruction loss alone. bpp is bits per input-image pixel (
 crop), w_i = 1 / E[p_i²] on the training pool. The JND-weighted error (--jnd-weight) divides each
 element's error by its noise tolerance δ = G(p), the noise-tolerance FeatJND estimator
 (--jnd-estimator, fixed; ctc/training/featjnd.py --perturbation noise) run on the clean crop:
-(p − p̂)/δ is the error in units of just-noticeable noise. g_i, the geometric mean of δ over the
-training pool's level i, makes it plain MSE where δ is flat, so the same λ ladder applies; the
-weights (g_i/δ)² are clipped to [1e-3, 1e3]. Each level is normalised per channel with
+(p − p̂)/δ is the error in units of just-noticeable noise. a_i = 1 / E[1/δ²] over the training
+pool's level i makes the weights a_i/δ² average 1, as plain MSE's do, so the same λ ladder
+applies; they are clipped to [1e-3, 1e3]. Each level is normalised per channel with
 training-pool statistics (part of the model). The learning rate warms up, then follows a
 cosine to --lr-final; the crops grow from --crop to --crop-late for the last
 --late-fraction of the steps (batch --batch-late); the last --qat-fraction simulate the
@@ -178,7 +178,7 @@ def parameter_count(family):
     return sum(math.prod(shape) + shape[0] for shape in layer_shapes(family).values())
 
 
-JND_WEIGHT_RANGE = 1e3      # the JND weights (g/δ)² are clipped to [1/range, range]
+JND_WEIGHT_RANGE = 1e3      # the JND weights a/δ² are clipped to [1/range, range]
 
 
 def load_jnd_estimator(name):
@@ -194,8 +194,9 @@ def load_jnd_estimator(name):
 
 
 class JndWeights:
-    """The per-element weights (g_i / δ)² of the JND-weighted error, from a fixed noise-tolerance
-    estimator; g_i from a sample of the training pyramids."""
+    """The per-element weights a_i/δ² of the JND-weighted error, from a fixed noise-tolerance
+    estimator; a_i = 1 / E[1/δ²] over a sample of the training pyramids (in log form: the
+    weights span many octaves)."""
 
     def __init__(self, estimator, sample, device):
         self.estimator = estimator.to(device)
@@ -204,18 +205,21 @@ class JndWeights:
         for pyramid in sample:
             for i, delta in enumerate(self.deltas([torch.from_numpy(level.astype(np.float32))[None]
                                                    for level in pyramid])):
-                logs[i].append(torch.log(delta).mean())
-        self.log_geometric_means = [float(torch.stack(values).mean()) for values in logs]
+                logs[i].append(torch.logsumexp(-2.0 * torch.log(delta).flatten().double(), 0)
+                               - math.log(delta.numel()))
+        # log a_i = −log E[1/δ²] over the sample (each pyramid's mean, then their mean)
+        self.log_scales = [-float(torch.logsumexp(torch.stack(values), 0) - math.log(len(values)))
+                           for values in logs]
 
     def deltas(self, levels):
         with torch.no_grad():
             return self.estimator([level.to(self.device) for level in levels])
 
     def __call__(self, levels):
-        """[(g_i / δ_i)², one N×C×H×W tensor per level] of a batch of clean levels."""
+        """[a_i / δ², one N×C×H×W tensor per level] of a batch of clean levels."""
         limit = math.log(JND_WEIGHT_RANGE)
-        return [torch.exp(torch.clamp(2.0 * (mean - torch.log(delta)), -limit, limit))
-                for mean, delta in zip(self.log_geometric_means, self.deltas(levels))]
+        return [torch.exp(torch.clamp(scale - 2.0 * torch.log(delta), -limit, limit))
+                for scale, delta in zip(self.log_scales, self.deltas(levels))]
 
 
 def per_sample_task_distortion(head, levels, recon):
@@ -364,7 +368,7 @@ def train(args):
     if rank == 0:
         print(f"models: {', '.join(f'{n} ({parameter_count(m.family):,} parameters)' for n, m in models.items())}; "
               f"{type(source).__name__}, {len(held)} held out; {world} process(es) on {device}; "
-              f"level weights {level_weights}" + (f"; JND weights from {jnd_file}, log g {jnd.log_geometric_means}"
+              f"level weights {level_weights}" + (f"; JND weights from {jnd_file}, log a {jnd.log_scales}"
                                                    if jnd else ""))
     qat_start = int(args.steps * (1 - args.qat_fraction))
     stop = min(args.steps, args.stop_at or args.steps)
@@ -538,7 +542,7 @@ def parse_args(argv=None):
     parser.add_argument("--task-weight", type=float, default=0.0, help="weight of D_yolo in the distortion")
     parser.add_argument("--mse-weight", type=float, default=1.0, help="weight of the weighted feature MSE")
     parser.add_argument("--jnd-weight", type=float, default=0.0, help="weight of the JND-weighted feature error "
-                        "Σ_i w_i · mean((g_i (p − p̂) / δ)²), δ from --jnd-estimator")
+                        "Σ_i w_i · mean(a_i ((p − p̂) / δ)²), δ from --jnd-estimator")
     parser.add_argument("--jnd-estimator", default="yolov5n-neck-noise",
                         help="the noise-tolerance FeatJND estimator giving δ (a shipped name or a path)")
     parser.add_argument("--rates", type=int, default=0, help="R: rate indices of the gain table (0: one shared "

@@ -87,7 +87,7 @@ def test_the_jnd_weighted_error_trains_with_a_noise_estimator(photos, tmp_path):
     assert len(list((tmp_path / "models").glob("tiny-*.safetensors"))) == 1
 
 
-def test_jnd_weights_follow_the_inverse_square_tolerance_relative_to_its_geometric_mean():
+def test_jnd_weights_follow_the_inverse_square_tolerance_and_average_one_on_the_sample():
     import torch
 
     from ctc.training.fusion import JndWeights
@@ -96,7 +96,7 @@ def test_jnd_weights_follow_the_inverse_square_tolerance_relative_to_its_geometr
     estimator = PyramidJNDEstimator([1, 2, 3], width=2, num_blocks=1, output="noise").eval()   # δ = e^-2 everywhere
     sample = [[np.ones((c, 2, 2), np.float32) for c in (1, 2, 3)]]
     weights = JndWeights(estimator, sample, "cpu")
-    assert weights.log_geometric_means == pytest.approx([-2.0] * 3)
+    assert weights.log_scales == pytest.approx([-4.0] * 3)                 # a = 1 / E[1/δ²] = e^-4
     levels = [torch.ones(1, c, 2, 2) for c in (1, 2, 3)]
     assert all(torch.allclose(w, torch.ones_like(w)) for w in weights(levels))
     estimator.networks[1].set_scale(2.0)                       # δ doubled on one level: weights (1/2)²
