@@ -279,8 +279,8 @@ def main(argv=None):
                     help="YOLOv5n weights (det)")
     ap.add_argument("--study-out", type=Path, default=DEFAULT_OUT / "ctc_coco_yolov5n_featjnd",
                     help="run folder of coco_yolov5n_featjnd, part (a) (det)")
-    ap.add_argument("--main-out", type=Path, default=DEFAULT_OUT / "ctc_coco_yolov5n",
-                    help="run folder of coco_yolov5n, part (c) (det)")
+    ap.add_argument("--bits-out", type=Path, default=DEFAULT_OUT / "ctc_coco_yolov5n_featjnd_bits",
+                    help="run folder of coco_yolov5n_featjnd_bits, part (c) (det)")
     ap.add_argument("--nrmse-det", default="0.1,0.2,0.3,0.5,0.7", help="NRMSE targets of (b) (det)")
     args = ap.parse_args(argv)
     command = ".venv/bin/python benchmarks/bench_featjnd.py" + "".join(

@@ -15,9 +15,11 @@ separable token × channel steps: tools jnd_noise and random_noise<seed>).
     f + i.i.d. Gaussian noise of the same norm, evaluated here on the cached P3–P5 features, p = δ
     (the paper's) or δ ⊙ n (the noise estimator's, n one seeded unit-variance uniform draw);
     plus f + p and f + 2p themselves (α = 1 should be just noticeable on the evaluation set too).
-(c) Real coded bits: the coco_yolov5n run (--main-out, default docs/results/ctc_coco_yolov5n,
-    run or resumed here): BD-rate (AP50 vs bpp, pchip, envelope rule) of every FeatJND
-    allocation (FEATJND_TOOLS) against token-wise uniform, with the report's bootstrap interval.
+(c) Real coded bits: the coco_yolov5n_featjnd_bits run (--bits-out, default
+    docs/results/ctc_coco_yolov5n_featjnd_bits, run or resumed here; coco_yolov5n's condition
+    with only uniform and the separable allocation): BD-rate (AP50 vs bpp, pchip, envelope rule)
+    of the FeatJND allocations it holds (FEATJND_TOOLS) against token-wise uniform, with the
+    report's bootstrap interval. The paper's allocations were measured in the coco_yolov5n run.
 (d) Diagnostics of each estimator on the evaluation images, per level.
 
 AP50 is pycocotools' bbox AP at IoU 0.5 on the 79 annotated coco-mini images; intervals are 95 %
@@ -37,7 +39,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 STUDY_CONFIG = "coco_yolov5n_featjnd"
-MAIN_CONFIG = "coco_yolov5n"
+BITS_CONFIG = "coco_yolov5n_featjnd_bits"
 # coco_yolov5n tools compared in (c)
 FEATJND_TOOLS = ("featjnd", "random", "jnd_rd", "jnd_separable", "jnd_channel", "random_separable")
 # (a), (b), (d) per estimator: (title, jnd tool, prefix of the random tools) in coco_yolov5n_featjnd
@@ -255,7 +257,7 @@ def perturbation_study(rep, config, images, bootstrap, data, weights, estimator_
 
 
 def coded_bits(rep, config, reference, results, bootstrap):
-    """(c): BD-rates of the FeatJND allocations against uniform from the coco_yolov5n run."""
+    """(c): BD-rates of the FeatJND allocations against uniform from the coco_yolov5n_featjnd_bits run."""
     from ctc.report import bd_rates
 
     tools = [name for name in FEATJND_TOOLS if name in results]
@@ -266,7 +268,7 @@ def coded_bits(rep, config, reference, results, bootstrap):
             map_bpp = np.mean([record.get("step_map_bits", 0.0) / record["pixels"] for record in point.records])
             point_rows.append([name, point.label, f"{point.bpp:.4f}", f"{map_bpp:.4f}", f"{point.nrmse:.3f}",
                                interval_text(value, samples), f"{point.md5_ok}/{len(point.records)}"])
-    rep.both("## (c) Real coded bits (coco_yolov5n, steps at QP's noise power; bits = whole streams)")
+    rep.both("## (c) Real coded bits (coco_yolov5n_featjnd_bits, steps at QP's noise power; bits = whole streams)")
     rep.both()
     rep.table(["tool", "rate point", "bpp", "of which map", "NRMSE", "AP50 % [CI]", "MD5 ok"], point_rows,
               align="llrrrrr")
@@ -295,9 +297,9 @@ def main_detection(args, rep, command):
 
     start = time.perf_counter()
     ensure_run(STUDY_CONFIG, args.study_out, args)
-    ensure_run(MAIN_CONFIG, args.main_out, args)
+    ensure_run(BITS_CONFIG, args.bits_out, args)
     config, images, reference, study, bootstrap = report_numbers(args.study_out, args.coco)
-    main_config, _, main_reference, main, main_bootstrap = report_numbers(args.main_out, args.coco)
+    main_config, _, main_reference, main, main_bootstrap = report_numbers(args.bits_out, args.coco)
     # (b) and (d) use the estimators the study's jnd tools code with (their JndWeights)
     estimators = [(title, jnd_tool, random_prefix, weights_path(config.tool(jnd_tool).options["JndWeights"]))
                   for title, jnd_tool, random_prefix in ESTIMATORS if jnd_tool in study]
@@ -311,7 +313,7 @@ def main_detection(args, rep, command):
     rep.both("Estimators: " + "; ".join(f"{title}: {shown(path)}" for title, _, _, path in estimators) + ". "
              f"{len(images)} annotated coco-mini images, uncompressed AP50 {reference[METRIC][0]:.1f}; "
              f"intervals: {bootstrap.resamples} paired bootstrap resamples of the images.")
-    rep.both(f"Runs: {shown(args.study_out)} ({STUDY_CONFIG}, part a), {shown(args.main_out)} ({MAIN_CONFIG}, part c).")
+    rep.both(f"Runs: {shown(args.study_out)} ({STUDY_CONFIG}, part a), {shown(args.bits_out)} ({BITS_CONFIG}, part c).")
     rep.both()
     verdicts_a, verdicts_b = [], []
     for title, jnd_tool, random_prefix, path in estimators:

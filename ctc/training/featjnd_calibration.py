@@ -39,20 +39,14 @@ NOISE_SEED = 20261207                    # the calibration's fixed noise draw
 
 
 def fixed_noise(features):
-    """One seeded unit-variance uniform draw shaped like each tensor of `features` (a tensor or a
-    list of them), so every α and every candidate sees the same noise."""
+    """One seeded unit-variance uniform draw shaped like `features` (a tensor, or a list of pyramids:
+    lists of level tensors), so every α and every candidate sees the same noise."""
     from ctc.training.losses import unit_uniform_noise
 
     generator = torch.Generator().manual_seed(NOISE_SEED)
     if isinstance(features, torch.Tensor):
         return unit_uniform_noise(features, generator)
-    return [fixed_noise_levels(levels, generator) for levels in features]
-
-
-def fixed_noise_levels(levels, generator):
-    from ctc.training.losses import unit_uniform_noise
-
-    return [unit_uniform_noise(level, generator) for level in levels]
+    return [[unit_uniform_noise(level, generator) for level in levels] for levels in features]
 
 
 def perturbation(delta, noise):
