@@ -295,8 +295,8 @@ def test_shipped_configs_load_and_list():
         config = load_config(name)
         assert config.name == name and all(len(tool.rate_points) >= 2 for tool in config.tools)
     imagenet = load_config("imagenet_effnet_lite0")
-    assert {t.name for t in imagenet.tools} == {"uniform", "featjnd", "random", "anchor_hevc", "anchor_vvc",
-                                                "image_anchor"}
+    assert {t.name for t in imagenet.tools} == {"uniform", "featjnd", "random", "jnd_separable", "anchor_hevc",
+                                                "anchor_vvc", "image_anchor"}
     assert all(len(t.rate_points) == 6 for t in imagenet.tools) and "path" not in imagenet.dataset
     done = ctc("list")
     assert done.returncode == 0 and "imagenet_effnet_lite0" in done.stdout and "smoke" in done.stdout
