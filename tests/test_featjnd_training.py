@@ -124,22 +124,29 @@ def test_detection_pool_holds_back_the_calibration_photos_and_the_evaluation_set
     assert not any("coco-train" in str(p) for p in paths) and not any(p.name in evaluation for p in paths)
 
 
-@needs_yolo
-def test_yolov5n_estimator_trains_with_the_relative_reward(tmp_path, monkeypatch):
-    """Two steps of --task det --model yolov5n on four random pyramids (the feature cache is stubbed)."""
+def train_tiny_yolo(tmp_path, monkeypatch, seed, *options):
+    """Two steps of --task det --model yolov5n (a tiny estimator) on four random pyramids, the
+    feature cache stubbed; returns (weight path, history, the pyramids)."""
     pytest.importorskip("torchvision")
     import ctc.training.data as training_data
     import ctc.training.featjnd as train_featjnd
 
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     pyramids = [[rng.normal(size=(c, s, s)).astype(np.float16) for c, s in ((64, 48), (128, 24), (256, 12))]
                 for _ in range(4)]
     monkeypatch.setattr(training_data, "cached_pyramids", lambda *args: pyramids)
     monkeypatch.setattr(train_featjnd, "detection_pool", lambda data: ["a", "b"])
     args = parse_args(["--task", "det", "--model", "yolov5n", "--weights", YOLO_WEIGHTS, "--steps", "2",
-                       "--batch", "2", "--crop", "40", "--width", "4", "--blocks", "1", "--reward", "relative",
-                       "--lambda-t", "64", "--out", str(tmp_path)])
+                       "--batch", "2", "--crop", "40", "--width", "4", "--blocks", "1", *options,
+                       "--out", str(tmp_path)])
     path, history = train_featjnd.run_yolo(args)
+    return path, history, pyramids
+
+
+@needs_yolo
+def test_yolov5n_estimator_trains_with_the_relative_reward(tmp_path, monkeypatch):
+    """Two steps of --task det --model yolov5n on four random pyramids (the feature cache is stubbed)."""
+    path, history, _ = train_tiny_yolo(tmp_path, monkeypatch, 0, "--reward", "relative", "--lambda-t", "64")
     model = load_estimator(path)
     assert model.config == {"levels": [64, 128, 256], "width": 4, "num_blocks": 1}
     assert os.path.basename(path).startswith("featjnd_yolov5n-neck_")
@@ -149,19 +156,8 @@ def test_yolov5n_estimator_trains_with_the_relative_reward(tmp_path, monkeypatch
 @needs_yolo
 def test_yolov5n_noise_estimator_trains_on_noise_and_is_named_apart(tmp_path, monkeypatch):
     """Two steps of --perturbation noise: positive δ, the mean-log reward, a `-noise` file name."""
-    pytest.importorskip("torchvision")
-    import ctc.training.data as training_data
-    import ctc.training.featjnd as train_featjnd
-
-    rng = np.random.default_rng(1)
-    pyramids = [[rng.normal(size=(c, s, s)).astype(np.float16) for c, s in ((64, 48), (128, 24), (256, 12))]
-                for _ in range(4)]
-    monkeypatch.setattr(training_data, "cached_pyramids", lambda *args: pyramids)
-    monkeypatch.setattr(train_featjnd, "detection_pool", lambda data: ["a", "b"])
-    args = parse_args(["--task", "det", "--model", "yolov5n", "--weights", YOLO_WEIGHTS, "--steps", "2",
-                       "--batch", "2", "--crop", "40", "--width", "4", "--blocks", "1", "--perturbation", "noise",
-                       "--lr", "1e-3", "--lambda-t", "100", "--out", str(tmp_path)])
-    path, history = train_featjnd.run_yolo(args)
+    path, history, pyramids = train_tiny_yolo(tmp_path, monkeypatch, 1, "--perturbation", "noise", "--lr", "1e-3",
+                                              "--lambda-t", "100")
     model = load_estimator(path)
     assert model.config["output"] == "noise" and os.path.basename(path).startswith("featjnd_yolov5n-neck-noise_")
     assert estimator_metadata(path)["perturbation"].startswith("noise")

@@ -73,7 +73,7 @@ import os
 import numpy as np
 
 from common.errors import InputError
-from common.tools.tokenwise.sq import STEP_EXPONENTS_PER_OCTAVE, UNIT_STEP_EXPONENT, step_sizes
+from common.tools.tokenwise.sq import STEP_EXPONENTS_PER_OCTAVE, UNIT_STEP_EXPONENT, TokenwiseEntropyCoder, step_sizes
 from common.tools.tokenwise.syntax import QP_MAX, QP_MIN
 from encoder.tools.interface import StepOffsets
 
@@ -193,26 +193,35 @@ def separable_fit(log_step):
     return log_step[live].mean(axis=0) - mean, channels
 
 
+class HighRateGain:
+    """Bits a map of log2 steps saves against uniform steps of the same rate, at equal JND-weighted
+    error Σ σ²/δ² (target: L = log2 √12·δ), at high rate, over the `coded` elements:
+    (n/2)·log2(mean(w)·4^mean(s) / mean(w·4^s)), w = 4^−L (module docstring). The weights are
+    prepared once for the candidate maps a tensor weighs."""
+
+    def __init__(self, target, coded):
+        self.coded = coded
+        self.n = int(coded.sum())
+        self.log_w = -2.0 * target[coded]
+        self.shift = self.log_w.max() if self.n else 0.0          # the means in a safe range
+        self.uniform = np.log2(np.mean(np.exp2(self.log_w - self.shift))) if self.n else 0.0
+
+    def __call__(self, steps):
+        if self.n == 0:
+            return 0.0
+        s = 2.0 * np.broadcast_to(steps, self.coded.shape)[self.coded]
+        allocated = np.log2(np.mean(np.exp2(self.log_w - self.shift + s)))
+        return 0.5 * self.n * float(self.uniform + s.mean() - allocated)
+
+
 def high_rate_gain(target, steps, coded):
-    """Bits a map of log2 steps `steps` saves against uniform steps of the same rate, at equal
-    JND-weighted error Σ σ²/δ² (target: L = log2 √12·δ), at high rate, over the `coded` elements:
-    (n/2)·log2(mean(w)·4^mean(s) / mean(w·4^s)), w = 4^−L (module docstring)."""
-    n = int(coded.sum())
-    if n == 0:
-        return 0.0
-    log_w = -2.0 * target[coded]
-    s = 2.0 * np.broadcast_to(steps, target.shape)[coded]
-    shift = log_w.max()                                # the means in a safe range
-    uniform = np.log2(np.mean(np.exp2(log_w - shift))) + s.mean()
-    allocated = np.log2(np.mean(np.exp2(log_w - shift + s)))
-    return 0.5 * n * float(uniform - allocated)
+    """HighRateGain for one map."""
+    return HighRateGain(target, coded)(steps)
 
 
 def map_bits(token_offsets, channel_offsets, grid):
     """Code length of a tensor's step offsets (the entropy coder, dry run; the median taken out as
     the encoder does)."""
-    from common.tools.tokenwise.sq import TokenwiseEntropyCoder
-
     coder = TokenwiseEntropyCoder(kernel=False)
     tokens = token_offsets - int(np.median(token_offsets))
     channels = channel_offsets - int(np.median(channel_offsets))
@@ -238,11 +247,11 @@ def candidate_maps(tokens, channels, allocation):
 def chosen_map(grid, target, tokens, channels, allocation, base_step, rounding_offset):
     """(token offsets, channel offsets, (kind, spacing)) of the candidate with the largest high-rate
     gain less its cost."""
-    coded = (np.abs(grid) >= (1.0 - rounding_offset) * base_step) & ~np.isnan(target)
+    gain = HighRateGain(target, (np.abs(grid) >= (1.0 - rounding_offset) * base_step) & ~np.isnan(target))
     best, best_value = None, -np.inf
     for key, (o, p) in candidate_maps(tokens, channels, allocation).items():
         steps = (o[None] + p[:, None, None]) / STEP_EXPONENTS_PER_OCTAVE
-        value = 0.0 if key[0] == "uniform" else high_rate_gain(target, steps, coded) - map_bits(o, p, grid.shape)
+        value = 0.0 if key[0] == "uniform" else gain(steps) - map_bits(o, p, grid.shape)
         if value > best_value:
             best, best_value = (o, p, key), value
     return best
